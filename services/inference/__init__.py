@@ -1,0 +1,1 @@
+"""The polyvec inference service: one embedding model per process."""

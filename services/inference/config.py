@@ -1,0 +1,140 @@
+"""Inference service settings, read from the environment (flags mirror them).
+
+Every variable here is listed in :data:`ENV_VARS`; deployment files are tested
+against that list so they cannot set a variable the code does not read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the variable."""
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "polyvec" / "models")
+
+
+@dataclass
+class InferenceSettings:
+    # which model
+    model: str | None = field(default=None, metadata={"env": "MODEL"})
+    model_properties: str | None = field(default=None, metadata={"env": "MODEL_PROPERTIES"})
+    model_auth: str | None = field(default=None, metadata={"env": "MODEL_AUTH"})
+    model_cache_dir: str = field(default_factory=_default_cache_dir, metadata={"env": "MODEL_CACHE_DIR"})
+    # where it runs
+    enable_cuda: bool = field(default=False, metadata={"env": "ENABLE_CUDA"})
+    cuda_device: int = field(default=0, metadata={"env": "CUDA_DEVICE"})
+    precision: str | None = field(default=None, metadata={"env": "PRECISION"})
+    # network
+    host: str = field(default="0.0.0.0", metadata={"env": "HOST"})
+    grpc_port: int = field(default=50051, metadata={"env": "GRPC_PORT"})
+    http_port: int | None = field(default=8080, metadata={"env": "HTTP_PORT"})  # None: HTTP off
+    # batching and limits
+    max_batch_size: int = field(default=32, metadata={"env": "MAX_BATCH_SIZE"})
+    batch_wait_ms: float = field(default=5.0, metadata={"env": "BATCH_WAIT_MS"})
+    max_queue: int = field(default=2048, metadata={"env": "MAX_QUEUE"})
+    max_items_per_request: int = field(default=1024, metadata={"env": "MAX_ITEMS_PER_REQUEST"})
+    max_request_bytes: int = field(default=64 * 1024 * 1024, metadata={"env": "MAX_REQUEST_BYTES"})
+    max_image_pixels: int = field(default=40_000_000, metadata={"env": "MAX_IMAGE_PIXELS"})
+    prep_threads: int = field(default=2, metadata={"env": "PREP_THREADS"})
+    log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
+
+    def validate(self) -> InferenceSettings:
+        if not self.model and not self.model_properties:
+            raise SettingsError("set MODEL (a built-in model name) or MODEL_PROPERTIES (JSON model spec)")
+        if self.model and self.model_properties:
+            raise SettingsError("set only one of MODEL and MODEL_PROPERTIES")
+        if self.precision is not None and self.precision not in ("fp32", "fp16", "bf16"):
+            raise SettingsError(f"PRECISION must be fp32, fp16 or bf16, not {self.precision!r}")
+        for name in ("max_batch_size", "max_queue", "max_items_per_request", "max_request_bytes",
+                     "max_image_pixels", "prep_threads"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{env_name(name)} must be at least 1, not {getattr(self, name)}")
+        if self.batch_wait_ms < 0:
+            raise SettingsError(f"BATCH_WAIT_MS must be >= 0, not {self.batch_wait_ms}")
+        for name in ("grpc_port", "http_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise SettingsError(f"{env_name(name)} must be a port number 0-65535, not {port}")
+        return self
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> InferenceSettings:
+        """Read every setting from ``environ`` (default: os.environ); ``overrides`` win."""
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for f in fields(cls):
+            env = f.metadata["env"]
+            if f.name in overrides and overrides[f.name] is not None:
+                values[f.name] = overrides[f.name]
+            elif env in environ and environ[env] != "":
+                values[f.name] = _parse(f.name, env, environ[env])
+        return cls(**values).validate()
+
+
+def env_name(attr: str) -> str:
+    for f in fields(InferenceSettings):
+        if f.name == attr:
+            return f.metadata["env"]
+    raise KeyError(attr)
+
+
+_INTS = {"cuda_device", "grpc_port", "max_batch_size", "max_queue", "max_items_per_request",
+         "max_request_bytes", "max_image_pixels", "prep_threads"}
+
+
+def _parse(attr: str, env: str, raw: str):
+    raw = raw.strip()
+    if attr == "enable_cuda":
+        return parse_bool(env, raw)
+    if attr == "http_port":
+        if raw.lower() in ("off", "none", "disabled", "-1"):
+            return None
+        return _int(env, raw)
+    if attr in _INTS:
+        return _int(env, raw)
+    if attr == "batch_wait_ms":
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{env} must be a number of milliseconds, not {raw!r}") from None
+    if attr == "precision":
+        return raw.lower()
+    return raw
+
+
+def _int(env: str, raw: str) -> int:
+    try:
+        return int(raw.replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{env} must be a whole number, not {raw!r}") from None
+
+
+def parse_bool(env: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{env} must be 0/1 (or true/false), not {raw!r}")
+
+
+#: Every environment variable the inference service reads.
+ENV_VARS: tuple[str, ...] = tuple(f.metadata["env"] for f in fields(InferenceSettings)) + (
+    "XDG_CACHE_HOME",
+    "HF_HOME",
+    "HF_TOKEN",
+    "HF_HUB_OFFLINE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+)

@@ -1,0 +1,104 @@
+"""The one interface every model loader implements.
+
+A loader turns a :class:`~services.inference.model_spec.ModelSpec` into an
+:class:`Encoder`. Encoding is split in two steps so the batcher can overlap
+CPU work with the forward pass:
+
+* ``prepare_texts`` / ``prepare_images`` run on CPU threads (tokenising,
+  resizing, normalising) and return an opaque "prepared" batch;
+* ``forward_texts`` / ``forward_images`` run the model on a prepared batch in
+  the model thread and return float32 vectors, one row per input.
+
+``encode_text`` / ``encode_image`` chain the two for callers that do not care.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+TEXT = "text"
+IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What a loaded model is, as reported by ``Meta``."""
+
+    name: str
+    type: str  # open_clip | clip | sentence_transformers
+    dimensions: int
+    modalities: tuple[str, ...]  # subset of ("text", "image")
+    device: str  # what was actually chosen, e.g. "cpu", "cuda:0"
+    precision: str  # fp32 | fp16 | bf16, what was actually used
+    normalize: bool  # whether vectors are L2-normalised by default
+    max_text_tokens: int  # longer texts are truncated by the model's own tokenizer
+
+
+class UnsupportedModality(ValueError):
+    """The model cannot embed this kind of input (e.g. images on a text model)."""
+
+
+class Encoder(ABC):  # noqa: B024 - every method has a default; loaders override some
+    """A loaded embedding model."""
+
+    info: EncoderInfo
+
+    # --- properties the rest of the service reads -------------------------
+    @property
+    def dimensions(self) -> int:
+        return self.info.dimensions
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.info.modalities
+
+    # --- two-step encoding -------------------------------------------------
+    def prepare_texts(self, texts: list[str]) -> Any:
+        """CPU-side preparation of a text batch (tokenising). Thread-safe."""
+        raise UnsupportedModality(f"model {self.info.name!r} does not embed text")
+
+    def forward_texts(self, prepared: Any) -> np.ndarray:
+        """Run the model on a prepared text batch: float32 array (n, dimensions), not normalised."""
+        raise UnsupportedModality(f"model {self.info.name!r} does not embed text")
+
+    def prepare_images(self, images: list[Image.Image]) -> Any:
+        """CPU-side preparation of an image batch (resize, crop, normalise). Thread-safe."""
+        raise UnsupportedModality(f"model {self.info.name!r} does not embed images")
+
+    def forward_images(self, prepared: Any) -> np.ndarray:
+        """Run the model on a prepared image batch: float32 array (n, dimensions), not normalised."""
+        raise UnsupportedModality(f"model {self.info.name!r} does not embed images")
+
+    def text_length(self, text: str) -> int:
+        """A cheap length estimate used to group texts of similar length into one batch."""
+        return len(text)
+
+    # --- one-step helpers --------------------------------------------------
+    def encode_text(self, texts: list[str], normalize: bool | None = None) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return self._finish(self.forward_texts(self.prepare_texts(texts)), normalize)
+
+    def encode_image(self, images: list[Image.Image], normalize: bool | None = None) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return self._finish(self.forward_images(self.prepare_images(images)), normalize)
+
+    def _finish(self, vectors: np.ndarray, normalize: bool | None) -> np.ndarray:
+        do_norm = self.info.normalize if normalize is None else normalize
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return l2_normalize(vectors) if do_norm else vectors
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release model memory (GPU caches); the default does nothing."""
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation; zero rows stay zero."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
