@@ -38,7 +38,7 @@ class InferenceSettings:
     http_port: int | None = field(default=8080, metadata={"env": "HTTP_PORT"})  # None: HTTP off
     # batching and limits
     max_batch_size: int = field(default=32, metadata={"env": "MAX_BATCH_SIZE"})
-    batch_wait_ms: float = field(default=5.0, metadata={"env": "BATCH_WAIT_MS"})
+    batch_wait_ms: float = field(default=2.0, metadata={"env": "BATCH_WAIT_MS"})
     max_queue: int = field(default=2048, metadata={"env": "MAX_QUEUE"})
     max_items_per_request: int = field(default=1024, metadata={"env": "MAX_ITEMS_PER_REQUEST"})
     max_request_bytes: int = field(default=64 * 1024 * 1024, metadata={"env": "MAX_REQUEST_BYTES"})
@@ -129,12 +129,18 @@ def parse_bool(env: str, raw: str) -> bool:
 #: Every environment variable the inference service reads.
 ENV_VARS: tuple[str, ...] = tuple(f.metadata["env"] for f in fields(InferenceSettings)) + (
     "XDG_CACHE_HOME",
+    "OMP_WAIT_POLICY",
+    "OMP_NUM_THREADS",
     "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_ENDPOINT",
     "HF_TOKEN",
     "HF_HUB_OFFLINE",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
     "AWS_DEFAULT_REGION",
 )

@@ -1,0 +1,117 @@
+"""Credentials for fetching model artifacts (``MODEL_AUTH``), Marqo ``modelAuth`` shape.
+
+``{"s3": {"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "endpoint_url", "region"},
+"hf": {"token"}}``. Credentials are used only for a spec with ``authRequired``; they never appear
+in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .model_spec import ModelSpecError, _closest
+
+_WHERE = "MODEL_AUTH"
+_SECRET_FIELDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token", "hf_token")
+_S3_KEYS: tuple[str, ...] = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+                             "endpoint_url", "region")
+_HF_KEYS: tuple[str, ...] = ("token",)
+
+
+class ModelAuthError(ModelSpecError):
+    """``MODEL_AUTH`` is invalid; the message names the key, never a secret value."""
+
+
+@dataclass(frozen=True)
+class ModelAuth:
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+    s3_endpoint_url: str | None = None
+    region: str | None = None
+    hf_token: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            parts.append(f"{f.name}={'***' if f.name in _SECRET_FIELDS else repr(value)}")
+        return f"ModelAuth({', '.join(parts)})"
+
+    __str__ = __repr__
+
+    @property
+    def has_s3_keys(self) -> bool:
+        return bool(self.aws_access_key_id and self.aws_secret_access_key)
+
+
+def parse_model_auth(raw: str | bytes | Mapping[str, Any] | None) -> ModelAuth | None:
+    """Parse ``MODEL_AUTH`` (JSON text or a dict); ``None`` or empty gives ``None``."""
+    if raw is None:
+        return None
+    if isinstance(raw, bytes | bytearray):
+        raw = raw.decode("utf-8")
+    if isinstance(raw, str):
+        if not raw.strip():
+            return None
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            # exc.msg and position only: the document itself may hold secrets
+            raise ModelAuthError(
+                f"{_WHERE} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+                f"(char {exc.pos})") from None
+    if not isinstance(raw, Mapping):
+        raise ModelAuthError(f"{_WHERE} must be a JSON object with s3 and/or hf")
+    _refuse_unknown(raw, ("s3", "hf"), _WHERE)
+
+    values: dict[str, str | None] = {}
+    if raw.get("s3") is not None:
+        s3 = _section(raw["s3"], "s3")
+        _refuse_unknown(s3, _S3_KEYS, f"{_WHERE}.s3")
+        for key in _S3_KEYS:
+            values["s3_endpoint_url" if key == "endpoint_url" else key] = _opt_str(s3, key, f"{_WHERE}.s3")
+        key_id, secret = values.get("aws_access_key_id"), values.get("aws_secret_access_key")
+        if bool(key_id) != bool(secret):
+            missing = "aws_secret_access_key" if key_id else "aws_access_key_id"
+            raise ModelAuthError(f"{_WHERE}.s3.{missing} is required when the other key is given")
+        if values.get("aws_session_token") and not key_id:
+            raise ModelAuthError(f"{_WHERE}.s3.aws_session_token needs aws_access_key_id and "
+                                 "aws_secret_access_key")
+        endpoint = values.get("s3_endpoint_url")
+        if endpoint and not endpoint.lower().startswith(("http://", "https://")):
+            raise ModelAuthError(f"{_WHERE}.s3.endpoint_url must start with http:// or https://")
+    if raw.get("hf") is not None:
+        hf = _section(raw["hf"], "hf")
+        _refuse_unknown(hf, _HF_KEYS, f"{_WHERE}.hf")
+        values["hf_token"] = _opt_str(hf, "token", f"{_WHERE}.hf")
+    return ModelAuth(**values)
+
+
+def _section(value: Any, name: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ModelAuthError(f"{_WHERE}.{name} must be an object")
+    return value
+
+
+def _refuse_unknown(obj: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
+    for key in obj:
+        if key not in known:
+            hint = _closest(str(key), known)
+            raise ModelAuthError(
+                f"{where}: unknown key {key!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; known keys: {', '.join(known)}")
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ModelAuthError(f"{where}.{key} must be a string")  # no value: it may be a secret
+    return value.strip() or None

@@ -1,0 +1,412 @@
+"""The bring-your-own-model spec (``MODEL_PROPERTIES``), Marqo ``modelProperties`` shape.
+
+The dataclass fields are the contract other modules read; :func:`parse_model_properties`
+turns the user's JSON into one, refusing unknown keys and contradictions with the key named.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ModelSpecError(ValueError):
+    """The model spec is invalid; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True)
+class HfLocation:
+    repo_id: str
+    filename: str | None = None  # None: the whole repo snapshot (a folder)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # architecture name (open_clip), hub name, "hf-hub:ORG/NAME", or a label
+    type: str  # "open_clip" | "clip" | "sentence_transformers"
+    dimensions: int | None = None
+    pretrained: str | None = None  # open_clip pretrained tag (built-in registry only)
+    url: str | None = None
+    localpath: str | None = None
+    s3: S3Location | None = None
+    hf: HfLocation | None = None
+    auth_required: bool = False
+    jit: bool = False
+    precision: str | None = None  # fp32 | fp16 | bf16
+    tokenizer: str | None = None
+    image_preprocessor: str | None = None  # OpenCLIP | OpenAI | SigLIP | MobileCLIP | CLIPA
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    size: int | None = None
+    sha256: str | None = None
+    normalize: bool = True
+    max_text_tokens: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------------------------------
+
+#: canonical model types a loader exists for
+MODEL_TYPES: tuple[str, ...] = ("open_clip", "clip", "sentence_transformers")
+
+_TYPE_ALIASES: dict[str, str] = {
+    "open_clip": "open_clip",
+    "openclip": "open_clip",
+    "clip": "clip",
+    "hf_clip": "clip",
+    "transformers_clip": "clip",
+    "siglip": "clip",
+    "hf_siglip": "clip",
+    "sentence_transformers": "sentence_transformers",
+    "sentence_transformer": "sentence_transformers",
+    "sentencetransformers": "sentence_transformers",
+    "sbert": "sentence_transformers",
+    "st": "sentence_transformers",
+    # Marqo's "hf" type is a Hugging Face text model with pooling: sentence-transformers loads those
+    "hf": "sentence_transformers",
+    "huggingface": "sentence_transformers",
+    "transformers": "sentence_transformers",
+}
+
+IMAGE_PREPROCESSORS: tuple[str, ...] = ("OpenCLIP", "OpenAI", "SigLIP", "MobileCLIP", "CLIPA")
+
+_PRECISIONS: dict[str, str] = {
+    "fp32": "fp32", "float32": "fp32", "float": "fp32", "full": "fp32",
+    "fp16": "fp16", "float16": "fp16", "half": "fp16",
+    "bf16": "bf16", "bfloat16": "bf16",
+}
+
+_KNOWN_KEYS: tuple[str, ...] = (
+    "name", "dimensions", "type", "url", "localpath", "modelLocation", "authRequired", "jit", "precision",
+    "tokenizer", "imagePreprocessor", "mean", "std", "size", "sha256", "normalize", "tokens",
+    "maxTextTokens", "pretrained", "note", "notes",
+)
+_LOCATION_KEYS: tuple[str, ...] = ("s3", "hf", "authRequired")
+_S3_KEYS: tuple[str, ...] = ("Bucket", "Key")
+_HF_KEYS: tuple[str, ...] = ("repoId", "filename")
+
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_WHERE = "MODEL_PROPERTIES"
+
+
+def parse_model_properties(raw: str | bytes | Mapping[str, Any]) -> ModelSpec:
+    """Validate a Marqo-shaped ``modelProperties`` object (JSON text or a dict) into a :class:`ModelSpec`.
+
+    Unknown keys, wrong types and contradictions raise :class:`ModelSpecError` naming the key.
+    """
+    props = _load(raw)
+    _refuse_unknown(props, _KNOWN_KEYS, _WHERE)
+
+    mtype = _parse_type(props)
+    name = _opt_str(props, "name")
+    dimensions = _opt_int(props, "dimensions", minimum=1)
+    url = _opt_str(props, "url")
+    localpath = _opt_str(props, "localpath")
+    top_auth = _opt_bool(props, "authRequired")
+    location = props.get("modelLocation")
+    s3, hf, loc_auth = _parse_location(location) if location is not None else (None, None, None)
+    jit = _opt_bool(props, "jit") or False
+    precision = _parse_precision(props)
+    tokenizer = _opt_str(props, "tokenizer")
+    preprocessor = _parse_preprocessor(props)
+    mean = _opt_triple(props, "mean", positive=False)
+    std = _opt_triple(props, "std", positive=True)
+    size = _opt_int(props, "size", minimum=1)
+    sha256 = _parse_sha256(props)
+    normalize = _opt_bool(props, "normalize")
+    max_tokens = _parse_max_tokens(props)
+    pretrained = _opt_str(props, "pretrained")
+    extra: dict[str, Any] = {}
+    for key in ("note", "notes"):
+        if key in props:
+            if not isinstance(props[key], str):
+                raise ModelSpecError(f"{_WHERE}.{key} must be a string, not {_type_name(props[key])}")
+            extra[key] = props[key]
+
+    # --- one location at most -------------------------------------------------------------------
+    given = [k for k, v in (("url", url), ("localpath", localpath), ("modelLocation", s3 or hf)) if v]
+    if len(given) > 1:
+        raise ModelSpecError(
+            f"{_WHERE}: give only one of url, localpath and modelLocation, "
+            f"not both {given[0]} and {given[1]}")
+    if url is not None:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise ModelSpecError(f"{_WHERE}.url must be an http:// or https:// URL, not {url!r}")
+
+    # --- authRequired ----------------------------------------------------------------------------
+    if top_auth is not None and loc_auth is not None and top_auth != loc_auth:
+        raise ModelSpecError(
+            f"{_WHERE}: authRequired ({top_auth}) contradicts modelLocation.authRequired ({loc_auth})")
+    auth_required = bool(top_auth if top_auth is not None else loc_auth)
+    if auth_required and not (s3 or hf):
+        raise ModelSpecError(
+            f"{_WHERE}.authRequired applies to modelLocation (s3 or hf) only; "
+            f"{'url' if url else 'localpath' if localpath else 'a hub name'} takes no credentials")
+
+    # --- name -----------------------------------------------------------------------------------
+    has_location = bool(url or localpath or s3 or hf)
+    if name is None:
+        if mtype == "open_clip" or not has_location:
+            what = "the OpenCLIP architecture (e.g. ViT-B-32) or hf-hub:ORG/NAME" if mtype == "open_clip" \
+                else "a hub model name, or give localpath/url/modelLocation"
+            raise ModelSpecError(f"{_WHERE}.name is required: {what}")
+        name = _default_name(url, localpath, s3, hf)
+    if not name.strip():
+        raise ModelSpecError(f"{_WHERE}.name must not be empty")
+
+    # --- type-specific contradictions -----------------------------------------------------------
+    if pretrained is not None:
+        if mtype != "open_clip":
+            raise ModelSpecError(f"{_WHERE}.pretrained is an OpenCLIP pretrained tag; type is {mtype!r}")
+        if has_location:
+            raise ModelSpecError(
+                f"{_WHERE}: pretrained ({pretrained!r}) and {given[0]} both name the weights; give one")
+    if mtype == "open_clip" and name.startswith("hf-hub:") and has_location:
+        raise ModelSpecError(
+            f"{_WHERE}: name {name!r} loads its weights from the hub; do not also give {given[0]}")
+    if jit and mtype != "open_clip":
+        raise ModelSpecError(f"{_WHERE}.jit applies to open_clip models only, not {mtype!r}")
+    if mtype == "sentence_transformers":
+        for key, value in (("imagePreprocessor", preprocessor), ("mean", mean), ("std", std), ("size", size)):
+            if value is not None:
+                raise ModelSpecError(
+                    f"{_WHERE}.{key} is an image setting; type {mtype!r} embeds text only")
+    if (mean is None) != (std is None):
+        have, missing = ("mean", "std") if mean is not None else ("std", "mean")
+        raise ModelSpecError(f"{_WHERE}.{have} given without {missing}: give both, 3 numbers each")
+
+    # --- sha256 needs a file --------------------------------------------------------------------
+    if sha256 is not None:
+        if not has_location:
+            raise ModelSpecError(
+                f"{_WHERE}.sha256 needs a file to check: give url, localpath or modelLocation "
+                f"(name {name!r} alone is resolved by the model library)")
+        if hf is not None and hf.filename is None:
+            raise ModelSpecError(
+                f"{_WHERE}.sha256 needs modelLocation.hf.filename: a whole repo snapshot is a folder")
+
+    return ModelSpec(
+        name=name, type=mtype, dimensions=dimensions, pretrained=pretrained, url=url, localpath=localpath,
+        s3=s3, hf=hf, auth_required=auth_required, jit=jit, precision=precision, tokenizer=tokenizer,
+        image_preprocessor=preprocessor, mean=mean, std=std, size=size, sha256=sha256,
+        normalize=True if normalize is None else normalize, max_text_tokens=max_tokens, extra=extra,
+    )
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _load(raw: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(raw, bytes | bytearray):
+        raw = raw.decode("utf-8")
+    if isinstance(raw, str):
+        if not raw.strip():
+            raise ModelSpecError(f"{_WHERE} is empty: give a JSON object")
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ModelSpecError(
+                f"{_WHERE} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+                f"(char {exc.pos})") from None
+    if not isinstance(raw, Mapping):
+        raise ModelSpecError(f"{_WHERE} must be a JSON object, not {_type_name(raw)}")
+    return dict(raw)
+
+
+def _refuse_unknown(obj: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
+    for key in obj:
+        if key in known:
+            continue
+        if not isinstance(key, str):
+            raise ModelSpecError(f"{where}: keys must be strings, not {key!r}")
+        hint = _closest(key, known)
+        raise ModelSpecError(
+            f"{where}: unknown key {key!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+            + f"; known keys: {', '.join(known)}")
+
+
+def _closest(key: str, known: tuple[str, ...]) -> str | None:
+    lowered = {k.lower(): k for k in known}
+    if key.lower() in lowered:
+        return lowered[key.lower()]
+    squashed = key.lower().replace("_", "").replace("-", "")
+    for k in known:
+        if k.lower().replace("_", "") == squashed:
+            return k
+    match = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, where: str = _WHERE) -> str | None:
+    if key not in obj or obj[key] is None:
+        return None
+    value = obj[key]
+    if not isinstance(value, str):
+        raise ModelSpecError(f"{where}.{key} must be a string, not {_type_name(value)}")
+    if not value.strip():
+        raise ModelSpecError(f"{where}.{key} must not be empty")
+    return value.strip()
+
+
+def _opt_bool(obj: Mapping[str, Any], key: str, where: str = _WHERE) -> bool | None:
+    if key not in obj or obj[key] is None:
+        return None
+    value = obj[key]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ModelSpecError(f"{where}.{key} must be true or false, not {value!r}")
+
+
+def _opt_int(obj: Mapping[str, Any], key: str, *, minimum: int) -> int | None:
+    if key not in obj or obj[key] is None:
+        return None
+    value = obj[key]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelSpecError(f"{_WHERE}.{key} must be a whole number, not {value!r}")
+    if value < minimum:
+        raise ModelSpecError(f"{_WHERE}.{key} must be at least {minimum}, not {value}")
+    return value
+
+
+def _opt_triple(obj: Mapping[str, Any], key: str, *, positive: bool) -> tuple[float, float, float] | None:
+    if key not in obj or obj[key] is None:
+        return None
+    value = obj[key]
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise ModelSpecError(f"{_WHERE}.{key} must be a list of 3 numbers (R, G, B), not {value!r}")
+    out = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):
+            raise ModelSpecError(f"{_WHERE}.{key} must hold 3 finite numbers, not {value!r}")
+        if positive and item <= 0:
+            raise ModelSpecError(f"{_WHERE}.{key} values must be greater than 0, not {value!r}")
+        out.append(float(item))
+    return (out[0], out[1], out[2])
+
+
+def _parse_type(props: Mapping[str, Any]) -> str:
+    raw = props.get("type")
+    if raw is None:
+        raise ModelSpecError(f"{_WHERE}.type is required: one of {', '.join(MODEL_TYPES)} (or hf)")
+    if not isinstance(raw, str):
+        raise ModelSpecError(f"{_WHERE}.type must be a string, not {_type_name(raw)}")
+    key = raw.strip().lower().replace("-", "_").replace(" ", "_")
+    if key in _TYPE_ALIASES:
+        return _TYPE_ALIASES[key]
+    if key == "sparse":
+        raise ModelSpecError(f"{_WHERE}.type 'sparse' is not supported by this inference service yet")
+    raise ModelSpecError(
+        f"{_WHERE}.type {raw!r} is not supported: use one of {', '.join(MODEL_TYPES)} (or hf)")
+
+
+def _parse_precision(props: Mapping[str, Any]) -> str | None:
+    raw = props.get("precision")
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or raw.strip().lower() not in _PRECISIONS:
+        raise ModelSpecError(f"{_WHERE}.precision must be fp32, fp16 or bf16, not {raw!r}")
+    return _PRECISIONS[raw.strip().lower()]
+
+
+def _parse_preprocessor(props: Mapping[str, Any]) -> str | None:
+    raw = props.get("imagePreprocessor")
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        for canonical in IMAGE_PREPROCESSORS:
+            if raw.strip().lower() == canonical.lower():
+                return canonical
+    raise ModelSpecError(
+        f"{_WHERE}.imagePreprocessor must be one of {', '.join(IMAGE_PREPROCESSORS)}, not {raw!r}")
+
+
+def _parse_sha256(props: Mapping[str, Any]) -> str | None:
+    raw = props.get("sha256")
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not _SHA256_RE.match(raw.strip()):
+        raise ModelSpecError(f"{_WHERE}.sha256 must be 64 hexadecimal characters, not {raw!r}")
+    return raw.strip().lower()
+
+
+def _parse_max_tokens(props: Mapping[str, Any]) -> int | None:
+    tokens = _opt_int(props, "tokens", minimum=1)
+    max_tokens = _opt_int(props, "maxTextTokens", minimum=1)
+    if tokens is not None and max_tokens is not None and tokens != max_tokens:
+        raise ModelSpecError(
+            f"{_WHERE}: tokens ({tokens}) contradicts maxTextTokens ({max_tokens}); give one")
+    return max_tokens if max_tokens is not None else tokens
+
+
+def _parse_location(raw: Any) -> tuple[S3Location | None, HfLocation | None, bool | None]:
+    where = f"{_WHERE}.modelLocation"
+    if not isinstance(raw, Mapping):
+        raise ModelSpecError(f"{where} must be an object like {{\"s3\": {{...}}}} or {{\"hf\": {{...}}}}, "
+                             f"not {_type_name(raw)}")
+    _refuse_unknown(raw, _LOCATION_KEYS, where)
+    auth = _opt_bool(raw, "authRequired", where)
+    if "s3" in raw and "hf" in raw:
+        raise ModelSpecError(f"{where}: give only one of s3 and hf, not both")
+    if "s3" in raw:
+        s3 = raw["s3"]
+        sw = f"{where}.s3"
+        if not isinstance(s3, Mapping):
+            raise ModelSpecError(
+                f"{sw} must be an object {{\"Bucket\": ..., \"Key\": ...}}, not {_type_name(s3)}")
+        _refuse_unknown(s3, _S3_KEYS, sw)
+        bucket, key = _opt_str(s3, "Bucket", sw), _opt_str(s3, "Key", sw)
+        if bucket is None or key is None:
+            raise ModelSpecError(f"{sw}.{'Bucket' if bucket is None else 'Key'} is required")
+        return S3Location(bucket=bucket, key=key.lstrip("/")), None, auth
+    if "hf" in raw:
+        hf = raw["hf"]
+        hw = f"{where}.hf"
+        if not isinstance(hf, Mapping):
+            raise ModelSpecError(f"{hw} must be an object {{\"repoId\": ..., \"filename\": ...}}, "
+                                 f"not {_type_name(hf)}")
+        _refuse_unknown(hf, _HF_KEYS, hw)
+        repo_id = _opt_str(hf, "repoId", hw)
+        if repo_id is None:
+            raise ModelSpecError(f"{hw}.repoId is required (e.g. \"ORG/NAME\")")
+        if repo_id.count("/") > 1 or repo_id.startswith("/") or repo_id.endswith("/"):
+            raise ModelSpecError(f"{hw}.repoId must look like ORG/NAME, not {repo_id!r}")
+        return None, HfLocation(repo_id=repo_id, filename=_opt_str(hf, "filename", hw)), auth
+    raise ModelSpecError(f"{where} must name s3 or hf")
+
+
+def _default_name(
+    url: str | None, localpath: str | None, s3: S3Location | None, hf: HfLocation | None
+) -> str:
+    if hf is not None:
+        return hf.repo_id
+    if s3 is not None:
+        return PurePosixPath(s3.key).name or s3.bucket
+    if url is not None:
+        return PurePosixPath(urlsplit(url).path).name or urlsplit(url).netloc
+    return PurePosixPath(str(localpath).rstrip("/")).name or str(localpath)
