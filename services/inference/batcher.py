@@ -1,0 +1,463 @@
+"""Dynamic batching across requests.
+
+Callers (asyncio tasks) hand in texts or decoded images and await their
+vectors. Items from all callers wait in one bounded queue and are cut into
+batches:
+
+* a batch holds one modality and at most ``max_batch_size`` items;
+* the oldest waiting item starts the clock: a batch that is not full waits at
+  most ``batch_wait_ms`` after that item arrived, a full one goes at once;
+* when more texts wait than fit, the batch is the run of similar lengths
+  (by ``Encoder.text_length``) that contains the oldest text, so padding is
+  small and no text waits forever;
+* ``batching=False`` turns cross-request batching off: every request is its own
+  forward pass (the baseline the benchmark compares against).
+
+Three kinds of threads do the work: one scheduler thread cuts batches, a small
+pool runs the CPU-side ``prepare_*`` step, and ONE model thread runs
+``forward_*``. At most ``pipeline_depth`` batches are between cutting and the
+end of their forward pass, so batch N+1 is prepared while batch N runs, and
+items keep accumulating (into bigger batches) while the model is busy.
+
+Results are sliced back per caller, in the caller's order, normalised per
+request if asked, and handed to the caller's event loop with
+``call_soon_threadsafe``. When a batch shared by several requests fails, each
+request is run again on its own, so only the request that cannot be encoded
+fails. A
+caller that goes away (cancelled task) has its not-yet-started items dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from services.inference.loaders.base import IMAGE, TEXT, Encoder, l2_normalize
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from services.inference.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The bounded queue cannot take the items of this request now."""
+
+
+class BatcherClosed(Exception):
+    """The batcher is shutting down and takes no new work."""
+
+
+class BatchFailed(RuntimeError):
+    """The batch that held this request's items failed to prepare or run."""
+
+
+@dataclass(eq=False)
+class _Request:
+    modality: str
+    count: int
+    normalize: bool
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    remaining: int = 0
+    result: np.ndarray | None = None
+    done: bool = False  # delivered, failed or abandoned: its items are no longer wanted
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    request: _Request
+    pos: int
+    payload: Any
+    seq: int
+    enqueued: float
+    length: int | None = None
+
+
+@dataclass(eq=False)
+class _Batch:
+    modality: str
+    items: list[_Item]
+    prepared: Future = field(default_factory=Future)
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        max_batch_size: int = 32,
+        batch_wait_ms: float = 5.0,
+        max_queue: int = 2048,
+        prep_threads: int = 2,
+        batching: bool = True,
+        pipeline_depth: int = 2,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue < 1 or prep_threads < 1 or pipeline_depth < 1:
+            raise ValueError("max_batch_size, max_queue, prep_threads and pipeline_depth must be >= 1")
+        self.encoder = encoder
+        self.max_batch_size = max_batch_size
+        self.batch_wait = max(0.0, batch_wait_ms) / 1000.0
+        self.max_queue = max_queue
+        self.batching = batching
+        self.pipeline_depth = pipeline_depth
+        self.metrics = metrics
+
+        self._cond = threading.Condition()
+        self._pending: dict[str, list[_Item]] = {TEXT: [], IMAGE: []}
+        self._pending_count = 0
+        self._in_pipeline = 0
+        self._closed = False
+        self._seq = itertools.count()
+        self._model_q: queue.Queue[_Batch | None] = queue.Queue()
+        self._prep_pool = ThreadPoolExecutor(max_workers=prep_threads, thread_name_prefix="polyvec-prep")
+        self._scheduler = threading.Thread(target=self._schedule_loop, name="polyvec-batcher", daemon=True)
+        self._model_thread = threading.Thread(target=self._model_loop, name="polyvec-model", daemon=True)
+        self._scheduler.start()
+        self._model_thread.start()
+
+    # ------------------------------------------------------------------ API
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting to be cut into a batch."""
+        return self._pending_count
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check_room(self, n: int) -> None:
+        """Raise :class:`QueueFull` now if ``n`` more items cannot be queued (a cheap early check)."""
+        if self._pending_count + n > self.max_queue:
+            raise QueueFull(
+                f"queue full: {self._pending_count} items waiting, this request adds {n}, "
+                f"limit is {self.max_queue}"
+            )
+
+    async def encode(
+        self, texts: list[str], images: list[Image.Image], normalize: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors for ``texts`` and ``images`` (float32, input order), normalised if ``normalize``.
+
+        Raises :class:`QueueFull` at once when the queue cannot take all items,
+        :class:`BatcherClosed` during shutdown, :class:`BatchFailed` when the
+        batch holding one of the items failed.
+        """
+        loop = asyncio.get_running_loop()
+        n = len(texts) + len(images)
+        requests: dict[str, _Request] = {}
+        if n:
+            with self._cond:
+                if self._closed:
+                    raise BatcherClosed("the service is shutting down")
+                if self._pending_count + n > self.max_queue:
+                    raise QueueFull(
+                        f"queue full: {self._pending_count} items waiting, this request adds {n}, "
+                        f"limit is {self.max_queue}"
+                    )
+                now = time.monotonic()
+                for modality, payloads in ((TEXT, texts), (IMAGE, images)):
+                    if not payloads:
+                        continue
+                    req = _Request(modality, len(payloads), normalize, loop.create_future(), loop,
+                                   remaining=len(payloads))
+                    requests[modality] = req
+                    self._pending[modality].extend(
+                        _Item(req, pos, payload, next(self._seq), now) for pos, payload in enumerate(payloads)
+                    )
+                self._pending_count += n
+                self._cond.notify_all()
+            self._report_depth()
+        try:
+            if requests:
+                await asyncio.gather(*(r.future for r in requests.values()))
+        except BaseException:
+            for req in requests.values():
+                self._abandon(req)
+                if not req.future.done():
+                    req.future.cancel()
+                elif not req.future.cancelled():
+                    req.future.exception()  # mark as retrieved: the first error is what we raise
+            raise
+        dims = self.encoder.dimensions
+
+        def out(modality: str) -> np.ndarray:
+            req = requests.get(modality)
+            return req.future.result() if req else np.zeros((0, dims), dtype=np.float32)
+
+        return out(TEXT), out(IMAGE)
+
+    async def encode_texts(self, texts: list[str], normalize: bool) -> np.ndarray:
+        return (await self.encode(texts, [], normalize))[0]
+
+    async def encode_images(self, images: list[Image.Image], normalize: bool) -> np.ndarray:
+        return (await self.encode([], images, normalize))[1]
+
+    async def close(self, drain: bool = True) -> None:
+        """Stop taking work; finish what is queued (``drain``) or fail it; stop the threads."""
+        await asyncio.to_thread(self.close_sync, drain)
+
+    def close_sync(self, drain: bool = True) -> None:
+        with self._cond:
+            self._closed = True
+            if not drain:
+                for items in self._pending.values():
+                    for req in {id(it.request): it.request for it in items}.values():
+                        self._fail(req, BatcherClosed("the service shut down before this request ran"))
+                    items.clear()
+                self._pending_count = 0
+            self._cond.notify_all()
+        self._scheduler.join()
+        self._model_thread.join()
+        self._prep_pool.shutdown(wait=True)
+        self._report_depth()
+
+    # ------------------------------------------------------------ scheduling
+    def _schedule_loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed and self._pending_count == 0:
+                        self._model_q.put(None)
+                        return
+                    if self._in_pipeline < self.pipeline_depth and self._pending_count:
+                        # While the model is busy only a full batch is cut ahead (and prepared
+                        # while the model runs); a partial one keeps growing until the model is
+                        # free, so load turns into bigger batches instead of more small ones.
+                        partial_ok = self._in_pipeline == 0
+                        modality, timeout = self._due_modality(time.monotonic(), partial_ok)
+                        if modality is not None:
+                            break
+                        self._cond.wait(timeout)
+                    else:
+                        self._cond.wait()
+                items = self._cut(modality)
+                self._in_pipeline += 1
+            self._report_depth()
+            batch = _Batch(modality, items)
+            self._prep_pool.submit(self._prepare, batch)
+            self._model_q.put(batch)
+
+    def _due_modality(self, now: float, partial_ok: bool = True) -> tuple[str | None, float | None]:
+        """The modality to cut now (the one whose oldest item is oldest), or how long to wait.
+
+        With ``partial_ok`` False (the model is busy) only a full batch is due; the
+        scheduler is woken again when the model finishes.
+        """
+        best: tuple[int, str] | None = None
+        next_due: float | None = None
+        for modality, items in self._pending.items():
+            if not items:
+                continue
+            oldest = items[0]
+            due_at = oldest.enqueued + self.batch_wait
+            full = len(items) >= self.max_batch_size
+            if full or (partial_ok and (not self.batching or self._closed or now >= due_at)):
+                if best is None or oldest.seq < best[0]:
+                    best = (oldest.seq, modality)
+            elif partial_ok:
+                next_due = due_at if next_due is None else min(next_due, due_at)
+        if best is not None:
+            return best[1], None
+        return None, None if next_due is None else max(0.0, next_due - now)
+
+    def _cut(self, modality: str) -> list[_Item]:
+        """Remove and return the next batch of ``modality`` (called with the lock held)."""
+        items = self._pending[modality]
+        limit = self.max_batch_size
+        if not self.batching:
+            first = items[0].request
+            chosen = [it for it in items if it.request is first][:limit]
+        elif len(items) <= limit:
+            chosen = list(items)
+        elif modality == TEXT:
+            chosen = self._similar_lengths(items, limit)
+        else:
+            chosen = items[:limit]
+        if len(chosen) == len(items):
+            items.clear()
+        else:
+            taken = {id(it) for it in chosen}
+            items[:] = [it for it in items if id(it) not in taken]
+        self._pending_count -= len(chosen)
+        return chosen
+
+    def _similar_lengths(self, items: list[_Item], limit: int) -> list[_Item]:
+        """``limit`` texts of similar length, always including the oldest one."""
+        for it in items:
+            if it.length is None:
+                it.length = self._text_length(it.payload)
+        oldest = items[0]
+        ordered = sorted(items, key=lambda it: (it.length, it.seq))
+        p = ordered.index(oldest)
+        lo = max(0, p - limit + 1)
+        hi = min(p, len(ordered) - limit)
+        start = min(range(lo, hi + 1), key=lambda s: (ordered[s + limit - 1].length - ordered[s].length, s))
+        return ordered[start:start + limit]
+
+    def _text_length(self, text: str) -> int:
+        try:
+            return int(self.encoder.text_length(text))
+        except Exception:  # a length estimate must never fail a request
+            return len(text)
+
+    # ------------------------------------------------------- prep and model
+    def _prepare(self, batch: _Batch) -> None:
+        payloads = [it.payload for it in batch.items]
+        try:
+            if batch.modality == TEXT:
+                prepared = self.encoder.prepare_texts(payloads)
+            else:
+                prepared = self.encoder.prepare_images(payloads)
+        except BaseException as exc:
+            batch.prepared.set_exception(exc)
+        else:
+            batch.prepared.set_result(prepared)
+
+    def _model_loop(self) -> None:
+        while True:
+            batch = self._model_q.get()
+            if batch is None:
+                return
+            try:
+                self._run(batch)
+            finally:
+                with self._cond:
+                    self._in_pipeline -= 1
+                    self._cond.notify_all()
+
+    def _run(self, batch: _Batch) -> None:
+        try:
+            out = self._forward(batch.modality, batch.items, lambda: batch.prepared.result())
+        except _StageError as exc:
+            log.warning("%s batch of %d failed while %s: %s", batch.modality, len(batch.items), exc.stage,
+                        exc.cause)
+            if self.metrics is not None:
+                self.metrics.observe_batch_failure(batch.modality)
+            requests = list({id(it.request): it.request for it in batch.items}.values())
+            if len(requests) == 1:
+                self._abandon(requests[0], exc.as_batch_failed(batch.modality))
+                return
+            # Several callers shared the batch: run each caller's items on their own so one
+            # bad request (say, an image the model cannot take) fails only itself.
+            for req in requests:
+                own = [it for it in batch.items if it.request is req]
+                if req.done:
+                    continue
+                try:
+                    out = self._forward(
+                        batch.modality, own, lambda own=own: self._prepare_now(batch.modality, own)
+                    )
+                except _StageError as exc2:
+                    self._abandon(req, exc2.as_batch_failed(batch.modality))
+                    continue
+                self._deliver(own, out)
+            return
+        self._deliver(batch.items, out)
+
+    def _prepare_now(self, modality: str, items: list[_Item]) -> Any:
+        payloads = [it.payload for it in items]
+        if modality == TEXT:
+            return self.encoder.prepare_texts(payloads)
+        return self.encoder.prepare_images(payloads)
+
+    def _forward(self, modality: str, items: list[_Item], get_prepared) -> np.ndarray:
+        """Prepared input -> float32 vectors for ``items``; failures raised as :class:`_StageError`."""
+        stage = "preparing"
+        try:
+            prepared = get_prepared()
+            stage = "running"
+            start = time.perf_counter()
+            if modality == TEXT:
+                out = self.encoder.forward_texts(prepared)
+            else:
+                out = self.encoder.forward_images(prepared)
+            elapsed = time.perf_counter() - start
+            out = np.asarray(out, dtype=np.float32)
+            if out.ndim != 2 or out.shape[0] != len(items):
+                raise RuntimeError(
+                    f"model returned shape {tuple(out.shape)} for a batch of {len(items)} items"
+                )
+        except Exception as exc:
+            raise _StageError(stage, exc) from exc
+        if self.metrics is not None:
+            self.metrics.observe_batch(modality, len(items), elapsed)
+        return out
+
+    def _deliver(self, items: list[_Item], out: np.ndarray) -> None:
+        for row, item in enumerate(items):
+            req = item.request
+            if req.done:
+                continue
+            if req.result is None:
+                req.result = np.empty((req.count, out.shape[1]), dtype=np.float32)
+            req.result[item.pos] = out[row]
+            req.remaining -= 1
+            if req.remaining == 0:
+                req.done = True
+                vectors = l2_normalize(req.result) if req.normalize else req.result
+                _call_in_loop(req.loop, _resolve, req.future, vectors)
+
+    # ---------------------------------------------------------- bookkeeping
+    def _abandon(self, req: _Request, error: BaseException | None = None) -> None:
+        """Drop a request's waiting items; fail its future with ``error`` (if given and not done)."""
+        with self._cond:
+            if error is not None:
+                self._fail(req, error)
+            req.done = True
+            items = self._pending[req.modality]
+            kept = [it for it in items if it.request is not req]
+            if len(kept) != len(items):
+                self._pending_count -= len(items) - len(kept)
+                items[:] = kept
+        self._report_depth()
+
+    def _fail(self, req: _Request, error: BaseException) -> None:
+        if not req.done:
+            req.done = True
+            _call_in_loop(req.loop, _reject, req.future, error)
+
+    def _report_depth(self) -> None:
+        if self.metrics is not None:
+            self.metrics.set_queue_depth(self._pending_count)
+
+
+class _StageError(Exception):
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"{stage}: {cause}")
+        self.stage = stage
+        self.cause = cause
+
+    def as_batch_failed(self, modality: str) -> BatchFailed:
+        return BatchFailed(
+            f"{self.stage} the {modality} batch failed: {type(self.cause).__name__}: {self.cause}"
+        )
+
+
+def _resolve(future: asyncio.Future, value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _reject(future: asyncio.Future, error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _call_in_loop(loop: asyncio.AbstractEventLoop, fn, *args) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the caller's loop is gone: nobody is waiting
+        pass

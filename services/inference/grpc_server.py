@@ -1,0 +1,162 @@
+"""gRPC front: ``polyvec.inference.v1.Inference`` + health + reflection (grpc.aio).
+
+The servicer only maps protobuf <-> :class:`InferenceService`; vectors travel
+as little-endian float32 bytes. Service errors become status codes with the
+service's message (which names the bad field/index):
+
+InvalidInput -> INVALID_ARGUMENT, Overloaded -> RESOURCE_EXHAUSTED,
+NotReady -> UNAVAILABLE, InternalError -> INTERNAL.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from protos import inference_pb2, inference_pb2_grpc
+from services.inference.service import InferenceService, InternalError, InvalidInput, NotReady, Overloaded
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
+HEALTH_SERVICE_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+_FRAMING_HEADROOM = 64 * 1024  # protobuf field headers around MAX_REQUEST_BYTES of payload
+
+
+def pack_vectors(vectors: np.ndarray) -> inference_pb2.Vectors:
+    """(n, d) float array -> Vectors{data: little-endian float32 row-major, count: n}."""
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    return inference_pb2.Vectors(data=vectors.tobytes(), count=int(vectors.shape[0]))
+
+
+def unpack_vectors(message: inference_pb2.Vectors, dimensions: int) -> np.ndarray:
+    """The inverse of :func:`pack_vectors` (used by clients and tests)."""
+    flat = np.frombuffer(message.data, dtype="<f4")
+    if dimensions <= 0:
+        return flat.reshape(message.count, 0) if message.count else flat.reshape(0, 0)
+    return flat.reshape(message.count, dimensions).astype(np.float32)
+
+
+_CODES: tuple[tuple[type[Exception], grpc.StatusCode, str], ...] = (
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT, "invalid"),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded"),
+    (NotReady, grpc.StatusCode.UNAVAILABLE, "unavailable"),
+    (InternalError, grpc.StatusCode.INTERNAL, "internal"),
+)
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+
+    async def Vectorize(self, request, context):  # noqa: N802 - gRPC method name
+        with self.service.metrics.track("grpc.Vectorize") as state:
+            try:
+                normalize = request.normalize if request.HasField("normalize") else None
+                texts, images = await self.service.vectorize(
+                    list(request.texts), list(request.images), normalize
+                )
+            except Exception as exc:
+                await self._abort(context, exc, state)
+            dims = self.service.encoder.dimensions if self.service.encoder is not None else 0
+            return inference_pb2.VectorizeResponse(
+                text_vectors=pack_vectors(texts),
+                image_vectors=pack_vectors(images),
+                model=self.service.encoder.info.name,
+                dimensions=dims,
+            )
+
+    async def Meta(self, request, context):  # noqa: N802 - gRPC method name
+        with self.service.metrics.track("grpc.Meta") as state:
+            try:
+                meta = self.service.meta()
+            except Exception as exc:
+                await self._abort(context, exc, state)
+            limits = meta["limits"]
+            return inference_pb2.MetaResponse(
+                name=meta["name"],
+                type=meta["type"],
+                dimensions=meta["dimensions"],
+                modalities=meta["modalities"],
+                device=meta["device"],
+                precision=meta["precision"],
+                normalize=meta["normalize"],
+                max_text_tokens=meta["max_text_tokens"],
+                limits=inference_pb2.Limits(
+                    max_batch_size=limits["max_batch_size"],
+                    batch_wait_ms=int(round(limits["batch_wait_ms"])),
+                    max_queue=limits["max_queue"],
+                    max_image_pixels=limits["max_image_pixels"],
+                    max_request_bytes=limits["max_request_bytes"],
+                    max_items_per_request=limits["max_items_per_request"],
+                ),
+            )
+
+    @staticmethod
+    async def _abort(context, exc: Exception, state: dict) -> None:
+        for kind, code, status in _CODES:
+            if isinstance(exc, kind):
+                state["status"] = status
+                await context.abort(code, str(exc))
+        log.exception("unexpected error in a gRPC call")
+        state["status"] = "internal"
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+
+class GrpcFront:
+    """The grpc.aio server of one inference service: Inference, Health, reflection."""
+
+    def __init__(self, service: InferenceService, *, host: str, port: int, max_receive_bytes: int) -> None:
+        self.service = service
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.health = HealthServicer()
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_receive_bytes + _FRAMING_HEADROOM),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+            ]
+        )
+        inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(service), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+
+    async def start(self) -> int:
+        """Bind and start; health says NOT_SERVING until :meth:`set_serving`. Returns the bound port."""
+        address = f"{_grpc_host(self.host)}:{self.requested_port}"
+        try:
+            port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for gRPC on {address}: {exc}") from None
+        if not port:
+            raise OSError(f"cannot listen for gRPC on {address} (address in use?)")
+        await self.set_serving(False)
+        await self.server.start()
+        self.port = port
+        return port
+
+    async def set_serving(self, serving: bool) -> None:
+        states = health_pb2.HealthCheckResponse
+        status = states.SERVING if serving else states.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """NOT_SERVING, stop accepting calls, let in-flight calls finish for ``grace`` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def _grpc_host(host: str) -> str:
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host

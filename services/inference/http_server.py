@@ -1,0 +1,171 @@
+"""HTTP front: the Weaviate multi2vec-clip inference protocol, plus /metrics.
+
+A Weaviate server whose multi2vec-clip module points ``CLIP_INFERENCE_API`` at
+this port works unchanged:
+
+* ``POST /vectorize`` ``{"texts": [...], "images": [base64, ...]}`` ->
+  ``{"textVectors": [[...]], "imageVectors": [[...]]}`` (either list may be
+  ``null`` or missing; Go sends ``null`` for an empty slice);
+* ``GET /meta`` -> a JSON object describing the model;
+* ``GET /.well-known/live`` -> 204 always; ``GET /.well-known/ready`` -> 204
+  once the model is loaded, 503 before;
+* ``GET /metrics`` -> Prometheus text.
+
+Errors are ``{"error": "..."}`` naming the field or item index: 400 for a body
+that is not a JSON object, 413 when over MAX_REQUEST_BYTES, 422 for invalid
+items, 429 when the queue is full, 503 while loading or shutting down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.inference.images import ImageError, decode_base64_image
+from services.inference.service import InferenceService, InternalError, InvalidInput, NotReady, Overloaded
+
+log = logging.getLogger(__name__)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge(f"request body is {declared} bytes; the limit (MAX_REQUEST_BYTES) is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge(f"request body is over the limit (MAX_REQUEST_BYTES) of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _string_list(body: dict, key: str) -> list[str]:
+    value = body.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidInput(key, f"must be a list of strings, not {type(value).__name__}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise InvalidInput(f"{key}[{i}]", f"must be a string, not {type(item).__name__}")
+    return value
+
+
+_STRINGS = {"type": "array", "items": {"type": "string"}, "nullable": True}
+_VECTORIZE_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "texts": {**_STRINGS, "description": "texts to embed, in order"},
+                        "images": {**_STRINGS, "description": "base64 images (or data: URLs), in order"},
+                        "normalize": {"type": "boolean", "description": "L2-normalise (default: model's)"},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {"description": '{"textVectors": [[...]], "imageVectors": [[...]]} in input order'},
+        "413": {"description": "body over MAX_REQUEST_BYTES"},
+        "422": {"description": '{"error": "..."} naming the bad field or item index'},
+        "429": {"description": "queue full, retry later"},
+        "503": {"description": "model still loading or shutting down"},
+    },
+}
+
+
+def create_app(service: InferenceService) -> FastAPI:
+    app = FastAPI(
+        title="polyvec inference",
+        description="Weaviate multi2vec-clip compatible inference API of one polyvec model",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.service = service
+    metrics = service.metrics
+    limit = service.settings.max_request_bytes
+
+    @app.post("/vectorize", openapi_extra=_VECTORIZE_DOC)
+    async def vectorize(request: Request) -> Response:
+        with metrics.track("http.vectorize") as state:
+            try:
+                raw = await _read_body(request, limit)
+            except _BodyTooLarge as exc:
+                state["status"] = "too_large"
+                return _error(413, str(exc))
+            try:
+                body: Any = json.loads(raw) if raw else None
+            except (ValueError, UnicodeDecodeError) as exc:
+                state["status"] = "invalid"
+                return _error(400, f"body is not valid JSON: {exc}")
+            if not isinstance(body, dict):
+                state["status"] = "invalid"
+                return _error(400, 'body must be a JSON object like {"texts": [...], "images": [...]}')
+            try:
+                texts = _string_list(body, "texts")
+                encoded = _string_list(body, "images")
+                normalize = body.get("normalize")
+                if normalize is not None and not isinstance(normalize, bool):
+                    raise InvalidInput("normalize", "must be true, false or absent")
+                service.validate(texts, encoded)
+                images = [decode_base64_image(s, i) for i, s in enumerate(encoded)]
+                text_vectors, image_vectors = await service.vectorize(texts, images, normalize)
+            except ImageError as exc:
+                state["status"] = "invalid"
+                return _error(422, str(exc))
+            except InvalidInput as exc:
+                state["status"] = "invalid"
+                return _error(422, str(exc))
+            except Overloaded as exc:
+                state["status"] = "overloaded"
+                return _error(429, str(exc))
+            except NotReady as exc:
+                state["status"] = "unavailable"
+                return _error(503, str(exc))
+            except InternalError as exc:
+                state["status"] = "internal"
+                return _error(500, str(exc))
+            return JSONResponse(
+                {"textVectors": text_vectors.tolist(), "imageVectors": image_vectors.tolist()}
+            )
+
+    @app.get("/meta")
+    async def meta() -> Response:
+        with metrics.track("http.meta") as state:
+            try:
+                return JSONResponse(service.meta())
+            except NotReady as exc:
+                state["status"] = "unavailable"
+                return _error(503, str(exc))
+
+    @app.get("/.well-known/live")
+    async def live() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/.well-known/ready")
+    async def ready() -> Response:
+        return Response(status_code=204 if service.ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return app

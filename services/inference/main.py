@@ -1,0 +1,384 @@
+"""``polyvec inference``: run one inference service (one model per process).
+
+Startup order, so probes answer while the model loads:
+
+1. read settings (env, flags override) and check the model spec and device -
+   a bad value prints one line and exits 2;
+2. bind gRPC (health NOT_SERVING) and HTTP (ready -> 503);
+3. load the model in a thread, then flip health to SERVING (ready -> 204);
+4. on SIGTERM/SIGINT: NOT_SERVING, stop accepting, let in-flight calls finish,
+   drain the batcher, exit 0.
+
+``--download-only`` fetches and loads the model into MODEL_CACHE_DIR and exits
+0 (Docker builds bake the model into the image that way).
+
+:func:`start_servers` runs the same servers in-process (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import uvicorn
+
+from services.inference.config import InferenceSettings, SettingsError
+from services.inference.cpu_threads import prefer_passive_openmp
+from services.inference.loaders.base import Encoder
+from services.inference.service import InferenceService
+
+log = logging.getLogger("polyvec.inference")
+
+PROG = "polyvec inference"
+EXIT_STARTUP = 2
+
+_HELP = {
+    "model": "a built-in model name (see the README), or use --model-properties",
+    "model_properties": "JSON model spec in the Marqo modelProperties shape (bring your own model)",
+    "model_auth": "JSON credentials for the model artifact: {s3: {...}, hf: {token}}",
+    "model_cache_dir": "where downloaded/extracted models are cached",
+    "enable_cuda": "run on a GPU (0/1)",
+    "cuda_device": "GPU index when --enable-cuda",
+    "precision": "fp32, fp16 (GPU only) or bf16",
+    "host": "address to listen on",
+    "grpc_port": "gRPC port (0: any free port)",
+    "http_port": "HTTP port for the Weaviate-compatible API and /metrics ('off' disables it)",
+    "max_batch_size": "most items in one forward pass",
+    "batch_wait_ms": "longest wait for a batch to fill, counted from its oldest item",
+    "max_queue": "most items waiting; beyond it requests get RESOURCE_EXHAUSTED / 429",
+    "max_items_per_request": "most texts+images in one request",
+    "max_request_bytes": "largest request body / gRPC message",
+    "max_image_pixels": "largest image (width*height) accepted",
+    "prep_threads": "threads for image decoding and preprocessing",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve one embedding model over gRPC (polyvec.inference.v1) and a Weaviate-compatible "
+        "HTTP API. Every option can also be set by the environment variable shown; options win.",
+    )
+    for f in fields(InferenceSettings):
+        env = f.metadata["env"]
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{_HELP.get(f.name, '')} [env {env}]"
+        if f.name == "enable_cuda":
+            parser.add_argument(flag, dest=f.name, nargs="?", const="1", default=None, metavar="0|1",
+                                help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=env, help=help_text)
+    parser.add_argument("--download-only", action="store_true",
+                        help="fetch and load the model into MODEL_CACHE_DIR, then exit 0 (for image builds)")
+    parser.add_argument("--no-batching", action="store_true",
+                        help="turn cross-request batching off: every request is its own forward pass "
+                        "(a benchmark baseline)")
+    return parser
+
+
+def settings_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> InferenceSettings:
+    """Settings from the environment with every given flag laid over its variable."""
+    merged = dict(os.environ if environ is None else environ)
+    for f in fields(InferenceSettings):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            merged[f.metadata["env"]] = str(value)
+    return InferenceSettings.from_env(merged)
+
+
+def setup_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
+    logging.basicConfig(
+        level=numeric, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+
+
+# --------------------------------------------------------------- model spec
+@dataclass
+class ModelPlan:
+    """Everything needed to load the model, checked before any port is opened."""
+
+    spec: Any
+    auth: Any
+    choice: Any
+    cache_dir: str
+
+
+def plan_model(settings: InferenceSettings) -> ModelPlan:
+    """Resolve MODEL / MODEL_PROPERTIES, MODEL_AUTH and the device (raise on bad values)."""
+    from services.inference.auth import parse_model_auth
+    from services.inference.device import choose_device
+
+    if settings.model_properties:
+        from services.inference.model_spec import parse_model_properties
+
+        spec = parse_model_properties(settings.model_properties)
+    else:
+        from services.inference.registry import builtin_spec
+
+        spec = builtin_spec(settings.model or "")
+    auth = parse_model_auth(settings.model_auth)
+    precision = settings.precision or getattr(spec, "precision", None)
+    choice = choose_device(settings.enable_cuda, settings.cuda_device, precision)
+    return ModelPlan(spec=spec, auth=auth, choice=choice, cache_dir=settings.model_cache_dir)
+
+
+def load_model(plan: ModelPlan) -> Encoder:
+    from services.inference.loaders import load_encoder
+
+    return load_encoder(plan.spec, plan.choice, auth=plan.auth, cache_dir=plan.cache_dir)
+
+
+def _startup_errors() -> tuple[type[BaseException], ...]:
+    """Error types that are the user's configuration, reported in one line (no traceback)."""
+    kinds: list[type[BaseException]] = [SettingsError, OSError, ValueError]
+    for module, name in (
+        ("services.inference.artifacts", "ArtifactError"),
+        ("services.inference.model_spec", "ModelSpecError"),
+        ("services.inference.device", "DeviceError"),
+    ):
+        try:
+            kinds.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):  # pragma: no cover - module still being written
+            pass
+    return tuple(kinds)
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_STARTUP
+
+
+# ------------------------------------------------------------------ servers
+class _EmbeddedUvicorn(uvicorn.Server):
+    """A uvicorn Server that leaves signal handling to us (we share its event loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+@dataclass
+class RunningServer:
+    """Servers of one in-process inference service; ``await stop()`` shuts them down gracefully."""
+
+    service: InferenceService
+    grpc: Any
+    grpc_port: int
+    http_port: int | None = None
+    host: str = "127.0.0.1"
+    _http_server: Any = None
+    _http_task: asyncio.Task | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def _connect_host(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else "::1" if self.host == "::" else self.host
+        return f"[{host}]" if ":" in host else host
+
+    @property
+    def grpc_target(self) -> str:
+        """Where a local client reaches the gRPC port, e.g. ``127.0.0.1:50051``."""
+        return f"{self._connect_host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str | None:
+        """Base URL of the HTTP port from this machine (None when HTTP is off)."""
+        return None if self.http_port is None else f"http://{self._connect_host}:{self.http_port}"
+
+    async def set_serving(self, serving: bool) -> None:
+        await self.grpc.set_serving(serving)
+
+    async def attach(self, encoder: Encoder, *, owned: bool = False) -> None:
+        """Serve ``encoder`` now (the model finished loading): health SERVING, ready 204.
+
+        ``owned``: stopping the servers also releases the model.
+        """
+        self.service.attach(encoder, owned=owned)
+        await self.set_serving(True)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """NOT_SERVING, stop accepting, finish in-flight calls (up to ``grace`` s), drain, release."""
+        if self._stopped:
+            return
+        self._stopped = True
+        jobs = [self.grpc.stop(grace)]
+        if self._http_server is not None:
+            self._http_server.should_exit = True
+            jobs.append(_wait_task(self._http_task, grace + 1.0))
+        await asyncio.gather(*jobs, return_exceptions=True)
+        await self.service.close(drain=True)
+
+
+async def _wait_task(task: asyncio.Task | None, timeout: float) -> None:
+    if task is None:
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout)
+    except TimeoutError:
+        task.cancel()
+    except BaseException:  # noqa: BLE001 - the server task's own failure is logged by uvicorn
+        pass
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        raise OSError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc}") from None
+
+
+async def start_servers(
+    target: Encoder | InferenceService,
+    settings: InferenceSettings,
+    *,
+    batching: bool = True,
+    host: str | None = None,
+) -> RunningServer:
+    """Start gRPC (+ HTTP unless ``settings.http_port`` is None) in this event loop.
+
+    ``target`` is a loaded Encoder (served at once) or an InferenceService, whose
+    health stays NOT_SERVING until an encoder is attached (:meth:`RunningServer.attach`).
+    Port 0 picks a free port; the bound ports are on the result.
+    """
+    from services.inference.grpc_server import GrpcFront
+    from services.inference.http_server import create_app
+
+    service = target if isinstance(target, InferenceService) else InferenceService(
+        target, settings, batching=batching)
+    host = host or settings.host
+    front = GrpcFront(
+        service, host=host, port=settings.grpc_port, max_receive_bytes=settings.max_request_bytes
+    )
+    grpc_port = await front.start()
+    running = RunningServer(service=service, grpc=front, grpc_port=grpc_port, host=host)
+    try:
+        if settings.http_port is not None:
+            sock = _listen(host, settings.http_port)
+            config = uvicorn.Config(
+                create_app(service), log_config=None, access_log=False, lifespan="off",
+                log_level="warning", timeout_graceful_shutdown=5,
+            )
+            server = _EmbeddedUvicorn(config)
+            task = asyncio.create_task(server.serve(sockets=[sock]), name="polyvec-http")
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise OSError("the HTTP server stopped during startup")
+                await asyncio.sleep(0.01)
+            running._http_server, running._http_task = server, task
+            running.http_port = sock.getsockname()[1]
+        if service.ready:
+            await running.set_serving(True)
+    except BaseException:
+        await running.stop(grace=0)
+        raise
+    return running
+
+
+# --------------------------------------------------------------------- main
+async def serve(settings: InferenceSettings, plan: ModelPlan, *, batching: bool = True) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    service = InferenceService(None, settings, batching=batching)
+    try:
+        running = await start_servers(service, settings, batching=batching)
+    except OSError as exc:
+        return _fail(str(exc))
+    log.info("gRPC listening on %s:%d%s; loading model %r", settings.host, running.grpc_port,
+             f", HTTP on port {running.http_port}" if running.http_port is not None else "", plan.spec.name)
+
+    loaded: asyncio.Future = loop.create_future()
+
+    def load() -> None:  # a daemon thread: a SIGTERM during a long download must not wait for it
+        try:
+            encoder = load_model(plan)
+        except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+            loop.call_soon_threadsafe(_settle, loaded, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, loaded, encoder, None)
+
+    threading.Thread(target=load, name="polyvec-load", daemon=True).start()
+    stop_wait = asyncio.create_task(stop.wait())
+    await asyncio.wait({loaded, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+
+    if not loaded.done():
+        log.info("stopping before the model finished loading")
+        await running.stop()
+        return 0
+    exc = loaded.exception()
+    if exc is not None:
+        await running.stop(grace=0)
+        if isinstance(exc, _startup_errors()):
+            return _fail(f"cannot load model {plan.spec.name!r}: {exc}")
+        log.debug("model load failed", exc_info=exc)
+        return _fail(f"cannot load model {plan.spec.name!r}: {type(exc).__name__}: {exc}")
+
+    encoder: Encoder = loaded.result()
+    await running.attach(encoder, owned=True)
+    info = encoder.info
+    log.info("serving %s (%s, %d dims, %s) on %s/%s", info.name, info.type, info.dimensions,
+             "+".join(info.modalities), info.device, info.precision)
+    await stop_wait
+    log.info("shutting down: finishing in-flight requests")
+    await running.stop()
+    log.info("stopped")
+    return 0
+
+
+def _settle(future: asyncio.Future, value: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    prefer_passive_openmp()  # before anything loads torch
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    errors = _startup_errors()
+    try:
+        settings = settings_from_args(args)
+        setup_logging(settings.log_level)
+        plan = plan_model(settings)
+    except errors as exc:
+        return _fail(str(exc))
+
+    if args.download_only:
+        try:
+            encoder = load_model(plan)
+        except errors as exc:
+            return _fail(f"cannot load model {plan.spec.name!r}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one clear line, no traceback
+            log.debug("model load failed", exc_info=True)
+            return _fail(f"cannot load model {plan.spec.name!r}: {type(exc).__name__}: {exc}")
+        log.info("model %r is ready in %s (%d dims)", encoder.info.name, plan.cache_dir, encoder.dimensions)
+        encoder.close()
+        return 0
+
+    try:
+        return asyncio.run(serve(settings, plan, batching=not args.no_batching))
+    except KeyboardInterrupt:  # a second Ctrl-C
+        return 130

@@ -1,0 +1,366 @@
+"""DynamicBatcher: results per caller and in order, real cross-request batching, length grouping,
+bounded queue, failure isolation, cancellation, the no-batching switch and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.inference.batcher import BatcherClosed, BatchFailed, DynamicBatcher, QueueFull
+from tests.fake_encoders import FakeEncoder
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+def make(enc: FakeEncoder, **kw) -> DynamicBatcher:
+    opts = {"max_batch_size": 16, "batch_wait_ms": 20, "max_queue": 1024, "prep_threads": 2}
+    opts.update(kw)
+    return DynamicBatcher(enc, **opts)
+
+
+def test_many_concurrent_callers_get_their_own_vectors_in_order():
+    enc = FakeEncoder(forward_delay=0.01)
+
+    async def main():
+        b = make(enc)
+        requests = [[f"caller {i} item {j} {'word ' * (i % 5)}" for j in range(1 + i % 3)] for i in range(60)]
+        results = await asyncio.gather(*(b.encode_texts(texts, normalize=True) for texts in requests))
+        await b.close()
+        return requests, results
+
+    requests, results = run(main())
+    for texts, vectors in zip(requests, results, strict=True):
+        assert vectors.dtype == np.float32 and vectors.shape == (len(texts), enc.dimensions)
+        for text, vec in zip(texts, vectors, strict=True):
+            np.testing.assert_allclose(vec, enc.expected_text(text, True), rtol=1e-5, atol=1e-6)
+    sizes = enc.seen.sizes("text")
+    assert sum(sizes) == sum(len(t) for t in requests)
+    assert max(sizes) > 1 and len(sizes) < len(requests), sizes  # requests were combined
+    assert max(sizes) <= 16
+    assert enc.seen.forward_threads == {"polyvec-model"}  # ONE model thread
+    assert enc.seen.prepare_threads and all(t.startswith("polyvec-prep") for t in enc.seen.prepare_threads)
+
+
+def test_texts_and_images_are_batched_separately_and_routed_back():
+    enc = FakeEncoder(forward_delay=0.005)
+    colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)]
+
+    async def main():
+        b = make(enc)
+        jobs = []
+        for i in range(24):
+            images = [Image.new("RGB", (8 + i, 8), colours[(i + k) % 4]) for k in range(i % 3)]
+            texts = [f"text {i} {k}" for k in range((i + 1) % 3)]
+            jobs.append((texts, images, b.encode(texts, images, normalize=bool(i % 2))))
+        out = await asyncio.gather(*(j[2] for j in jobs))
+        await b.close()
+        return jobs, out
+
+    jobs, out = run(main())
+    for i, ((texts, images, _), (tv, iv)) in enumerate(zip(jobs, out, strict=True)):
+        assert tv.shape == (len(texts), enc.dimensions) and iv.shape == (len(images), enc.dimensions)
+        for t, v in zip(texts, tv, strict=True):
+            np.testing.assert_allclose(v, enc.expected_text(t, bool(i % 2)), rtol=1e-5, atol=1e-5)
+        for im, v in zip(images, iv, strict=True):
+            np.testing.assert_allclose(v, enc.expected_image(im, bool(i % 2)), rtol=1e-5, atol=1e-5)
+    modalities = {m for m, _ in enc.seen.batches}
+    assert modalities == {"text", "image"}
+    assert max(enc.seen.sizes("image")) > 1
+
+
+def test_normalisation_is_per_request_within_one_batch():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, batch_wait_ms=200)
+        raw, unit = await asyncio.gather(
+            b.encode_texts(["alpha beta"], False), b.encode_texts(["gamma"], True)
+        )
+        await b.close()
+        return raw, unit
+
+    raw, unit = run(main())
+    assert enc.seen.sizes() == [2]  # one forward pass for both
+    np.testing.assert_allclose(raw[0], enc.expected_text("alpha beta", False), rtol=1e-6)
+    assert abs(np.linalg.norm(raw[0]) - 1.0) > 0.1
+    assert abs(np.linalg.norm(unit[0]) - 1.0) < 1e-5
+
+
+def test_texts_grouped_by_similar_length():
+    enc = FakeEncoder()
+    short = [" ".join(["s"] * n) for n in (1, 2, 3, 4)]
+    long = [" ".join(["l"] * n) for n in (40, 41, 42, 43)]
+    interleaved = [x for pair in zip(short, long, strict=True) for x in pair]
+
+    async def main():
+        b = make(enc, max_batch_size=4, batch_wait_ms=0, pipeline_depth=1)
+        enc.gate.clear()  # hold the model: one single-item batch fills the pipeline
+        first = [asyncio.create_task(b.encode_texts(["hold one"], True))]
+        await wait_until(lambda: b.queue_depth == 0 and len(enc.seen.prepares) == 1)
+        rest = [asyncio.create_task(b.encode_texts([t], True)) for t in interleaved]
+        await wait_until(lambda: b.queue_depth == len(interleaved))
+        enc.gate.set()
+        results = await asyncio.gather(*first, *rest)
+        await b.close()
+        return results
+
+    results = run(main())
+    for text, vec in zip(interleaved, results[1:], strict=True):
+        np.testing.assert_allclose(vec[0], enc.expected_text(text, True), rtol=1e-5, atol=1e-6)
+    batches = [sorted(batch) for batch in enc.seen.text_batches]
+    assert batches[:1] == [["hold one"]]
+    assert sorted(map(tuple, batches[1:])) == sorted([tuple(sorted(short)), tuple(sorted(long))]), batches
+
+
+def test_queue_full_fails_at_once_and_recovers():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, max_batch_size=1, batch_wait_ms=0, max_queue=4, pipeline_depth=1)
+        enc.gate.clear()
+        running = asyncio.create_task(b.encode_texts(["in flight"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        waiting = [asyncio.create_task(b.encode_texts([f"w{i}"], True)) for i in range(2)]
+        await wait_until(lambda: b.queue_depth == 2)
+        start = time.perf_counter()
+        with pytest.raises(QueueFull, match="limit is 4"):
+            await b.encode_texts(["a", "b", "c"], True)  # 2 + 3 > 4
+        assert time.perf_counter() - start < 0.5
+        assert b.queue_depth == 2  # the refused request left nothing behind
+        fits = asyncio.create_task(b.encode_texts(["x", "y"], True))  # 2 + 2 == 4 still fits
+        await wait_until(lambda: b.queue_depth == 4)
+        enc.gate.set()
+        done = await asyncio.gather(running, *waiting, fits)
+        after = await b.encode_texts(["after"], True)
+        await b.close()
+        return done, after
+
+    done, after = run(main())
+    assert [d.shape[0] for d in done] == [1, 1, 1, 2]
+    np.testing.assert_allclose(after[0], enc.expected_text("after", True), rtol=1e-5, atol=1e-6)
+
+
+def test_a_failing_batch_fails_only_its_own_requests():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, max_batch_size=3, batch_wait_ms=0, pipeline_depth=1)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["first"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        group_a = [asyncio.create_task(b.encode_texts([t], True)) for t in ("one", "poison", "two")]
+        await wait_until(lambda: b.queue_depth == 3)
+        group_b = [asyncio.create_task(b.encode_texts([t], True)) for t in ("three", "four", "five")]
+        await wait_until(lambda: b.queue_depth == 6)
+        enc.gate.set()
+        out_first = await first
+        out_a = await asyncio.gather(*group_a, return_exceptions=True)
+        out_b = await asyncio.gather(*group_b)
+        later = await b.encode_texts(["later"], False)
+        await b.close()
+        return out_first, out_a, out_b, later
+
+    out_first, out_a, out_b, later = run(main())
+    assert out_first.shape == (1, enc.dimensions)
+    # the shared batch failed; each request was then run on its own: only the poisoned one fails
+    assert isinstance(out_a[1], BatchFailed), out_a
+    assert "chokes on 'poison'" in str(out_a[1]) and "running" in str(out_a[1])
+    for text, vec in zip(("one", "two"), (out_a[0], out_a[2]), strict=True):
+        np.testing.assert_allclose(vec[0], enc.expected_text(text, True), rtol=1e-5, atol=1e-6)
+    assert [3, 1, 1, 1] == enc.seen.sizes("text")[1:5]  # the failed batch, then one run per request
+    for text, vec in zip(("three", "four", "five"), out_b, strict=True):
+        np.testing.assert_allclose(vec[0], enc.expected_text(text, True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(later[0], enc.expected_text("later", False), rtol=1e-5)
+
+
+def test_a_failing_image_preparation_fails_its_batch_only():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, batching=False)
+        good = Image.new("RGB", (8, 8), (0, 200, 0))
+        bad = Image.new("RGB", enc.poison_size, (0, 200, 0))
+        results = await asyncio.gather(
+            b.encode([], [good], True),
+            b.encode(["text too"], [bad], True),
+            b.encode([], [good], True),
+            return_exceptions=True,
+        )
+        await b.close()
+        return good, results
+
+    good, results = run(main())
+    np.testing.assert_allclose(results[0][1][0], enc.expected_image(good, True), rtol=1e-5)
+    assert (
+        isinstance(results[1], BatchFailed)
+        and "preparing" in str(results[1])
+        and "refuses" in str(results[1])
+    )
+    np.testing.assert_allclose(results[2][1][0], enc.expected_image(good, True), rtol=1e-5)
+
+
+def test_disabled_batching_runs_one_forward_per_request():
+    enc = FakeEncoder(forward_delay=0.002)
+
+    async def main():
+        b = make(enc, batching=False, batch_wait_ms=50)
+        singles = [b.encode_texts([f"single {i}"], True) for i in range(20)]
+        triple = b.encode_texts(["t one", "t two", "t three"], True)
+        out = await asyncio.gather(*singles, triple)
+        await b.close()
+        return out
+
+    out = run(main())
+    assert sorted(enc.seen.sizes()) == [1] * 20 + [3]
+    assert [v.shape[0] for v in out] == [1] * 20 + [3]
+    assert [sorted(b) for b in enc.seen.text_batches if len(b) == 3] == [
+        sorted(["t one", "t two", "t three"])
+    ]
+
+
+def test_cancelled_caller_items_are_dropped_before_they_run():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, batch_wait_ms=0, pipeline_depth=1)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["first"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        doomed = asyncio.create_task(b.encode_texts(["doomed a", "doomed b"], True))
+        kept = asyncio.create_task(b.encode_texts(["kept"], True))
+        await wait_until(lambda: b.queue_depth == 3)
+        doomed.cancel()
+        await asyncio.sleep(0.01)
+        assert b.queue_depth == 1
+        enc.gate.set()
+        await first
+        kept_vec = await kept
+        await b.close()
+        return doomed, kept_vec
+
+    doomed, kept_vec = run(main())
+    assert doomed.cancelled()
+    seen = [t for batch in enc.seen.text_batches for t in batch]
+    assert "doomed a" not in seen and "doomed b" not in seen and "kept" in seen
+    np.testing.assert_allclose(kept_vec[0], enc.expected_text("kept", True), rtol=1e-5)
+
+
+def test_batch_wait_clock_and_full_batches_go_at_once():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, max_batch_size=8, batch_wait_ms=1000)
+        start = time.perf_counter()
+        await b.encode_texts([f"t{i}" for i in range(8)], True)  # full: no waiting
+        full = time.perf_counter() - start
+        start = time.perf_counter()
+        await b.encode_texts(["lonely"], True)  # not full: waits for the clock
+        lonely = time.perf_counter() - start
+        await b.close()
+        return full, lonely
+
+    full, lonely = run(main())
+    assert full < 0.6, full
+    assert lonely >= 0.95, lonely
+
+
+def test_prepare_overlaps_the_forward_pass():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, max_batch_size=1, batch_wait_ms=0, pipeline_depth=2)
+        enc.gate.clear()
+        t1 = asyncio.create_task(b.encode_texts(["batch one"], True))
+        await wait_until(lambda: len(enc.seen.prepares) == 1)
+        t2 = asyncio.create_task(b.encode_texts(["batch two"], True))
+        # batch two is prepared while batch one's forward pass is still held
+        await wait_until(lambda: len(enc.seen.prepares) == 2)
+        assert enc.seen.batches == []
+        enc.gate.set()
+        await asyncio.gather(t1, t2)
+        await b.close()
+
+    run(main())
+    assert enc.seen.sizes() == [1, 1]
+
+
+def test_partial_batches_grow_while_the_model_is_busy():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, max_batch_size=16, batch_wait_ms=0, pipeline_depth=2)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["first"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        singles = [asyncio.create_task(b.encode_texts([f"single {i}"], True)) for i in range(5)]
+        await wait_until(lambda: b.queue_depth == 5)
+        await asyncio.sleep(0.05)  # their wait is over, but the model is busy: they keep waiting
+        assert b.queue_depth == 5
+        enc.gate.set()
+        await asyncio.gather(first, *singles)
+        await b.close()
+
+    run(main())
+    assert enc.seen.sizes("text") == [1, 5]
+
+
+def test_close_drains_then_refuses_and_close_without_drain_fails_waiting():
+    enc = FakeEncoder(forward_delay=0.01)
+
+    async def drain():
+        b = make(enc)
+        tasks = [asyncio.create_task(b.encode_texts([f"d{i}"], True)) for i in range(10)]
+        await asyncio.sleep(0)
+        await b.close(drain=True)
+        out = await asyncio.gather(*tasks)
+        with pytest.raises(BatcherClosed):
+            await b.encode_texts(["too late"], True)
+        return out
+
+    assert [v.shape for v in run(drain())] == [(1, enc.dimensions)] * 10
+
+    enc2 = FakeEncoder()
+
+    async def abort():
+        b = make(enc2, batch_wait_ms=0, pipeline_depth=1)
+        enc2.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["in flight"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc2.seen.prepares)
+        waiting = asyncio.create_task(b.encode_texts(["waiting"], True))
+        await wait_until(lambda: b.queue_depth == 1)
+        closing = asyncio.create_task(b.close(drain=False))
+        with pytest.raises(BatcherClosed):
+            await waiting
+        enc2.gate.set()
+        await closing
+        return await first
+
+    assert run(abort()).shape == (1, enc2.dimensions)  # the started batch still finished
+
+
+def test_empty_input_returns_empty_arrays_without_a_forward_pass():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc)
+        out = await b.encode([], [], True)
+        await b.close()
+        return out
+
+    texts, images = run(main())
+    assert texts.shape == (0, enc.dimensions) and images.shape == (0, enc.dimensions)
+    assert enc.seen.batches == []
