@@ -1,0 +1,237 @@
+"""Search benchmark: ratios measured side by side in one run (not a test).
+
+    python bench/search.py                 # 10k and 100k objects, 384-d
+    python bench/search.py --sizes 10000 --dim 128 --queries 100
+
+For each size: clustered random unit vectors + generated catalogue texts (BM25 sparse vectors from
+gateway.bm25) are loaded into EdgeStore (qdrant-edge, HNSW built with optimize()) and QdrantStore(":memory:")
+(qdrant-client local mode: exact numpy search). Reported:
+
+- near-vector p50/p99 latency, EdgeStore vs QdrantStore(:memory:)
+- BM25 top-10 on EdgeStore (sparse vectors + IDF inside Qdrant) vs rank-bm25 ``get_scores`` + top-10 on
+  the same tokenised corpus
+- hybrid vs near-vector on EdgeStore, alpha 0.5: RRF (fused inside the engine) and relative score (both
+  lists fetched in one batch call, fused in Python)
+
+Latency = wall time of one synchronous store call (single thread), after a short warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.bm25 import Bm25Encoder, Bm25Settings, estimate_avg_len, tokenize  # noqa: E402
+from gateway.storage.base import CollectionSchema, DenseVectorConfig, PointRecord, Store  # noqa: E402
+from gateway.storage.edge_store import EdgeStore  # noqa: E402
+from gateway.storage.qdrant_store import QdrantStore  # noqa: E402
+
+WORDS = (
+    "lamp chair desk sofa kettle blender jacket boots backpack tent speaker headphones monitor keyboard "
+    "mouse router camera lens tripod mug teapot pan knife board towel pillow blanket rug mirror clock "
+    "compact wireless waterproof ergonomic vintage modern lightweight foldable adjustable rechargeable "
+    "insulated organic handmade premium budget silent smart portable durable oak walnut steel aluminium "
+    "bamboo wool cotton leather ceramic glass with for and the of in to on easy clean setup warranty "
+    "design black white grey blue green red small medium large home office kitchen outdoor travel "
+    "camping garden kids gift set pack battery hours power noise bluetooth wifi zoom safe washable"
+).split()
+
+
+VOCABULARY = WORDS + [f"term{k}" for k in range(20_000)]
+
+
+def make_texts(n: int, seed: int = 1) -> list[str]:
+    """Zipf-distributed words (rank r drawn with weight 1/(r+1)) over a 20k-word vocabulary whose head is
+    catalogue words, 5-40 tokens per document, plus one rare SKU-like token."""
+    rng = random.Random(seed)
+    weights = [1.0 / (r + 1) for r in range(len(VOCABULARY))]
+    cum = list(itertools.accumulate(weights))
+    texts = []
+    for _ in range(n):
+        words = rng.choices(VOCABULARY, cum_weights=cum, k=rng.randint(5, 40))
+        words.append(f"sku{rng.randrange(50_000)}")
+        texts.append(" ".join(words))
+    return texts
+
+
+def make_queries(count: int, seed: int = 2) -> list[str]:
+    """1-3 distinct words, uniform over vocabulary ranks 20-2000 (neither stopword-like head words nor
+    words that occur in a handful of documents)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(VOCABULARY[20:2000], rng.randint(1, 3))) for _ in range(count)]
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    """Clustered unit vectors (like embeddings: topics, not uniform noise): 1 of n/100 centres + noise."""
+    rng = np.random.default_rng(seed)
+    centres = _normalise(rng.normal(size=(max(1, n // 100), dim)))
+    noise = rng.normal(size=(n, dim)).astype(np.float32) * (0.6 / np.sqrt(dim))
+    return _normalise(centres[rng.integers(0, len(centres), size=n)] + noise)
+
+
+def query_vectors(data: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Perturbed copies of random stored vectors."""
+    rng = np.random.default_rng(seed)
+    picked = data[rng.integers(0, len(data), size=count)]
+    noise = rng.normal(size=picked.shape).astype(np.float32) * (0.6 / np.sqrt(data.shape[1]))
+    return _normalise(picked + noise)
+
+
+def timed(fn: Callable[[int], object], count: int, warmup: int = 5) -> np.ndarray:
+    for i in range(warmup):
+        fn(i)
+    out = np.empty(count)
+    for i in range(count):
+        t0 = time.perf_counter()
+        fn(i)
+        out[i] = time.perf_counter() - t0
+    return out * 1000.0  # ms
+
+
+def load(store: Store, vectors: np.ndarray, sparse: list, batch: int = 1000) -> float:
+    t0 = time.perf_counter()
+    store.create_collection(
+        CollectionSchema(
+            "bench", dense={"v": DenseVectorConfig(vectors.shape[1], "cosine")}, sparse=["bm25"], hnsw_m=16,
+            hnsw_ef_construct=100,
+        )
+    )
+    for start in range(0, len(vectors), batch):
+        store.upsert(
+            "bench",
+            [
+                PointRecord(
+                    str(uuid.UUID(int=i + 1)), {"i": i}, {"v": vectors[i].tolist()}, {"bm25": sparse[i]}
+                )
+                for i in range(start, min(start + batch, len(vectors)))
+            ],
+        )
+    return time.perf_counter() - t0
+
+
+def p(arr: np.ndarray, q: float) -> float:
+    return float(np.percentile(arr, q))
+
+
+def run_size(n: int, dim: int, n_queries: int, rank_bm25_queries: int) -> list[tuple[str, str, str, str]]:
+    from rank_bm25 import BM25Okapi
+
+    rows: list[tuple[str, str, str, str]] = []
+    print(f"\n== {n} objects, {dim}-d ==", flush=True)
+    vectors = unit_vectors(n, dim, seed=n)
+    queries_v = query_vectors(vectors, n_queries + 10, seed=n + 1)
+    texts = make_texts(n)
+    query_texts = make_queries(n_queries + 10)
+    encoder = Bm25Encoder(Bm25Settings(fields=["text"], avg_len=estimate_avg_len(texts[:2000])))
+    t0 = time.perf_counter()
+    sparse = [encoder.document(t) for t in texts]
+    print(f"bm25 encode: {time.perf_counter() - t0:.1f}s", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        edge = EdgeStore(Path(tmp) / "edge", auto_optimize_points=0)
+        load_s = load(edge, vectors, sparse)
+        t0 = time.perf_counter()
+        edge.optimize("bench")
+        opt_s = time.perf_counter() - t0
+        print(f"EdgeStore load {load_s:.1f}s, optimize (HNSW) {opt_s:.1f}s", flush=True)
+
+        mem = QdrantStore(location=":memory:")
+        mem_s = load(mem, vectors, sparse)
+        print(f"QdrantStore(:memory:) load {mem_s:.1f}s", flush=True)
+
+        def edge_vec(i: int) -> object:
+            return edge.search_dense("bench", "v", queries_v[i].tolist(), limit=10, with_payload=False)
+
+        def mem_vec(i: int) -> object:
+            return mem.search_dense("bench", "v", queries_v[i].tolist(), limit=10, with_payload=False)
+
+        def edge_bm25(i: int) -> object:
+            sq = encoder.query(query_texts[i])
+            return edge.search_sparse("bench", "bm25", sq, limit=10, with_payload=False)
+
+        def edge_hybrid(i: int) -> object:
+            return edge.search_hybrid(
+                "bench", "v", queries_v[i].tolist(), "bm25", encoder.query(query_texts[i]), alpha=0.5,
+                fusion="rrf", limit=10, with_payload=False,
+            )
+
+        def edge_hybrid_rs(i: int) -> object:
+            return edge.search_hybrid(
+                "bench", "v", queries_v[i].tolist(), "bm25", encoder.query(query_texts[i]), alpha=0.5,
+                fusion="relative_score", limit=10, with_payload=False,
+            )
+
+        # recall of the HNSW search against exact search, as a sanity check of the speed numbers
+        exact = np.argsort(-(vectors @ queries_v[:20].T), axis=0)[:10].T
+        found = [{int(uuid.UUID(h.id).int) - 1 for h in edge_vec(i)} for i in range(20)]  # type: ignore[attr-defined]
+        recall = np.mean([len(found[i] & set(exact[i].tolist())) / 10 for i in range(20)])
+
+        ev = timed(edge_vec, n_queries)
+        mv = timed(mem_vec, min(n_queries, 100 if n <= 20000 else 30))
+        eb = timed(edge_bm25, n_queries)
+        eh = timed(edge_hybrid, n_queries)
+        ehr = timed(edge_hybrid_rs, n_queries)
+
+        tokenized = [tokenize(t) for t in texts]
+        t0 = time.perf_counter()
+        ref = BM25Okapi(tokenized)
+        ref_build = time.perf_counter() - t0
+
+        def rank_bm25(i: int) -> object:
+            scores = ref.get_scores(sorted(set(tokenize(query_texts[i]))))
+            return np.argpartition(-scores, 10)[:10]
+
+        rb = timed(rank_bm25, rank_bm25_queries, warmup=1)
+        edge.close()
+        mem.close()
+
+    def row(label: str, mine: float, base: float, ratio: float, fmt: str) -> None:
+        rows.append((f"{label} ({n})", f"{mine:.3f} ms", f"{base:.3f} ms", f"{ratio:{fmt}}x"))
+
+    row("near-vector p50", p(ev, 50), p(mv, 50), p(mv, 50) / p(ev, 50), ".1f")
+    row("near-vector p99", p(ev, 99), p(mv, 99), p(mv, 99) / p(ev, 99), ".1f")
+    row("BM25 top-10 p50", p(eb, 50), p(rb, 50), p(rb, 50) / p(eb, 50), ".0f")
+    row("hybrid rrf p50", p(eh, 50), p(ev, 50), p(eh, 50) / p(ev, 50), ".2f")
+    row("hybrid rel-score p50", p(ehr, 50), p(ev, 50), p(ehr, 50) / p(ev, 50), ".2f")
+    print(f"HNSW recall@10 vs exact: {recall:.2f}; rank-bm25 index build {ref_build:.1f}s", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--rank-bm25-queries", type=int, default=20)
+    args = parser.parse_args(argv)
+    rows: list[tuple[str, str, str, str]] = []
+    for n in args.sizes:
+        rows.extend(run_size(n, args.dim, args.queries, args.rank_bm25_queries))
+    header = ("measure", "EdgeStore", "baseline", "ratio")
+    print("\nbaselines: near-vector -> QdrantStore(:memory:); BM25 -> rank-bm25 get_scores; "
+          "hybrid -> EdgeStore near-vector (ratio = hybrid / near-vector)")
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(4)]
+    for r in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""polyvec gateway: HTTP + gRPC fronts over one service layer, storage on Qdrant."""

@@ -1,0 +1,590 @@
+"""EdgeStore: the embedded store on qdrant-edge (Qdrant's engine in-process), one EdgeShard per collection.
+
+Layout under ``data_dir``::
+
+    collections/<name>/schema.json   the CollectionSchema (written last: a folder without it is a half-made
+                                     collection and is removed on start)
+    collections/<name>/shard/        the EdgeShard (segments, WAL, payload, HNSW and sparse indexes)
+    system/definitions/              EdgeShard holding the gateway's collection definitions
+
+Every shard is guarded by its own lock; the store-wide lock only guards the name -> shard map. HNSW is
+configured per collection (m / ef_construct from the schema) and built by the shard's optimizer, which
+runs in a background thread once enough unindexed points have been written (and on ``optimize``).
+Hybrid search: RRF runs inside the engine (Query API prefetch + weighted ``Fusion.Rrf``); relative-score
+fusion fetches both lists in one ``query_batch`` call and fuses them with ``gateway.storage.fusion``
+(min-max normalisation needs each list's best and worst score, which the engine does not expose).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from gateway.storage.base import (
+    SYSTEM_COLLECTION,
+    CollectionNotFound,
+    CollectionSchema,
+    Condition,
+    DenseVectorConfig,
+    FieldAny,
+    FieldMatch,
+    FieldRange,
+    Filter,
+    Hit,
+    PointRecord,
+    SparseVec,
+    Store,
+    StoreError,
+    WithPayload,
+    check_alpha,
+    check_fusion,
+    check_paging,
+    default_prefetch_limit,
+    definition_point_id,
+    normalize_id,
+    records_in_order,
+    validate_collection_name,
+)
+from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse, rrf_weights
+
+log = logging.getLogger(__name__)
+
+_DISTANCE = {"cosine": qe.Distance.Cosine, "dot": qe.Distance.Dot, "euclid": qe.Distance.Euclid}
+_INDEX_KINDS = {
+    "keyword": qe.PayloadSchemaType.Keyword,
+    "integer": qe.PayloadSchemaType.Integer,
+    "float": qe.PayloadSchemaType.Float,
+    "bool": qe.PayloadSchemaType.Bool,
+}
+DEFAULT_HNSW_M = 16
+DEFAULT_HNSW_EF_CONSTRUCT = 100
+# Segments smaller than this (KB of vectors) are searched by full scan, bigger ones get HNSW.
+FULL_SCAN_THRESHOLD_KB = 10_000
+# Build indexes in the background once this many points were written since the last optimisation.
+AUTO_OPTIMIZE_POINTS = 20_000
+
+
+def convert_filter(flt: Filter | None) -> qe.Filter | None:
+    """gateway Filter -> qdrant_edge Filter (None for no filter)."""
+    if flt is None:
+        return None
+    return _filter(flt)
+
+
+def _filter(flt: Filter) -> qe.Filter:
+    return qe.Filter(
+        must=[_condition(c) for c in flt.must] or None,
+        should=[_condition(c) for c in flt.should] or None,
+        must_not=[_condition(c) for c in flt.must_not] or None,
+    )
+
+
+def _condition(cond: Condition) -> Any:
+    if isinstance(cond, Filter):
+        return _filter(cond)
+    if isinstance(cond, FieldMatch):
+        value: Any = cond.value
+        if isinstance(value, float):  # Qdrant matches str/int/bool; a float equality is a closed range
+            return qe.FieldCondition(cond.key, range=qe.RangeFloat(gte=value, lte=value))
+        if isinstance(value, bool):
+            # qdrant-edge 0.9 reads a Python bool as an integer (True -> 1) and then matches nothing;
+            # numpy.bool_ is not an int subclass, so it arrives as a real boolean.
+            value = np.bool_(value)
+        return qe.FieldCondition(cond.key, match=qe.MatchValue(value))
+    if isinstance(cond, FieldAny):
+        return qe.FieldCondition(cond.key, match=qe.MatchAny(list(cond.values)))
+    if isinstance(cond, FieldRange):
+        return qe.FieldCondition(
+            cond.key, range=qe.RangeFloat(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
+        )
+    raise StoreError(f"filter: unsupported condition {cond!r}")
+
+
+def _with_payload(with_payload: WithPayload) -> Any:
+    if isinstance(with_payload, bool):
+        return with_payload
+    return [str(k) for k in with_payload]
+
+
+def _payload(value: Any, with_payload: WithPayload) -> dict[str, Any] | None:
+    if with_payload is False:
+        return None
+    return dict(value or {})
+
+
+class _Collection:
+    """One open shard with its schema, lock and background-optimiser bookkeeping."""
+
+    def __init__(self, schema: CollectionSchema, shard: qe.EdgeShard, path: Path) -> None:
+        self.schema = schema
+        self.shard = shard
+        self.path = path
+        self.lock = threading.RLock()
+        self.closed = False
+        self.unoptimized_writes = 0
+        self.optimizing = False
+
+
+def _schema_to_json(schema: CollectionSchema) -> dict[str, Any]:
+    data = asdict(schema)
+    data["dense"] = {k: {"size": v.size, "distance": v.distance} for k, v in schema.dense.items()}
+    return data
+
+
+def _schema_from_json(data: dict[str, Any]) -> CollectionSchema:
+    dense = {k: DenseVectorConfig(**v) for k, v in data.get("dense", {}).items()}
+    return CollectionSchema(**{**data, "dense": dense, "sparse": list(data.get("sparse", []))})
+
+
+def _edge_config(schema: CollectionSchema, threshold_kb: int = FULL_SCAN_THRESHOLD_KB) -> qe.EdgeConfig:
+    hnsw = qe.HnswIndexConfig(
+        m=DEFAULT_HNSW_M if schema.hnsw_m is None else schema.hnsw_m,
+        ef_construct=(
+            DEFAULT_HNSW_EF_CONSTRUCT if schema.hnsw_ef_construct is None else schema.hnsw_ef_construct
+        ),
+        full_scan_threshold=threshold_kb,
+    )
+    vectors = {
+        name: qe.EdgeVectorParams(size=cfg.size, distance=_DISTANCE[cfg.distance])
+        for name, cfg in schema.dense.items()
+    }
+    sparse = {name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in schema.sparse}
+    return qe.EdgeConfig(
+        vectors=vectors or None,
+        sparse_vectors=sparse or None,
+        hnsw_config=hnsw,
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
+    )
+
+
+_SYSTEM_SCHEMA_DENSE = {"_": DenseVectorConfig(size=1, distance="dot")}
+
+
+class EdgeStore(Store):
+    """Embedded store: qdrant-edge shards under ``data_dir`` (created if missing), kept across restarts.
+
+    ``hnsw_ef``: size of the HNSW candidate list at search time (default: the index's ef_construct);
+    larger = better recall, slower. ``indexing_threshold_kb``: segments with more vector data than this
+    get an HNSW index (smaller ones are scanned exactly); fixed per collection when it is created.
+    ``auto_optimize_points``: after this many written points the optimiser runs in a background thread
+    (0 = never; call ``optimize``). Note: qdrant-edge 0.9 holds the GIL while optimising, so the process
+    pauses for the duration of an index build.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        auto_optimize_points: int = AUTO_OPTIMIZE_POINTS,
+        indexing_threshold_kb: int = FULL_SCAN_THRESHOLD_KB,
+        hnsw_ef: int | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
+        self._threshold_kb = indexing_threshold_kb
+        self._collections_dir = self.data_dir / "collections"
+        self._collections_dir.mkdir(parents=True, exist_ok=True)
+        self._auto_optimize_points = auto_optimize_points
+        self._lock = threading.RLock()
+        self._open: dict[str, _Collection] = {}
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        self._cleanup_half_created()
+        self._system = self._open_system()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _cleanup_half_created(self) -> None:
+        for entry in self._collections_dir.iterdir():
+            if entry.is_dir() and not (entry / "schema.json").exists():
+                log.warning("removing half-created collection folder %s", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _open_system(self) -> _Collection:
+        path = self.data_dir / "system" / "definitions"
+        schema = CollectionSchema(name="system-definitions", dense=dict(_SYSTEM_SCHEMA_DENSE))
+        if (path / "shard").exists():
+            shard = qe.EdgeShard.load(str(path / "shard"))
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            shard = qe.EdgeShard.create(str(path / "shard"), _edge_config(schema))
+        return _Collection(schema, shard, path)
+
+    def _get(self, name: str) -> _Collection:
+        if self._closed:
+            raise StoreError("store is closed")
+        with self._lock:
+            coll = self._open.get(name)
+            if coll is not None:
+                return coll
+            if not isinstance(name, str) or name.startswith("_") or name == SYSTEM_COLLECTION:
+                raise CollectionNotFound(str(name))
+            try:
+                validate_collection_name(name)
+            except StoreError as exc:
+                raise CollectionNotFound(name) from exc
+            path = self._collections_dir / name
+            schema_file = path / "schema.json"
+            if not schema_file.exists():
+                raise CollectionNotFound(name)
+            schema = _schema_from_json(json.loads(schema_file.read_text()))
+            shard = qe.EdgeShard.load(str(path / "shard"))
+            coll = _Collection(schema, shard, path)
+            self._open[name] = coll
+            return coll
+
+    def _check_dense(self, coll: _Collection, vector_name: str, vector: Sequence[float]) -> list[float]:
+        cfg = coll.schema.dense.get(vector_name)
+        if cfg is None:
+            raise StoreError(
+                f"vector: {vector_name!r} is not a dense vector of collection {coll.schema.name!r}"
+            )
+        if len(vector) != cfg.size:
+            raise StoreError(f"vector: {vector_name!r} needs {cfg.size} dimensions, got {len(vector)}")
+        return [float(x) for x in vector]
+
+    def _check_sparse(self, coll: _Collection, vector_name: str, sparse: SparseVec) -> qe.SparseVector:
+        if vector_name not in coll.schema.sparse:
+            raise StoreError(
+                f"vector: {vector_name!r} is not a sparse vector of collection {coll.schema.name!r}"
+            )
+        return qe.SparseVector([int(i) for i in sparse.indices], [float(v) for v in sparse.values])
+
+    def _point(self, coll: _Collection, rec: PointRecord) -> qe.Point:
+        vectors: dict[str, Any] = {}
+        for vname, vec in rec.dense.items():
+            vectors[vname] = self._check_dense(coll, vname, vec)
+        for vname, sv in rec.sparse.items():
+            checked = self._check_sparse(coll, vname, sv)
+            if sv.indices:  # an empty sparse vector is stored as "no vector" (keeps BM25's N exact)
+                vectors[vname] = checked
+        return qe.Point(normalize_id(rec.id), vectors, dict(rec.payload))
+
+    def _run(self, coll: _Collection, fn: Any) -> Any:
+        with coll.lock:
+            if coll.closed:
+                raise CollectionNotFound(coll.schema.name)
+            try:
+                return fn(coll.shard)
+            except (CollectionNotFound, StoreError):
+                raise
+            except Exception as exc:  # qdrant-edge raises plain RuntimeError/ValueError
+                raise StoreError(f"{coll.schema.name}: {exc}") from exc
+
+    def _hits(self, points: list[Any], with_payload: WithPayload) -> list[Hit]:
+        return [Hit(str(p.id), float(p.score), _payload(p.payload, with_payload)) for p in points]
+
+    def _maybe_optimize(self, coll: _Collection, written: int) -> None:
+        with coll.lock:
+            coll.unoptimized_writes += written
+            threshold = self._auto_optimize_points
+            if threshold <= 0 or coll.optimizing or coll.unoptimized_writes < threshold:
+                return
+            coll.optimizing = True
+            coll.unoptimized_writes = 0
+        thread = threading.Thread(target=self._optimize_bg, args=(coll,), daemon=True, name="edge-optimize")
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        thread.start()
+
+    def _optimize_bg(self, coll: _Collection) -> None:
+        try:
+            self._run(coll, lambda s: s.optimize())
+        except StoreError as exc:
+            log.warning("background optimisation of %s failed: %s", coll.schema.name, exc)
+        finally:
+            coll.optimizing = False
+
+    # -- collections -------------------------------------------------------------------------
+    def create_collection(self, schema: CollectionSchema) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+        with self._lock:
+            path = self._collections_dir / schema.name
+            if path.exists():
+                raise StoreError(f"name: collection {schema.name!r} already exists")
+            try:
+                path.mkdir(parents=True)
+                shard = qe.EdgeShard.create(str(path / "shard"), _edge_config(schema, self._threshold_kb))
+                tmp = path / "schema.json.tmp"
+                tmp.write_text(json.dumps(_schema_to_json(schema)))
+                tmp.replace(path / "schema.json")
+            except Exception as exc:
+                shutil.rmtree(path, ignore_errors=True)
+                raise StoreError(f"creating collection {schema.name!r} failed: {exc}") from exc
+            self._open[schema.name] = _Collection(schema, shard, path)
+
+    def delete_collection(self, name: str) -> bool:
+        try:
+            coll = self._get(name)
+        except CollectionNotFound:
+            return False
+        with self._lock:
+            self._open.pop(name, None)
+            with coll.lock:
+                coll.closed = True
+                try:
+                    coll.shard.close()
+                finally:
+                    (coll.path / "schema.json").unlink(missing_ok=True)
+                    shutil.rmtree(coll.path, ignore_errors=True)
+        return True
+
+    def collection_exists(self, name: str) -> bool:
+        try:
+            self._get(name)
+        except CollectionNotFound:
+            return False
+        return True
+
+    def schema(self, name: str) -> CollectionSchema:
+        """The schema a collection was created with."""
+        return self._get(name).schema
+
+    def list_collections(self) -> list[str]:
+        """Names of all collections (sorted)."""
+        return sorted(
+            p.name for p in self._collections_dir.iterdir() if p.is_dir() and (p / "schema.json").exists()
+        )
+
+    def create_payload_index(self, name: str, key: str, kind: str) -> None:
+        """Index payload field ``key`` ("keyword" | "integer" | "float" | "bool") for fast filtering."""
+        coll = self._get(name)
+        if kind not in _INDEX_KINDS:
+            raise StoreError(f"kind: must be one of {', '.join(_INDEX_KINDS)}, got {kind!r}")
+        op = qe.UpdateOperation.create_field_index(key, _INDEX_KINDS[kind])
+        self._run(coll, lambda s: s.update(op))
+
+    def optimize(self, name: str) -> None:
+        """Build HNSW / sparse indexes now (blocks until the optimiser has nothing left to do)."""
+        coll = self._get(name)
+        self._run(coll, lambda s: s.optimize())
+        with coll.lock:
+            coll.unoptimized_writes = 0
+
+    # -- points ------------------------------------------------------------------------------
+    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
+        coll = self._get(name)
+        if not points:
+            return
+        converted = [self._point(coll, p) for p in points]
+        self._run(coll, lambda s: s.update(qe.UpdateOperation.upsert_points(converted)))
+        self._maybe_optimize(coll, len(converted))
+
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[PointRecord]:
+        coll = self._get(name)
+        norm = [normalize_id(i) for i in ids]
+        if not norm:
+            return []
+        records = self._run(coll, lambda s: s.retrieve(norm, with_payload=True, with_vector=with_vectors))
+        return records_in_order(norm, records, with_vectors, qe.SparseVector)
+
+    def delete_points(self, name: str, ids: Sequence[str]) -> None:
+        coll = self._get(name)
+        norm = [normalize_id(i) for i in ids]
+        if norm:
+            self._run(coll, lambda s: s.update(qe.UpdateOperation.delete_points(norm)))
+
+    def count(self, name: str, filter: Filter | None = None) -> int:
+        coll = self._get(name)
+        request = qe.CountRequest(exact=True, filter=convert_filter(filter))
+        return int(self._run(coll, lambda s: s.count(request)))
+
+    # -- search ------------------------------------------------------------------------------
+    def search_dense(
+        self,
+        name: str,
+        vector_name: str,
+        vector: Sequence[float],
+        *,
+        filter: Filter | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        with_payload: WithPayload = True,
+    ) -> list[Hit]:
+        coll = self._get(name)
+        check_paging(limit, offset)
+        request = qe.QueryRequest(
+            limit=limit,
+            offset=offset,
+            query=qe.Query.Nearest(self._check_dense(coll, vector_name, vector), using=vector_name),
+            filter=convert_filter(filter),
+            params=self._params,
+            with_payload=_with_payload(with_payload),
+            with_vector=False,
+        )
+        return self._hits(self._run(coll, lambda s: s.query(request)), with_payload)
+
+    def search_sparse(
+        self,
+        name: str,
+        vector_name: str,
+        sparse: SparseVec,
+        *,
+        filter: Filter | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        with_payload: WithPayload = True,
+    ) -> list[Hit]:
+        coll = self._get(name)
+        check_paging(limit, offset)
+        request = qe.QueryRequest(
+            limit=limit,
+            offset=offset,
+            query=qe.Query.Nearest(self._check_sparse(coll, vector_name, sparse), using=vector_name),
+            filter=convert_filter(filter),
+            with_payload=_with_payload(with_payload),
+            with_vector=False,
+        )
+        return self._hits(self._run(coll, lambda s: s.query(request)), with_payload)
+
+    def search_hybrid(
+        self,
+        name: str,
+        dense_name: str,
+        dense_vector: Sequence[float],
+        sparse_name: str,
+        sparse_vector: SparseVec,
+        *,
+        alpha: float,
+        fusion: str = "rrf",
+        filter: Filter | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        with_payload: WithPayload = True,
+        prefetch_limit: int | None = None,
+    ) -> list[Hit]:
+        coll = self._get(name)
+        alpha = check_alpha(alpha)
+        check_fusion(fusion)
+        check_paging(limit, offset)
+        candidates = default_prefetch_limit(limit, offset, prefetch_limit)
+        qfilter = convert_filter(filter)
+        dense_q = qe.Query.Nearest(self._check_dense(coll, dense_name, dense_vector), using=dense_name)
+        sparse_q = qe.Query.Nearest(self._check_sparse(coll, sparse_name, sparse_vector), using=sparse_name)
+        weights = rrf_weights(alpha)
+        prefetches: list[tuple[Any, float]] = [
+            (q, w) for q, w in ((dense_q, weights[0]), (sparse_q, weights[1])) if w > 0.0
+        ]
+        if fusion == "rrf":
+            # in-engine: Qdrant's weighted RRF is exactly the documented formula (gateway.storage.fusion)
+            request = qe.QueryRequest(
+                limit=limit,
+                offset=offset,
+                query=qe.Fusion.Rrf(k=RRF_K, weights=[w for _, w in prefetches]),
+                prefetches=[
+                    qe.Prefetch(limit=candidates, query=q, filter=qfilter, params=self._params)
+                    for q, _ in prefetches
+                ],
+                with_payload=_with_payload(with_payload),
+                with_vector=False,
+            )
+            return self._hits(self._run(coll, lambda s: s.query(request)), with_payload)
+        # relative score needs each list's min and max: both lists in one batch, fused here
+        queries = [
+            qe.QueryRequest(
+                limit=candidates, query=q, filter=qfilter, with_payload=False, params=self._params
+            )
+            for q, _ in prefetches
+        ]
+        results = self._run(coll, lambda s: s.query_batch(qe.QueryBatchRequest(queries)))
+        # keyed by the UUID's int (cheap to hash); only the final page is turned into strings
+        lists = [[Ranked(_id_key(p.id), p.score) for p in res] for res in results]
+        vec_list = lists.pop(0) if alpha > 0.0 else []
+        bm25_list = lists.pop(0) if alpha < 1.0 else []
+        page = fuse(fusion, vec_list, bm25_list, alpha)[offset : offset + limit]
+        fused = [Fused(_id_str(f.id), float(f.score)) for f in page]
+        return self._with_payloads(coll, fused, with_payload)
+
+    def _with_payloads(
+        self, coll: _Collection, fused: list[Fused], with_payload: WithPayload
+    ) -> list[Hit]:
+        if with_payload is False or not fused:
+            return [Hit(f.id, f.score, None) for f in fused]
+        ids = [f.id for f in fused]
+        selector = _with_payload(with_payload)
+        records = self._run(coll, lambda s: s.retrieve(ids, with_payload=selector, with_vector=False))
+        payloads = {str(r.id): dict(r.payload or {}) for r in records}
+        return [Hit(f.id, f.score, payloads.get(f.id, {})) for f in fused]
+
+    # -- definitions -------------------------------------------------------------------------
+    def save_definition(self, name: str, definition: dict[str, Any]) -> None:
+        validate_collection_name(name)
+        point = qe.Point(
+            definition_point_id(name),
+            {"_": [1.0]},
+            {"name": name, "definition": json.dumps(definition, sort_keys=True)},
+        )
+        self._run(self._system, lambda s: s.update(qe.UpdateOperation.upsert_points([point])))
+        self._run(self._system, lambda s: s.flush())
+
+    def load_definition(self, name: str) -> dict[str, Any] | None:
+        if not isinstance(name, str):
+            return None
+        pid = definition_point_id(name)
+        records = self._run(self._system, lambda s: s.retrieve([pid], with_payload=True, with_vector=False))
+        for rec in records:
+            return json.loads(rec.payload["definition"])
+        return None
+
+    def list_definitions(self) -> list[dict[str, Any]]:
+        out: list[tuple[str, dict[str, Any]]] = []
+        offset: Any = None
+        while True:
+            request = qe.ScrollRequest(offset=offset, limit=256, with_payload=True, with_vector=False)
+            records, offset = self._run(self._system, lambda s, r=request: s.scroll(r))
+            out.extend((r.payload["name"], json.loads(r.payload["definition"])) for r in records)
+            if offset is None:
+                break
+        return [d for _, d in sorted(out, key=lambda x: x[0])]
+
+    def delete_definition(self, name: str) -> None:
+        if not isinstance(name, str):
+            return
+        pid = definition_point_id(name)
+        self._run(self._system, lambda s: s.update(qe.UpdateOperation.delete_points([pid])))
+        self._run(self._system, lambda s: s.flush())
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write everything pending to disk."""
+        with self._lock:
+            colls = list(self._open.values())
+        for coll in [*colls, self._system]:
+            self._run(coll, lambda s: s.flush())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            colls = [*self._open.values(), self._system]
+            self._open.clear()
+        for thread in self._threads:
+            thread.join()
+        for coll in colls:
+            with coll.lock:
+                if coll.closed:
+                    continue
+                coll.closed = True
+                try:
+                    coll.shard.flush()
+                finally:
+                    coll.shard.close()
+
+
+def _id_key(point_id: Any) -> Any:
+    return point_id.int if isinstance(point_id, uuid.UUID) else str(point_id)
+
+
+def _id_str(key: Any) -> str:
+    return str(uuid.UUID(int=key)) if isinstance(key, int) else str(key)

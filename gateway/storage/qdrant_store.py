@@ -1,0 +1,541 @@
+"""QdrantStore: the storage interface on qdrant-client, against a Qdrant server / cluster or ``:memory:``.
+
+``QdrantStore(url="https://qdrant:6333", api_key=..., verify="/path/ca.pem")`` talks to a server (REST, or
+gRPC with ``prefer_grpc=True``); ``QdrantStore(location=":memory:")`` runs qdrant-client's local mode
+(used by the tests: the same client calls, no server). Collections are created with the schema's
+shard_number / replication_factor / HNSW parameters passed through, sparse vectors with
+``Modifier.IDF``. Definitions live in the system collection ``_polyvec_definitions``.
+
+Hybrid search: RRF runs inside Qdrant (``query_points`` with two prefetches and a weighted ``RrfQuery``;
+a server too old for RRF weights falls back to the same formula in ``gateway.storage.fusion``);
+relative-score fusion fetches both lists in one ``query_batch_points`` call and fuses them in
+``gateway.storage.fusion`` (min-max normalisation needs each list's best and worst score).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from gateway.storage.base import (
+    SYSTEM_COLLECTION,
+    CollectionNotFound,
+    CollectionSchema,
+    Condition,
+    FieldAny,
+    FieldMatch,
+    FieldRange,
+    Filter,
+    Hit,
+    PointRecord,
+    SparseVec,
+    Store,
+    StoreError,
+    WithPayload,
+    check_alpha,
+    check_fusion,
+    check_paging,
+    default_prefetch_limit,
+    definition_point_id,
+    normalize_id,
+    records_in_order,
+    validate_collection_name,
+)
+from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse, rrf_weights
+
+T = TypeVar("T")
+_LOCAL_NOT_FOUND = re.compile(r"^Collection .* not found", re.IGNORECASE)
+
+_DISTANCE = {
+    "cosine": models.Distance.COSINE,
+    "dot": models.Distance.DOT,
+    "euclid": models.Distance.EUCLID,
+}
+_INDEX_KINDS = {
+    "keyword": models.PayloadSchemaType.KEYWORD,
+    "integer": models.PayloadSchemaType.INTEGER,
+    "float": models.PayloadSchemaType.FLOAT,
+    "bool": models.PayloadSchemaType.BOOL,
+}
+
+
+def convert_filter(flt: Filter | None) -> models.Filter | None:
+    """gateway Filter -> qdrant-client Filter (None for no filter)."""
+    return None if flt is None else _filter(flt)
+
+
+def _filter(flt: Filter) -> models.Filter:
+    return models.Filter(
+        must=[_condition(c) for c in flt.must] or None,
+        should=[_condition(c) for c in flt.should] or None,
+        must_not=[_condition(c) for c in flt.must_not] or None,
+    )
+
+
+def _condition(cond: Condition) -> Any:
+    if isinstance(cond, Filter):
+        return _filter(cond)
+    if isinstance(cond, FieldMatch):
+        if isinstance(cond.value, float):  # Qdrant matches str/int/bool; a float equality is a closed range
+            return models.FieldCondition(key=cond.key, range=models.Range(gte=cond.value, lte=cond.value))
+        return models.FieldCondition(key=cond.key, match=models.MatchValue(value=cond.value))
+    if isinstance(cond, FieldAny):
+        return models.FieldCondition(key=cond.key, match=models.MatchAny(any=list(cond.values)))
+    if isinstance(cond, FieldRange):
+        return models.FieldCondition(
+            key=cond.key, range=models.Range(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
+        )
+    raise StoreError(f"filter: unsupported condition {cond!r}")
+
+
+def _with_payload(with_payload: WithPayload) -> Any:
+    return with_payload if isinstance(with_payload, bool) else [str(k) for k in with_payload]
+
+
+def _is_not_found(exc: Exception) -> bool:
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code == 404
+    code = getattr(exc, "code", None)
+    if callable(code):  # grpc.RpcError
+        try:
+            return getattr(code(), "name", "") == "NOT_FOUND"
+        except Exception:  # pragma: no cover - defensive
+            return False
+    # qdrant-client local mode: ValueError("Collection NAME not found")
+    return isinstance(exc, ValueError) and bool(_LOCAL_NOT_FOUND.match(str(exc)))
+
+
+class QdrantStore(Store):
+    """qdrant-client adapter.
+
+    Args:
+        url: Qdrant server URL (``http(s)://host:6333``); or ``location=":memory:"`` for local mode.
+        api_key: Qdrant API key (sent as the ``api-key`` header).
+        https: force TLS on/off (default: from the URL scheme).
+        verify: TLS verification for REST: True, False, or a CA bundle path.
+        timeout: request timeout in seconds.
+        prefer_grpc / grpc_port: talk gRPC instead of REST.
+        hnsw_ef: HNSW candidate list size at search time (default: the server's).
+        check_compatibility: ask the server's version on connect and warn on a client/server mismatch.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        location: str | None = None,
+        api_key: str | None = None,
+        *,
+        https: bool | None = None,
+        verify: bool | str = True,
+        timeout: int = 30,
+        prefer_grpc: bool = False,
+        grpc_port: int = 6334,
+        client: QdrantClient | None = None,
+        hnsw_ef: int | None = None,
+        check_compatibility: bool = True,
+    ) -> None:
+        self._params = models.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
+        if client is not None:
+            self.client = client
+        elif location is not None:
+            self.client = QdrantClient(location=location)
+        elif url:
+            kwargs: dict[str, Any] = {}
+            if verify is not True:
+                kwargs["verify"] = verify
+            self.client = QdrantClient(
+                url=url,
+                api_key=api_key,
+                https=https,
+                timeout=timeout,
+                prefer_grpc=prefer_grpc,
+                grpc_port=grpc_port,
+                check_compatibility=check_compatibility,
+                **kwargs,
+            )
+        else:
+            raise StoreError("url: a Qdrant URL or location=':memory:' is required")
+        self._local = location is not None
+        # qdrant-client's local mode is not thread-safe; a server client is.
+        self._lock = threading.RLock() if self._local else None
+        self._system_ready = False
+        self._engine_rrf = True  # weighted RRF inside Qdrant (falls back to gateway.storage.fusion)
+        # name -> ({dense name: size}, {sparse names}); refreshed when a check fails (another gateway
+        # may have re-created the collection)
+        self._vectors_cache: dict[str, tuple[dict[str, int], set[str]]] = {}
+
+    # -- internals ---------------------------------------------------------------------------
+    def _call(self, name: str | None, fn: Callable[[], T]) -> T:
+        try:
+            if self._lock is not None:
+                with self._lock:
+                    return fn()
+            return fn()
+        except (StoreError, CollectionNotFound):
+            raise
+        except Exception as exc:
+            if name is not None and _is_not_found(exc):
+                raise CollectionNotFound(name) from exc
+            raise StoreError(f"{name or 'qdrant'}: {exc}") from exc
+
+    def _require(self, name: str) -> None:
+        if not isinstance(name, str) or name.startswith("_"):
+            raise CollectionNotFound(str(name))
+
+    def _vector_config(self, name: str, refresh: bool = False) -> tuple[dict[str, int], set[str]]:
+        cached = None if refresh else self._vectors_cache.get(name)
+        if cached is not None:
+            return cached
+        info = self._call(name, lambda: self.client.get_collection(name))
+        vectors = info.config.params.vectors
+        dense: dict[str, int] = {}
+        if isinstance(vectors, dict):
+            dense = {k: int(v.size) for k, v in vectors.items()}
+        elif vectors is not None:
+            dense = {"": int(vectors.size)}
+        sparse = set((info.config.params.sparse_vectors or {}).keys())
+        self._vectors_cache[name] = (dense, sparse)
+        return dense, sparse
+
+    def _check_dense(self, name: str, vector_name: str, vector: Sequence[float]) -> list[float]:
+        for refresh in (False, True):
+            dense, _ = self._vector_config(name, refresh)
+            if vector_name in dense and dense[vector_name] == len(vector):
+                return [float(x) for x in vector]
+        if vector_name not in dense:
+            raise StoreError(f"vector: {vector_name!r} is not a dense vector of collection {name!r}")
+        raise StoreError(f"vector: {vector_name!r} needs {dense[vector_name]} dimensions, got {len(vector)}")
+
+    def _check_sparse(self, name: str, vector_name: str, sparse: SparseVec) -> models.SparseVector:
+        for refresh in (False, True):
+            _, names = self._vector_config(name, refresh)
+            if vector_name in names:
+                return models.SparseVector(
+                    indices=[int(i) for i in sparse.indices], values=[float(v) for v in sparse.values]
+                )
+        raise StoreError(f"vector: {vector_name!r} is not a sparse vector of collection {name!r}")
+
+    def _ensure_system(self) -> None:
+        if self._system_ready:
+            return
+
+        def create() -> None:
+            if not self.client.collection_exists(SYSTEM_COLLECTION):
+                try:
+                    self.client.create_collection(SYSTEM_COLLECTION, vectors_config={})
+                except Exception:
+                    # another gateway may have created it in the meantime
+                    if not self.client.collection_exists(SYSTEM_COLLECTION):
+                        raise
+
+        self._call(None, create)
+        self._system_ready = True
+
+    def _vectors(self, name: str, rec: PointRecord) -> dict[str, Any]:
+        vectors: dict[str, Any] = {k: self._check_dense(name, k, v) for k, v in rec.dense.items()}
+        for k, sv in rec.sparse.items():
+            checked = self._check_sparse(name, k, sv)
+            if sv.indices:  # an empty sparse vector is stored as "no vector" (keeps BM25's N exact)
+                vectors[k] = checked
+        return vectors
+
+    @staticmethod
+    def _hits(points: Sequence[Any], with_payload: WithPayload) -> list[Hit]:
+        return [
+            Hit(str(p.id), float(p.score), None if with_payload is False else dict(p.payload or {}))
+            for p in points
+        ]
+
+    # -- collections -------------------------------------------------------------------------
+    def create_collection(self, schema: CollectionSchema) -> None:
+        hnsw = None
+        if schema.hnsw_m is not None or schema.hnsw_ef_construct is not None:
+            hnsw = models.HnswConfigDiff(m=schema.hnsw_m, ef_construct=schema.hnsw_ef_construct)
+        vectors = {
+            n: models.VectorParams(size=c.size, distance=_DISTANCE[c.distance])
+            for n, c in schema.dense.items()
+        }
+        sparse = {n: models.SparseVectorParams(modifier=models.Modifier.IDF) for n in schema.sparse}
+
+        def create() -> None:
+            if self.client.collection_exists(schema.name):
+                raise StoreError(f"name: collection {schema.name!r} already exists")
+            self.client.create_collection(
+                schema.name,
+                vectors_config=vectors,
+                sparse_vectors_config=sparse or None,
+                shard_number=schema.shard_number,
+                replication_factor=schema.replication_factor,
+                hnsw_config=hnsw,
+            )
+
+        self._vectors_cache.pop(schema.name, None)
+        self._call(schema.name, create)
+
+    def delete_collection(self, name: str) -> bool:
+        self._vectors_cache.pop(name, None)
+        if not self.collection_exists(name):
+            return False
+        return bool(self._call(name, lambda: self.client.delete_collection(name)))
+
+    def collection_exists(self, name: str) -> bool:
+        if not isinstance(name, str) or name.startswith("_"):
+            return False
+        return bool(self._call(name, lambda: self.client.collection_exists(name)))
+
+    def create_payload_index(self, name: str, key: str, kind: str) -> None:
+        """Index payload field ``key`` ("keyword" | "integer" | "float" | "bool") for fast filtering."""
+        self._require(name)
+        if kind not in _INDEX_KINDS:
+            raise StoreError(f"kind: must be one of {', '.join(_INDEX_KINDS)}, got {kind!r}")
+        if self._local:  # local mode has no payload indexes (it would only warn)
+            if not self.collection_exists(name):
+                raise CollectionNotFound(name)
+            return
+        self._call(
+            name,
+            lambda: self.client.create_payload_index(name, key, field_schema=_INDEX_KINDS[kind], wait=True),
+        )
+
+    def optimize(self, name: str) -> None:
+        """Qdrant servers build indexes themselves; only checks the collection exists."""
+        if not self.collection_exists(name):
+            raise CollectionNotFound(name)
+
+    # -- points ------------------------------------------------------------------------------
+    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
+        self._require(name)
+        structs = [
+            models.PointStruct(id=normalize_id(p.id), vector=self._vectors(name, p), payload=dict(p.payload))
+            for p in points
+        ]
+        if not structs:
+            if not self.collection_exists(name):
+                raise CollectionNotFound(name)
+            return
+        self._call(name, lambda: self.client.upsert(name, points=structs, wait=True))
+
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[PointRecord]:
+        self._require(name)
+        norm = [normalize_id(i) for i in ids]
+        records = self._call(
+            name, lambda: self.client.retrieve(name, ids=norm, with_payload=True, with_vectors=with_vectors)
+        )
+        return records_in_order(norm, records, with_vectors, models.SparseVector)
+
+    def delete_points(self, name: str, ids: Sequence[str]) -> None:
+        self._require(name)
+        norm = [normalize_id(i) for i in ids]
+        self._call(
+            name,
+            lambda: self.client.delete(name, points_selector=models.PointIdsList(points=norm), wait=True),
+        )
+
+    def count(self, name: str, filter: Filter | None = None) -> int:
+        self._require(name)
+        qfilter = convert_filter(filter)
+        return int(self._call(name, lambda: self.client.count(name, count_filter=qfilter, exact=True).count))
+
+    # -- search ------------------------------------------------------------------------------
+    def _query(
+        self,
+        name: str,
+        query: Any,
+        using: str,
+        *,
+        filter: Filter | None,
+        limit: int,
+        offset: int,
+        with_payload: WithPayload,
+    ) -> list[Hit]:
+        self._require(name)
+        check_paging(limit, offset)
+        qfilter = convert_filter(filter)
+        response = self._call(
+            name,
+            lambda: self.client.query_points(
+                name,
+                query=query,
+                using=using,
+                query_filter=qfilter,
+                search_params=self._params,
+                limit=limit,
+                offset=offset,
+                with_payload=_with_payload(with_payload),
+                with_vectors=False,
+            ),
+        )
+        return self._hits(response.points, with_payload)
+
+    def search_dense(
+        self,
+        name: str,
+        vector_name: str,
+        vector: Sequence[float],
+        *,
+        filter: Filter | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        with_payload: WithPayload = True,
+    ) -> list[Hit]:
+        self._require(name)
+        query = self._check_dense(name, vector_name, vector)
+        return self._query(
+            name, query, vector_name, filter=filter, limit=limit, offset=offset, with_payload=with_payload
+        )
+
+    def search_sparse(
+        self,
+        name: str,
+        vector_name: str,
+        sparse: SparseVec,
+        *,
+        filter: Filter | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        with_payload: WithPayload = True,
+    ) -> list[Hit]:
+        self._require(name)
+        query = self._check_sparse(name, vector_name, sparse)
+        return self._query(
+            name, query, vector_name, filter=filter, limit=limit, offset=offset, with_payload=with_payload
+        )
+
+    def search_hybrid(
+        self,
+        name: str,
+        dense_name: str,
+        dense_vector: Sequence[float],
+        sparse_name: str,
+        sparse_vector: SparseVec,
+        *,
+        alpha: float,
+        fusion: str = "rrf",
+        filter: Filter | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        with_payload: WithPayload = True,
+        prefetch_limit: int | None = None,
+    ) -> list[Hit]:
+        self._require(name)
+        alpha = check_alpha(alpha)
+        check_fusion(fusion)
+        check_paging(limit, offset)
+        candidates = default_prefetch_limit(limit, offset, prefetch_limit)
+        qfilter = convert_filter(filter)
+        dense_q = self._check_dense(name, dense_name, dense_vector)
+        sparse_q = self._check_sparse(name, sparse_name, sparse_vector)
+        weights = rrf_weights(alpha)
+        parts = [
+            (q, using, w)
+            for q, using, w in ((dense_q, dense_name, weights[0]), (sparse_q, sparse_name, weights[1]))
+            if w > 0.0
+        ]
+        if fusion == "rrf" and self._engine_rrf:
+            prefetch = [
+                models.Prefetch(query=q, using=using, filter=qfilter, params=self._params, limit=candidates)
+                for q, using, _ in parts
+            ]
+            rrf_query = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=[w for _, _, w in parts]))
+            try:
+                response = self._call(
+                    name,
+                    lambda: self.client.query_points(
+                        name,
+                        prefetch=prefetch,
+                        query=rrf_query,
+                        limit=limit,
+                        offset=offset,
+                        with_payload=_with_payload(with_payload),
+                        with_vectors=False,
+                    ),
+                )
+                return self._hits(response.points, with_payload)
+            except CollectionNotFound:
+                raise
+            except StoreError as exc:
+                if "weights" not in str(exc).lower():
+                    raise
+                # a Qdrant server older than weighted RRF: same formula, fused here from now on
+                self._engine_rrf = False
+        requests = [
+            models.QueryRequest(
+                query=q,
+                using=using,
+                filter=qfilter,
+                params=self._params,
+                limit=candidates,
+                with_payload=False,
+            )
+            for q, using, _ in parts
+        ]
+        responses = self._call(name, lambda: self.client.query_batch_points(name, requests=requests))
+        lists = [[Ranked(str(p.id), float(p.score)) for p in r.points] for r in responses]
+        vec_list = lists.pop(0) if alpha > 0.0 else []
+        bm25_list = lists.pop(0) if alpha < 1.0 else []
+        fused = fuse(fusion, vec_list, bm25_list, alpha)[offset : offset + limit]
+        return self._with_payloads(name, fused, with_payload)
+
+    def _with_payloads(self, name: str, fused: list[Fused], with_payload: WithPayload) -> list[Hit]:
+        if with_payload is False or not fused:
+            return [Hit(f.id, f.score, None) for f in fused]
+        ids = [f.id for f in fused]
+        selector = _with_payload(with_payload)
+        records = self._call(
+            name, lambda: self.client.retrieve(name, ids=ids, with_payload=selector, with_vectors=False)
+        )
+        payloads = {str(r.id): dict(r.payload or {}) for r in records}
+        return [Hit(f.id, f.score, payloads.get(f.id, {})) for f in fused]
+
+    # -- definitions -------------------------------------------------------------------------
+    def save_definition(self, name: str, definition: dict[str, Any]) -> None:
+        validate_collection_name(name)
+        self._ensure_system()
+        point = models.PointStruct(
+            id=definition_point_id(name),
+            vector={},
+            payload={"name": name, "definition": json.dumps(definition, sort_keys=True)},
+        )
+        self._call(None, lambda: self.client.upsert(SYSTEM_COLLECTION, points=[point], wait=True))
+
+    def load_definition(self, name: str) -> dict[str, Any] | None:
+        if not isinstance(name, str):
+            return None
+        self._ensure_system()
+        pid = definition_point_id(name)
+        records = self._call(
+            None, lambda: self.client.retrieve(SYSTEM_COLLECTION, ids=[pid], with_payload=True)
+        )
+        return json.loads(records[0].payload["definition"]) if records else None
+
+    def list_definitions(self) -> list[dict[str, Any]]:
+        self._ensure_system()
+        out: list[tuple[str, dict[str, Any]]] = []
+        offset: Any = None
+        while True:
+            records, offset = self._call(
+                None,
+                lambda o=offset: self.client.scroll(
+                    SYSTEM_COLLECTION, limit=256, offset=o, with_payload=True, with_vectors=False
+                ),
+            )
+            out.extend((r.payload["name"], json.loads(r.payload["definition"])) for r in records)
+            if offset is None:
+                break
+        return [d for _, d in sorted(out, key=lambda x: x[0])]
+
+    def delete_definition(self, name: str) -> None:
+        if not isinstance(name, str):
+            return
+        self._ensure_system()
+        selector = models.PointIdsList(points=[definition_point_id(name)])
+        self._call(None, lambda: self.client.delete(SYSTEM_COLLECTION, points_selector=selector, wait=True))
+
+    def close(self) -> None:
+        self.client.close()
