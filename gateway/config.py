@@ -1,0 +1,170 @@
+"""Gateway settings, read from the environment (``polyvec gateway`` flags mirror them).
+
+Every variable here is listed in :data:`ENV_VARS`; deployment files are tested
+against that list so they cannot set a variable the code does not read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the variable."""
+
+
+def default_data_dir() -> str:
+    """``$XDG_DATA_HOME/polyvec`` (``~/.local/share/polyvec``) when a home exists, else ``./polyvec-data``."""
+    base = os.environ.get("XDG_DATA_HOME")
+    if base:
+        return str(Path(base) / "polyvec")
+    home = Path.home()
+    if str(home) not in ("", "/") and home.exists():
+        return str(home / ".local" / "share" / "polyvec")
+    return "./polyvec-data"
+
+
+@dataclass
+class GatewaySettings:
+    # storage: QDRANT_URL selects a Qdrant server/cluster, otherwise the embedded store under DATA_DIR
+    qdrant_url: str | None = field(default=None, metadata={"env": "QDRANT_URL"})
+    qdrant_api_key: str | None = field(default=None, metadata={"env": "QDRANT_API_KEY"})
+    qdrant_https: bool | None = field(default=None, metadata={"env": "QDRANT_HTTPS"})
+    qdrant_tls_ca: str | None = field(default=None, metadata={"env": "QDRANT_TLS_CA"})
+    data_dir: str = field(default_factory=default_data_dir, metadata={"env": "DATA_DIR"})
+    # network
+    host: str = field(default="0.0.0.0", metadata={"env": "HOST"})
+    http_port: int | None = field(default=8000, metadata={"env": "HTTP_PORT"})  # None: HTTP off
+    grpc_port: int | None = field(default=50050, metadata={"env": "GRPC_PORT"})  # None: gRPC off
+    # models: name -> gRPC address of its inference service
+    models: dict[str, str] = field(default_factory=dict, metadata={"env": "MODELS"})
+    # security
+    api_keys: tuple[str, ...] = field(default=(), metadata={"env": "API_KEYS"})
+    # inference calls
+    inference_timeout_s: float = field(default=30.0, metadata={"env": "INFERENCE_TIMEOUT_S"})
+    inference_concurrency: int = field(default=4, metadata={"env": "INFERENCE_CONCURRENCY"})
+    inference_retries: int = field(default=3, metadata={"env": "INFERENCE_RETRIES"})
+    inference_batch_size: int = field(default=64, metadata={"env": "INFERENCE_BATCH_SIZE"})
+    # import / requests
+    import_batch_size: int = field(default=1000, metadata={"env": "IMPORT_BATCH_SIZE"})
+    max_request_bytes: int = field(default=64 * 1024 * 1024, metadata={"env": "MAX_REQUEST_BYTES"})
+    log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
+
+    def validate(self) -> GatewaySettings:
+        for name in ("inference_concurrency", "inference_batch_size", "import_batch_size",
+                     "max_request_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{env_name(name)} must be at least 1, not {getattr(self, name)}")
+        if self.inference_retries < 0:
+            raise SettingsError(f"INFERENCE_RETRIES must be >= 0, not {self.inference_retries}")
+        if not self.inference_timeout_s > 0:
+            raise SettingsError(f"INFERENCE_TIMEOUT_S must be > 0, not {self.inference_timeout_s}")
+        for name in ("http_port", "grpc_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise SettingsError(f"{env_name(name)} must be a port number 0-65535, not {port}")
+        if self.http_port is None and self.grpc_port is None:
+            raise SettingsError("HTTP_PORT and GRPC_PORT are both off: nothing to serve")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise SettingsError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+                                f"not {self.log_level!r}")
+        self.log_level = self.log_level.upper()
+        if self.qdrant_url and not self.qdrant_url.startswith(("http://", "https://")):
+            raise SettingsError(f"QDRANT_URL must start with http:// or https://, not {self.qdrant_url!r}")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when the embedded store (qdrant-edge under DATA_DIR) is used."""
+        return not self.qdrant_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> GatewaySettings:
+        """Read every setting from ``environ`` (default: os.environ); ``overrides`` (not None) win."""
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for f in fields(cls):
+            env = f.metadata["env"]
+            if f.name in overrides and overrides[f.name] is not None:
+                value = overrides[f.name]
+                values[f.name] = _parse(f.name, env, value) if isinstance(value, str) else value
+            elif env in environ and environ[env] != "":
+                values[f.name] = _parse(f.name, env, environ[env])
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown gateway setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values).validate()
+
+
+def env_name(attr: str) -> str:
+    for f in fields(GatewaySettings):
+        if f.name == attr:
+            return f.metadata["env"]
+    raise KeyError(attr)
+
+
+_INTS = {"inference_concurrency", "inference_retries", "inference_batch_size", "import_batch_size",
+         "max_request_bytes"}
+_PORTS = {"http_port", "grpc_port"}
+
+
+def _parse(attr: str, env: str, raw: str):
+    raw = raw.strip()
+    if attr == "qdrant_https":
+        return parse_bool(env, raw)
+    if attr in _PORTS:
+        if raw.lower() in ("off", "none", "disabled", "-1"):
+            return None
+        return _int(env, raw)
+    if attr in _INTS:
+        return _int(env, raw)
+    if attr == "inference_timeout_s":
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{env} must be a number of seconds, not {raw!r}") from None
+    if attr == "models":
+        return parse_models(raw, env)
+    if attr == "api_keys":
+        return tuple(k.strip() for k in raw.split(",") if k.strip())
+    return raw
+
+
+def parse_models(raw: str, env: str = "MODELS") -> dict[str, str]:
+    """``"name=host:port,name2=host:port"`` -> ``{name: address}``."""
+    models: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, address = item.partition("=")
+        name, address = name.strip(), address.strip()
+        if not sep or not name or not address:
+            raise SettingsError(f"{env} entries must look like name=host:port, not {item!r}")
+        if name in models:
+            raise SettingsError(f"{env} names model {name!r} twice")
+        models[name] = address
+    return models
+
+
+def _int(env: str, raw: str) -> int:
+    try:
+        return int(raw.replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{env} must be a whole number, not {raw!r}") from None
+
+
+def parse_bool(env: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{env} must be 0/1 (or true/false), not {raw!r}")
+
+
+#: Every environment variable the gateway reads.
+ENV_VARS: tuple[str, ...] = tuple(f.metadata["env"] for f in fields(GatewaySettings)) + ("XDG_DATA_HOME",)

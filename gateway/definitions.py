@@ -1,0 +1,228 @@
+"""Collection definitions: what a collection stores and which inference service vectorizes it.
+
+```json
+{
+  "name": "products",
+  "vectorizers": {
+    "clip": {"model": "clip", "text_fields": ["title"], "image_fields": ["photo"],
+             "weights": {"title": 1, "photo": 2}}
+  },
+  "bm25": {"fields": ["title", "description"], "k1": 1.2, "b": 0.75},
+  "distance": "cosine"
+}
+```
+
+Each vectorizer is a named dense vector; its ``model`` is a name the gateway resolves
+through ``MODELS``, or ``inference_url`` is a gRPC address given directly.  A vectorizer
+with neither (only ``dimensions``) holds vectors the user sends.  When ``bm25`` is left
+out, BM25 indexes every text field the vectorizers read; ``"bm25": {"fields": []}``
+turns BM25 off.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.errors import BadRequest
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}(\.[A-Za-z_][A-Za-z0-9_-]{0,127})*$")
+#: Name of the sparse (BM25) vector in storage; no dense vector may use it.
+BM25_VECTOR = "bm25"
+#: Prefix reserved for the gateway's own collections and payload keys.
+RESERVED_PREFIX = "_polyvec"
+Distance = Literal["cosine", "dot", "euclid"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_field_names(names: list[str]) -> list[str]:
+    seen = set()
+    for name in names:
+        if not FIELD_RE.match(name):
+            raise ValueError(f"{name!r} is not a valid field name (letters, digits, _ and -, not starting "
+                             "with a digit; dots address nested objects)")
+        if name.lower().startswith(RESERVED_PREFIX):
+            raise ValueError(f"field names starting with {RESERVED_PREFIX!r} are reserved")
+        if name in seen:
+            raise ValueError(f"field {name!r} is listed twice")
+        seen.add(name)
+    return names
+
+
+class VectorizerConfig(_Strict):
+    """One named dense vector and how it is computed."""
+
+    model: str | None = Field(None, description="model name resolved through the gateway's MODELS setting")
+    inference_url: str | None = Field(None, description="gRPC address host:port of an inference service")
+    text_fields: list[str] = Field(default_factory=list, description="properties embedded as text")
+    image_fields: list[str] = Field(default_factory=list, description="properties holding base64 images")
+    weights: dict[str, float] = Field(default_factory=dict,
+                                      description="per-field weights of the mean (default 1 each)")
+    dimensions: int | None = Field(None, ge=1, le=65536,
+                                   description="vector length (else learned from the inference service)")
+    distance: Distance | None = Field(None, description="overrides the collection's distance for this vector")
+
+    @field_validator("text_fields", "image_fields")
+    @classmethod
+    def _fields(cls, names: list[str]) -> list[str]:
+        return _check_field_names(names)
+
+    @field_validator("inference_url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        url = url.strip()
+        for scheme in ("grpc://", "http://"):
+            if url.startswith(scheme):
+                url = url[len(scheme):]
+        host, sep, port = url.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be a gRPC address host:port, not {url!r}")
+        return url
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VectorizerConfig:
+        if self.model is not None and self.inference_url is not None:
+            raise ValueError("give either model or inference_url, not both")
+        uses_service = self.model is not None or self.inference_url is not None
+        if uses_service and not (self.text_fields or self.image_fields):
+            raise ValueError("a vectorizer with a model needs text_fields or image_fields")
+        if not uses_service:
+            if self.text_fields or self.image_fields:
+                raise ValueError("text_fields/image_fields need a model or inference_url to embed them")
+            if self.dimensions is None:
+                raise ValueError("a vectorizer without model or inference_url (user-supplied vectors) "
+                                 "needs dimensions")
+        both = set(self.text_fields) & set(self.image_fields)
+        if both:
+            raise ValueError(f"field(s) {sorted(both)} are listed as both text and image fields")
+        known = set(self.text_fields) | set(self.image_fields)
+        for name, weight in self.weights.items():
+            if name not in known:
+                raise ValueError(f"weights names {name!r}, which is not one of the text/image fields")
+            if not weight > 0:
+                raise ValueError(f"weight of {name!r} must be > 0, not {weight}")
+        return self
+
+    @property
+    def uses_service(self) -> bool:
+        return self.model is not None or self.inference_url is not None
+
+    def weight(self, field: str) -> float:
+        return float(self.weights.get(field, 1.0))
+
+
+class Bm25Config(_Strict):
+    """BM25 over the concatenated text of ``fields`` (see gateway/bm25.py for formula and tokenizer)."""
+
+    fields: list[str] = Field(default_factory=list, description="text properties indexed for BM25")
+    k1: float = Field(1.2, ge=0, le=10)
+    b: float = Field(0.75, ge=0, le=1)
+    avg_len: float | None = Field(None, gt=0, description="typical document length in tokens (BM25 length "
+                                  "normalisation; default 256)")
+    stopwords: list[str] = Field(default_factory=list, description="words left out of BM25")
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, names: list[str]) -> list[str]:
+        return _check_field_names(names)
+
+
+class CollectionDefinition(_Strict):
+    name: str = Field(..., description="letters, digits, _ and -, starting with a letter, at most 63 chars")
+    vectorizers: dict[str, VectorizerConfig] = Field(default_factory=dict)
+    bm25: Bm25Config | None = None
+    distance: Distance = "cosine"
+    shard_number: int | None = Field(None, ge=1, le=1024)
+    replication_factor: int | None = Field(None, ge=1, le=64)
+    hnsw_m: int | None = Field(None, ge=0, le=512)
+    hnsw_ef_construct: int | None = Field(None, ge=4, le=4096)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not a valid collection name (letters, digits, _ and -, "
+                             "starting with a letter, at most 63 characters)")
+        if name.lower().startswith(RESERVED_PREFIX):
+            raise ValueError(f"names starting with {RESERVED_PREFIX!r} are reserved")
+        return name
+
+    @field_validator("vectorizers")
+    @classmethod
+    def _vector_names(cls, vectorizers: dict[str, VectorizerConfig]) -> dict[str, VectorizerConfig]:
+        for name in vectorizers:
+            if not NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a valid vector name (letters, digits, _ and -, "
+                                 "starting with a letter)")
+            if name == BM25_VECTOR:
+                raise ValueError(f"{BM25_VECTOR!r} is reserved for the sparse BM25 vector")
+        return vectorizers
+
+    @model_validator(mode="after")
+    def _defaults(self) -> CollectionDefinition:
+        if self.bm25 is None:
+            fields: list[str] = []
+            for vec in self.vectorizers.values():
+                fields += [f for f in vec.text_fields if f not in fields]
+            self.bm25 = Bm25Config(fields=fields)
+        if not self.vectorizers and not self.bm25.fields:
+            raise ValueError("a collection needs at least one vectorizer or bm25 fields")
+        return self
+
+    # -- derived --------------------------------------------------------------------------------------------
+    @property
+    def has_bm25(self) -> bool:
+        return bool(self.bm25 and self.bm25.fields)
+
+    def default_vector(self) -> str | None:
+        return next(iter(self.vectorizers), None)
+
+    def vector_distance(self, vector: str) -> str:
+        return self.vectorizers[vector].distance or self.distance
+
+    def vectorized_fields(self) -> set[str]:
+        """Every property whose value feeds a vector (dense or BM25)."""
+        out: set[str] = set(self.bm25.fields if self.bm25 else [])
+        for vec in self.vectorizers.values():
+            out |= set(vec.text_fields) | set(vec.image_fields)
+        return out
+
+
+def loc_to_field(loc: tuple[Any, ...], prefix: str = "") -> str:
+    """Pydantic error location -> dotted field name (``vectorizers.clip.text_fields.0``)."""
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p.startswith(("function-", "literal[")))]
+    path = ".".join(parts)
+    if prefix:
+        return f"{prefix}.{path}" if path else prefix
+    return path or "body"
+
+
+def bad_request_from(error: ValidationError, prefix: str = "") -> BadRequest:
+    """The first pydantic error as a BadRequest naming its field."""
+    first = error.errors()[0]
+    message = first.get("msg", "invalid value")
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if first.get("type") == "extra_forbidden":
+        message = "unknown field"
+    return BadRequest(loc_to_field(tuple(first.get("loc", ())), prefix), message)
+
+
+def parse_definition(data: CollectionDefinition | dict) -> CollectionDefinition:
+    """Validate a definition; raises BadRequest naming the first bad field."""
+    if isinstance(data, CollectionDefinition):
+        return data
+    if not isinstance(data, dict):
+        raise BadRequest("body", "a collection definition must be a JSON object")
+    try:
+        return CollectionDefinition.model_validate(data)
+    except ValidationError as exc:
+        raise bad_request_from(exc) from None

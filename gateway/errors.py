@@ -1,0 +1,61 @@
+"""Typed errors of the gateway service layer; the HTTP and gRPC fronts map them to status codes."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of the typed errors; ``http_status`` and ``grpc_code`` say what the fronts answer."""
+
+    http_status = 500
+    grpc_code = "INTERNAL"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict:
+        body: dict = {"error": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class BadRequest(GatewayError):
+    """The request is malformed; ``field`` names the offending field (dotted path)."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message, field=field)
+        self.detail = message
+
+
+class NotFound(GatewayError):
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class Conflict(GatewayError):
+    http_status = 409
+    grpc_code = "ALREADY_EXISTS"
+
+
+class Unauthorized(GatewayError):
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
+class Unavailable(GatewayError):
+    """A dependency (an inference service or the store) did not answer; ``service`` names it."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+    def __init__(self, service: str, message: str | None = None) -> None:
+        super().__init__(message or f"{service} is unavailable")
+        self.service = service
+
+    def to_dict(self) -> dict:
+        return {"error": self.message, "service": self.service}

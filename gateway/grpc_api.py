@@ -1,0 +1,235 @@
+"""The gateway's gRPC front (``polyvec.gateway.v1.Gateway``): a thin servicer over GatewayService.
+
+Messages are converted to the HTTP API's JSON shapes and back; errors map to status codes
+(INVALID_ARGUMENT with the field in the message and in trailing metadata ``field``, NOT_FOUND,
+ALREADY_EXISTS, UNAVAILABLE, UNAUTHENTICATED). Standard health checking and reflection are served too.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hmac
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.errors import GatewayError
+from gateway.service import GatewayService
+from protos import gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
+_OUTPUT_ONLY = ("modalities", "model_name")
+
+
+def _ints(value: Any) -> Any:
+    """Struct numbers are doubles: give integral ones back as ints (JSON has one number type)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
+
+
+def struct_to_dict(msg: struct_pb2.Struct) -> dict[str, Any]:
+    return _ints(json_format.MessageToDict(msg))
+
+
+def dict_to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    if data:
+        out.update(data)
+    return out
+
+
+def _vectors_to_dict(vectors) -> dict[str, list[float]]:
+    return {name: list(fl.values) for name, fl in vectors.items()}
+
+
+def _definition_to_dict(msg: gateway_pb2.CollectionDefinition) -> dict[str, Any]:
+    data = json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    for vec in data.get("vectorizers", {}).values():
+        for key in _OUTPUT_ONLY:
+            vec.pop(key, None)
+    return data
+
+
+def _collection_message(public: dict[str, Any]) -> gateway_pb2.Collection:
+    data = dict(public)
+    count = data.pop("count", None)
+    created_at = data.pop("created_at", 0.0)
+    definition = json_format.ParseDict(data, gateway_pb2.CollectionDefinition(), ignore_unknown_fields=True)
+    msg = gateway_pb2.Collection(definition=definition, created_at=float(created_at or 0.0))
+    if count is not None:
+        msg.count = int(count)
+    return msg
+
+
+def _abort_code(exc: GatewayError) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+
+
+def _rpc(method):
+    """Check the API key, run the method, map gateway errors to status codes (no stack traces)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: GatewayServicer, request, context: grpc.aio.ServicerContext):
+        try:
+            self.check_key(context)
+            return await method(self, request, context)
+        except GatewayError as exc:
+            if exc.field:
+                context.set_trailing_metadata((("field", exc.field),))
+            await context.abort(_abort_code(exc), exc.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unhandled error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error (see the gateway log)")
+
+    return wrapper
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(self, service: GatewayService, api_keys: Sequence[str] = ()) -> None:
+        self.service = service
+        self.api_keys = tuple(api_keys)
+
+    def check_key(self, context: grpc.aio.ServicerContext) -> None:
+        if not self.api_keys:
+            return
+        metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
+        presented = metadata.get("x-api-key")
+        auth = metadata.get("authorization", "")
+        if presented is None and isinstance(auth, str) and auth.lower().startswith("bearer "):
+            presented = auth[7:].strip()
+        if not presented or not any(hmac.compare_digest(str(presented).encode(), k.encode())
+                                    for k in self.api_keys):
+            from gateway.errors import Unauthorized
+
+            raise Unauthorized("missing or invalid API key (metadata authorization: Bearer KEY or x-api-key)")
+
+    # -- collections ----------------------------------------------------------------------------------------
+    @_rpc
+    async def CreateCollection(self, request, context):  # noqa: N802 (gRPC method names)
+        return _collection_message(await self.service.create_collection(_definition_to_dict(request)))
+
+    @_rpc
+    async def GetCollection(self, request, context):  # noqa: N802
+        return _collection_message(await self.service.get_collection(request.name))
+
+    @_rpc
+    async def ListCollections(self, request, context):  # noqa: N802
+        items = await self.service.list_collections()
+        return gateway_pb2.ListCollectionsResponse(collections=[_collection_message(c) for c in items])
+
+    @_rpc
+    async def DeleteCollection(self, request, context):  # noqa: N802
+        out = await self.service.delete_collection(request.name)
+        return gateway_pb2.DeleteCollectionResponse(name=out["name"], deleted=out["deleted"])
+
+    # -- objects --------------------------------------------------------------------------------------------
+    @_rpc
+    async def ImportObjects(self, request, context):  # noqa: N802
+        objects = []
+        for o in request.objects:
+            item: dict[str, Any] = {"properties": struct_to_dict(o.properties)}
+            if o.HasField("id"):
+                item["id"] = o.id
+            if o.vectors:
+                item["vectors"] = _vectors_to_dict(o.vectors)
+            objects.append(item)
+        out = await self.service.import_objects(request.collection, {"objects": objects})
+        return gateway_pb2.ImportObjectsResponse(
+            results=[gateway_pb2.ObjectResult(index=r["index"], id=r.get("id") or "",
+                                              uuid=r.get("uuid") or "", status=r["status"],
+                                              error=r.get("error", ""), field=r.get("field", ""))
+                     for r in out["results"]],
+            ok=out["ok"], errors=out["errors"])
+
+    @_rpc
+    async def GetObject(self, request, context):  # noqa: N802
+        out = await self.service.get_object(request.collection, request.id, with_vectors=request.with_vectors)
+        return gateway_pb2.Object(
+            id=out["id"], uuid=out["uuid"], properties=dict_to_struct(out["properties"]),
+            vectors={k: gateway_pb2.FloatList(values=v) for k, v in out.get("vectors", {}).items()})
+
+    @_rpc
+    async def PutObject(self, request, context):  # noqa: N802
+        body: dict[str, Any] = {"properties": struct_to_dict(request.properties)}
+        if request.vectors:
+            body["vectors"] = _vectors_to_dict(request.vectors)
+        out = await self.service.put_object(request.collection, request.id, body)
+        return gateway_pb2.PutObjectResponse(id=out["id"] or "", uuid=out["uuid"], status=out["status"],
+                                             created=out["created"], vectorized=out["vectorized"])
+
+    @_rpc
+    async def DeleteObject(self, request, context):  # noqa: N802
+        out = await self.service.delete_object(request.collection, request.id)
+        return gateway_pb2.DeleteObjectResponse(id=out["id"], deleted=out["deleted"])
+
+    # -- search ---------------------------------------------------------------------------------------------
+    @_rpc
+    async def Search(self, request, context):  # noqa: N802
+        body: dict[str, Any] = {}
+        kind = request.WhichOneof("query")
+        if kind == "near_text":
+            body["near_text"] = {"query": request.near_text.query}
+        elif kind == "near_image":
+            body["near_image"] = {"image": base64.b64encode(request.near_image.image).decode()}
+        elif kind == "near_vector":
+            body["near_vector"] = {"vector": list(request.near_vector.vector)}
+        elif kind == "bm25":
+            body["bm25"] = {"query": request.bm25.query}
+        elif kind == "hybrid":
+            h = request.hybrid
+            body["hybrid"] = {"query": h.query}
+            if h.HasField("alpha"):
+                body["hybrid"]["alpha"] = h.alpha
+            if h.HasField("fusion"):
+                body["hybrid"]["fusion"] = h.fusion
+        if request.HasField("vector"):
+            body["vector"] = request.vector
+        if request.HasField("filter"):
+            body["filter"] = struct_to_dict(request.filter)
+        if request.HasField("limit"):
+            body["limit"] = request.limit
+        if request.HasField("offset"):
+            body["offset"] = request.offset
+        if request.HasField("properties"):
+            body["properties"] = list(request.properties.names)
+        out = await self.service.search(request.collection, body)
+        return gateway_pb2.SearchResponse(
+            hits=[gateway_pb2.Hit(id=h["id"], score=h["score"], properties=dict_to_struct(h["properties"]))
+                  for h in out["hits"]],
+            took_ms=out["took_ms"])
+
+
+async def start_grpc_server(service: GatewayService, host: str, port: int, *,
+                            api_keys: Sequence[str] = (),
+                            max_message_bytes: int = 64 * 1024 * 1024) -> tuple[grpc.aio.Server, int]:
+    """Start the gRPC server (gateway + health + reflection); returns (server, bound port)."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
+                                      ("grpc.max_send_message_length", max_message_bytes)])
+    gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(service, api_keys), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC port {host}:{port}")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    return server, bound

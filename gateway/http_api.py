@@ -1,0 +1,184 @@
+"""The gateway's HTTP front (FastAPI): thin routes over GatewayService, JSON errors, API keys, metrics.
+
+Errors are JSON ``{"error": message, "field": dotted.path}`` (4xx) or ``{"error", "service"}`` (503);
+never a stack trace. With API keys configured every /v1 route needs ``Authorization: Bearer KEY`` or
+``x-api-key: KEY``; /healthz, /readyz, /metrics and /docs stay open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.definitions import CollectionDefinition, loc_to_field
+from gateway.errors import GatewayError, Unauthorized
+from gateway.service import GatewayService
+from gateway.service.requests import QUERY_KINDS, ImportRequest, ObjectPut, SearchRequest
+
+log = logging.getLogger(__name__)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("polyvec_gateway_requests", "HTTP requests",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("polyvec_gateway_request_seconds", "HTTP request latency",
+                                 ["method", "route"], registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                                          10))
+
+
+def _error(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body)
+
+
+def _check_key(request: Request, keys: Sequence[str]) -> None:
+    if not keys:
+        return
+    presented = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if presented is None and auth.lower().startswith("bearer "):
+        presented = auth[7:].strip()
+    if not presented or not any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys):
+        raise Unauthorized("missing or invalid API key (send Authorization: Bearer KEY or x-api-key: KEY)")
+
+
+def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
+               max_request_bytes: int = 64 * 1024 * 1024) -> FastAPI:
+    """The FastAPI app over a ready GatewayService (the caller owns and closes it)."""
+    keys = tuple(api_keys)
+    metrics = Metrics()
+    app = FastAPI(title="polyvec gateway", version="0.1.0",
+                  description="Multimodal vector search: collections, import, near-text / near-image / "
+                              "near-vector / BM25 / hybrid search.")
+    app.state.service = service
+
+    def svc(request: Request) -> GatewayService:
+        return request.app.state.service
+
+    def auth(request: Request) -> None:
+        _check_key(request, keys)
+
+    # -- errors ---------------------------------------------------------------------------------------------
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        return _error(exc.http_status, exc.to_dict())
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = tuple(first.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path"):
+            loc = loc[1:]
+        field = loc_to_field(loc, "")
+        message = str(first.get("msg", "invalid request"))
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        kind = first.get("type")
+        if kind == "extra_forbidden":
+            message = "unknown field"
+        elif kind == "json_invalid":
+            field, message = "body", "is not valid JSON"
+        elif kind == "missing" and not loc:
+            field, message = "body", "a JSON body is required"
+        search = request.url.path.endswith("/search")
+        if field == "body" and search and kind not in ("json_invalid", "missing"):
+            field = "|".join(QUERY_KINDS)
+        return _error(400, {"error": f"{field}: {message}", "field": field})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, {"error": str(exc.detail)})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, {"error": "internal error (see the gateway log)"})
+
+    # -- middleware: size limit + metrics --------------------------------------------------------------------
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next):
+        started = time.perf_counter()
+        if request.method in ("POST", "PUT") and "json" not in request.headers.get("content-type", ""):
+            # bodies are always JSON (curl -d sends form encoding by default)
+            headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+            request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_request_bytes:
+            response: Response = _error(413, {"error": f"request body larger than {max_request_bytes} bytes "
+                                                       "(MAX_REQUEST_BYTES)", "field": "body"})
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        if path != "/metrics":
+            metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+            metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    # -- health ---------------------------------------------------------------------------------------------
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        state = await svc(request).ready()
+        return JSONResponse(status_code=200 if state["ready"] else 503, content=state)
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- collections ----------------------------------------------------------------------------------------
+    v1 = [Depends(auth)]
+
+    @app.post("/v1/collections", status_code=201, dependencies=v1, tags=["collections"])
+    async def create_collection(body: CollectionDefinition, request: Request) -> dict[str, Any]:
+        return await svc(request).create_collection(body)
+
+    @app.get("/v1/collections", dependencies=v1, tags=["collections"])
+    async def list_collections(request: Request) -> dict[str, Any]:
+        return {"collections": await svc(request).list_collections()}
+
+    @app.get("/v1/collections/{name}", dependencies=v1, tags=["collections"])
+    async def get_collection(name: str, request: Request) -> dict[str, Any]:
+        return await svc(request).get_collection(name)
+
+    @app.delete("/v1/collections/{name}", dependencies=v1, tags=["collections"])
+    async def delete_collection(name: str, request: Request) -> dict[str, Any]:
+        return await svc(request).delete_collection(name)
+
+    # -- objects --------------------------------------------------------------------------------------------
+    @app.post("/v1/collections/{name}/objects", dependencies=v1, tags=["objects"])
+    async def import_objects(name: str, body: ImportRequest, request: Request) -> dict[str, Any]:
+        return await svc(request).import_objects(name, body)
+
+    @app.get("/v1/collections/{name}/objects/{object_id}", dependencies=v1, tags=["objects"])
+    async def get_object(name: str, object_id: str, request: Request, with_vectors: bool = False) -> dict:
+        return await svc(request).get_object(name, object_id, with_vectors=with_vectors)
+
+    @app.put("/v1/collections/{name}/objects/{object_id}", dependencies=v1, tags=["objects"])
+    async def put_object(name: str, object_id: str, body: ObjectPut, request: Request) -> dict[str, Any]:
+        return await svc(request).put_object(name, object_id, body)
+
+    @app.delete("/v1/collections/{name}/objects/{object_id}", dependencies=v1, tags=["objects"])
+    async def delete_object(name: str, object_id: str, request: Request) -> dict[str, Any]:
+        return await svc(request).delete_object(name, object_id)
+
+    # -- search ---------------------------------------------------------------------------------------------
+    @app.post("/v1/collections/{name}/search", dependencies=v1, tags=["search"])
+    async def search(name: str, body: SearchRequest, request: Request) -> dict[str, Any]:
+        return await svc(request).search(name, body)
+
+    return app

@@ -1,0 +1,238 @@
+"""grpc.aio client of the inference services (``polyvec.inference.v1.Inference``).
+
+One :class:`InferenceClient` per address, one channel each (reused by every call), a semaphore bounding
+the calls in flight per address, a deadline on every call, and retries with exponential backoff on
+UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED only. Large batches are split into several calls
+that run concurrently (within the bound). Errors come out as :class:`InferenceUnavailable` (the service
+did not answer in time) or :class:`InferenceRejected` (it answered with an error about the input).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from protos import inference_pb2, inference_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+             grpc.StatusCode.RESOURCE_EXHAUSTED)
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+class InferenceError(Exception):
+    def __init__(self, address: str, message: str) -> None:
+        super().__init__(message)
+        self.address = address
+        self.message = message
+
+
+class InferenceUnavailable(InferenceError):
+    """The inference service at ``address`` did not answer (down, overloaded, or past the deadline)."""
+
+    def __init__(self, address: str, detail: str = "") -> None:
+        msg = f"inference service {address} is unavailable"
+        super().__init__(address, f"{msg}: {detail}" if detail else msg)
+        self.detail = detail or "no answer"
+
+
+class InferenceRejected(InferenceError):
+    """The inference service answered with an error about the request (e.g. an image it cannot decode)."""
+
+
+@dataclass
+class InferenceMeta:
+    name: str
+    type: str
+    dimensions: int
+    modalities: list[str] = field(default_factory=list)
+    device: str = ""
+    precision: str = ""
+    normalize: bool = True
+    max_items_per_request: int = 0
+    max_request_bytes: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def decode_vectors(msg: inference_pb2.Vectors, dims: int) -> np.ndarray:
+    if msg.count == 0:
+        return np.zeros((0, dims), dtype=np.float32)
+    arr = np.frombuffer(msg.data, dtype="<f4")
+    if dims <= 0 or arr.size != msg.count * dims:
+        raise ValueError(f"got {arr.size} floats for {msg.count} vectors of {dims} dimensions")
+    return arr.reshape(msg.count, dims).astype(np.float32, copy=False)
+
+
+class InferenceClient:
+    """Calls one inference service. Create and use it inside one running event loop."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 30.0,
+        concurrency: int = 4,
+        retries: int = 3,
+        batch_size: int = 64,
+        backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+    ) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.batch_size = batch_size
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.enable_retries", 0),
+                # fail fast when the peer is down instead of waiting out the reconnect backoff
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+            ],
+        )
+        self._stub = inference_pb2_grpc.InferenceStub(self._channel)
+        self._meta: InferenceMeta | None = None
+        self.calls = 0  # Vectorize calls sent (observability, tests)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    # -- calls ---------------------------------------------------------------------------------------------
+    async def _call(self, method, request, timeout_s: float):
+        """One RPC with deadline, bounded concurrency and retries with exponential backoff."""
+        deadline = time.monotonic() + timeout_s
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise InferenceUnavailable(self.address, f"no answer within {timeout_s:g} s")
+            try:
+                async with self._semaphore:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise InferenceUnavailable(self.address, f"no answer within {timeout_s:g} s")
+                    return await method(request, timeout=remaining)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code not in RETRYABLE:
+                    raise InferenceRejected(self.address, exc.details() or code.name) from None
+                attempt += 1
+                pause = min(self.max_backoff_s, self.backoff_s * (2 ** (attempt - 1)))
+                if attempt > self.retries or deadline - time.monotonic() <= pause:
+                    detail = f"{code.name}: {exc.details() or ''}".strip(": ")
+                    raise InferenceUnavailable(self.address, detail) from None
+                log.debug("inference %s: %s, retry %d in %.2fs", self.address, code.name, attempt, pause)
+                await asyncio.sleep(pause)
+
+    async def meta(self, *, refresh: bool = False, timeout_s: float | None = None) -> InferenceMeta:
+        """The service's Meta (cached after the first answer)."""
+        if self._meta is not None and not refresh:
+            return self._meta
+        resp = await self._call(self._stub.Meta, inference_pb2.MetaRequest(), timeout_s or self.timeout_s)
+        self._meta = InferenceMeta(
+            name=resp.name,
+            type=resp.type,
+            dimensions=resp.dimensions,
+            modalities=list(resp.modalities),
+            device=resp.device,
+            precision=resp.precision,
+            normalize=resp.normalize,
+            max_items_per_request=resp.limits.max_items_per_request,
+            max_request_bytes=resp.limits.max_request_bytes,
+        )
+        return self._meta
+
+    async def _vectorize_once(
+        self, texts: list[str], images: list[bytes], normalize: bool | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        request = inference_pb2.VectorizeRequest(texts=texts, images=images)
+        if normalize is not None:
+            request.normalize = normalize
+        self.calls += 1
+        resp = await self._call(self._stub.Vectorize, request, self.timeout_s)
+        try:
+            tv = decode_vectors(resp.text_vectors, resp.dimensions)
+            iv = decode_vectors(resp.image_vectors, resp.dimensions)
+        except ValueError as exc:
+            raise InferenceRejected(self.address, f"malformed answer: {exc}") from None
+        if tv.shape[0] != len(texts) or iv.shape[0] != len(images):
+            raise InferenceRejected(
+                self.address,
+                f"answered {tv.shape[0]} text and {iv.shape[0]} image vectors for "
+                f"{len(texts)} texts and {len(images)} images",
+            )
+        return tv, iv
+
+    def _chunks(self, texts: list[str], images: list[bytes]) -> list[tuple[list[str], list[bytes]]]:
+        size = self.batch_size
+        if self._meta is not None and self._meta.max_items_per_request:
+            size = min(size, self._meta.max_items_per_request)
+        size = max(1, size)
+        chunks: list[tuple[list[str], list[bytes]]] = []
+        for i in range(0, len(texts), size):
+            chunks.append((texts[i:i + size], []))
+        for i in range(0, len(images), size):
+            chunks.append(([], images[i:i + size]))
+        return chunks
+
+    async def vectorize(
+        self, texts: list[str] | None = None, images: list[bytes] | None = None, normalize: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors for ``texts`` and ``images`` in input order (float32 arrays (n, d)).
+
+        Split into calls of at most ``batch_size`` items that run concurrently (bounded per address).
+        """
+        texts = list(texts or [])
+        images = list(images or [])
+        if not texts and not images:
+            dims = self._meta.dimensions if self._meta else 0
+            empty = np.zeros((0, dims), dtype=np.float32)
+            return empty, empty
+        chunks = self._chunks(texts, images)
+        if len(chunks) == 1:
+            return await self._vectorize_once(chunks[0][0], chunks[0][1], normalize)
+        results = await asyncio.gather(*(self._vectorize_once(t, i, normalize) for t, i in chunks))
+        dims = next(r[0].shape[1] if r[0].shape[0] else r[1].shape[1] for r in results)
+        tvs = [r[0] for r, (t, _) in zip(results, chunks, strict=True) if t]
+        ivs = [r[1] for r, (_, i) in zip(results, chunks, strict=True) if i]
+        tv = np.concatenate(tvs) if tvs else np.zeros((0, dims), dtype=np.float32)
+        iv = np.concatenate(ivs) if ivs else np.zeros((0, dims), dtype=np.float32)
+        return tv, iv
+
+
+class InferencePool:
+    """One :class:`InferenceClient` per address, created on first use (in the running loop)."""
+
+    def __init__(self, *, timeout_s: float = 30.0, concurrency: int = 4, retries: int = 3,
+                 batch_size: int = 64, backoff_s: float = 0.05) -> None:
+        self._kwargs = dict(timeout_s=timeout_s, concurrency=concurrency, retries=retries,
+                            batch_size=batch_size, backoff_s=backoff_s)
+        self._clients: dict[str, InferenceClient] = {}
+
+    def get(self, address: str) -> InferenceClient:
+        client = self._clients.get(address)
+        if client is None:
+            client = self._clients[address] = InferenceClient(address, **self._kwargs)
+        return client
+
+    @property
+    def clients(self) -> dict[str, InferenceClient]:
+        return dict(self._clients)
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()

@@ -1,0 +1,185 @@
+"""``polyvec gateway``: HTTP (uvicorn) and gRPC fronts in one event loop over one GatewayService.
+
+Storage: a Qdrant server/cluster when QDRANT_URL is set, else the embedded store (qdrant-edge) under
+DATA_DIR. Every flag mirrors an environment variable (``--http-port`` = HTTP_PORT, ...); flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import fields
+
+from gateway.config import GatewaySettings, SettingsError
+from gateway.storage.base import Store
+
+log = logging.getLogger("polyvec.gateway")
+
+#: Set by SIGINT/SIGTERM (see install_stop_handlers); uvicorn handles the signals itself while it runs
+#: and re-raises them to these handlers when it returns.
+STOP = threading.Event()
+
+
+def install_stop_handlers() -> None:
+    """SIGINT/SIGTERM set :data:`STOP` (no exception), so shutdown always runs the cleanup code."""
+
+    def handler(signum, frame) -> None:
+        STOP.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+_HELP = {
+    "qdrant_url": "Qdrant server/cluster URL (http[s]://host:6333); unset: embedded store under DATA_DIR",
+    "qdrant_api_key": "Qdrant API key",
+    "qdrant_https": "force TLS to Qdrant on/off (default: from the URL scheme)",
+    "qdrant_tls_ca": "CA bundle (PEM) to verify Qdrant's TLS certificate",
+    "data_dir": "embedded store directory (default: $XDG_DATA_HOME/polyvec or ~/.local/share/polyvec)",
+    "host": "address to listen on (default 0.0.0.0)",
+    "http_port": "HTTP port (default 8000; 'off' disables HTTP)",
+    "grpc_port": "gRPC port (default 50050; 'off' disables gRPC)",
+    "models": "model names -> inference gRPC addresses: name=host:port,name2=host:port",
+    "api_keys": "comma-separated API keys; when set every /v1 call needs one",
+    "inference_timeout_s": "deadline of one inference call in seconds (default 30)",
+    "inference_concurrency": "calls in flight per inference service (default 4)",
+    "inference_retries": "retries on UNAVAILABLE/DEADLINE_EXCEEDED (default 3)",
+    "inference_batch_size": "items per Vectorize call (default 64)",
+    "import_batch_size": "most objects per import request (default 1000)",
+    "max_request_bytes": "largest request body in bytes (default 64 MiB)",
+    "log_level": "DEBUG, INFO (default), WARNING, ERROR",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="polyvec gateway",
+        description="Run the polyvec gateway (HTTP + gRPC) on Qdrant: a server/cluster when QDRANT_URL is "
+                    "set, else the embedded store under DATA_DIR. Every option can also be set by the "
+                    "environment variable shown; options win.")
+    for f in fields(GatewaySettings):
+        env = f.metadata["env"]
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, metavar=env,
+                            help=f"{_HELP.get(f.name, '')} [env {env}]")
+    return parser
+
+
+def build_store(settings: GatewaySettings) -> Store:
+    """QdrantStore for QDRANT_URL, else EdgeStore under DATA_DIR."""
+    if settings.qdrant_url:
+        from gateway.storage.qdrant_store import QdrantStore
+
+        return QdrantStore(url=settings.qdrant_url, api_key=settings.qdrant_api_key,
+                           https=settings.qdrant_https, verify=settings.qdrant_tls_ca or True)
+    from pathlib import Path
+
+    from gateway.storage.edge_store import EdgeStore
+
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    return EdgeStore(settings.data_dir)
+
+
+def describe(settings: GatewaySettings, http_port: int | None, grpc_port: int | None) -> str:
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    lines = []
+    if http_port is not None:
+        lines.append(f"  HTTP   http://{host}:{http_port}   (API docs: http://{host}:{http_port}/docs)")
+    if grpc_port is not None:
+        lines.append(f"  gRPC   {host}:{grpc_port}   (polyvec.gateway.v1.Gateway)")
+    lines.append("  store  " + (f"Qdrant at {settings.qdrant_url}" if settings.qdrant_url
+                                else f"embedded, {settings.data_dir}"))
+    for name, address in settings.models.items():
+        lines.append(f"  model  {name} -> {address}")
+    return "\n".join(lines)
+
+
+async def serve(settings: GatewaySettings, store: Store | None = None, *,
+                on_started: Callable[[int | None, int | None], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM. ``on_started(http_port, grpc_port)`` is called once both listen."""
+    import uvicorn
+
+    from gateway.grpc_api import start_grpc_server
+    from gateway.http_api import create_app
+    from gateway.service import GatewayService
+
+    store = store if store is not None else build_store(settings)
+    service = GatewayService(store, settings)
+    grpc_server = None
+    grpc_port: int | None = None
+    try:
+        if settings.grpc_port is not None:
+            grpc_server, grpc_port = await start_grpc_server(
+                service, settings.host, settings.grpc_port, api_keys=settings.api_keys,
+                max_message_bytes=settings.max_request_bytes)
+        if settings.http_port is not None:
+            app = create_app(service, api_keys=settings.api_keys,
+                             max_request_bytes=settings.max_request_bytes)
+            config = uvicorn.Config(app, host=settings.host, port=settings.http_port,
+                                    log_level=settings.log_level.lower(), access_log=False, lifespan="off")
+            server = uvicorn.Server(config)
+
+            async def announce() -> None:
+                while not server.started and not server.should_exit:
+                    await asyncio.sleep(0.05)
+                if server.started and on_started is not None:
+                    port = settings.http_port
+                    for s in server.servers:
+                        for sock in s.sockets:
+                            port = sock.getsockname()[1]
+                    on_started(port, grpc_port)
+
+            if STOP.is_set():
+                return
+            watcher = asyncio.create_task(announce())
+            try:
+                await server.serve()
+            finally:
+                watcher.cancel()
+            if not server.started and not STOP.is_set():
+                raise OSError(f"the HTTP server could not start on {settings.host}:{settings.http_port}")
+        else:
+            if on_started is not None:
+                on_started(None, grpc_port)
+            while not STOP.is_set():
+                await asyncio.sleep(0.2)
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=2)
+        await service.close()
+        await asyncio.to_thread(store.close)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = GatewaySettings.from_env(**{k: v for k, v in vars(args).items() if v is not None})
+    except SettingsError as exc:
+        print(f"polyvec gateway: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        store = build_store(settings)
+    except Exception as exc:
+        print(f"polyvec gateway: cannot open the store: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+    def started(http_port: int | None, grpc_port: int | None) -> None:
+        print("polyvec gateway is serving:\n" + describe(settings, http_port, grpc_port), flush=True)
+
+    install_stop_handlers()
+    try:
+        asyncio.run(serve(settings, store, on_started=started))
+    except KeyboardInterrupt:
+        pass
+    except (OSError, SystemExit) as exc:
+        print(f"polyvec gateway: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Stored collection records: the validated definition plus what was learned from the inference services."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gateway.bm25 import Bm25Encoder, Bm25Settings
+from gateway.definitions import BM25_VECTOR, CollectionDefinition
+from gateway.storage.base import CollectionSchema, DenseVectorConfig
+
+
+@dataclass
+class VectorInfo:
+    """What a named vector turned out to be when the collection was created."""
+
+    dimensions: int
+    modalities: list[str] = field(default_factory=list)
+    model_name: str | None = None  # the name the inference service reported
+
+
+@dataclass
+class StoredCollection:
+    definition: CollectionDefinition
+    vectors: dict[str, VectorInfo]
+    created_at: float = field(default_factory=time.time)
+
+    # -- persistence --------------------------------------------------------------------------------------
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "name": self.definition.name,
+            "definition": self.definition.model_dump(mode="json"),
+            "vectors": {k: asdict(v) for k, v in self.vectors.items()},
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> StoredCollection:
+        return cls(
+            definition=CollectionDefinition.model_validate(record["definition"]),
+            vectors={k: VectorInfo(**v) for k, v in record.get("vectors", {}).items()},
+            created_at=float(record.get("created_at", 0.0)),
+        )
+
+    # -- views --------------------------------------------------------------------------------------------
+    def public(self) -> dict[str, Any]:
+        """The collection as the API shows it: the definition with dimensions filled in, plus vector info."""
+        out = self.definition.model_dump(mode="json", exclude_none=True)
+        for name, vec in out.get("vectorizers", {}).items():
+            info = self.vectors.get(name)
+            if info is not None:
+                vec["dimensions"] = info.dimensions
+                vec["modalities"] = info.modalities
+                if info.model_name:
+                    vec["model_name"] = info.model_name
+        out["created_at"] = self.created_at
+        return out
+
+    def schema(self) -> CollectionSchema:
+        d = self.definition
+        return CollectionSchema(
+            name=d.name,
+            dense={name: DenseVectorConfig(size=self.vectors[name].dimensions,
+                                           distance=d.vector_distance(name))
+                   for name in d.vectorizers},
+            sparse=[BM25_VECTOR] if d.has_bm25 else [],
+            shard_number=d.shard_number,
+            replication_factor=d.replication_factor,
+            hnsw_m=d.hnsw_m,
+            hnsw_ef_construct=d.hnsw_ef_construct,
+        )
+
+    def bm25_encoder(self) -> Bm25Encoder | None:
+        cfg = self.definition.bm25
+        if cfg is None or not cfg.fields:
+            return None
+        kwargs: dict[str, Any] = {"fields": list(cfg.fields), "k1": cfg.k1, "b": cfg.b,
+                                  "stopwords": frozenset(cfg.stopwords)}
+        if cfg.avg_len is not None:
+            kwargs["avg_len"] = cfg.avg_len
+        return Bm25Encoder(Bm25Settings(**kwargs))

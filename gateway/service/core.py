@@ -1,0 +1,348 @@
+"""GatewayService: the gateway's logic, shared by the HTTP and gRPC fronts.
+
+Takes and returns plain dicts (JSON shapes of the HTTP API); raises the typed errors of gateway.errors.
+Storage calls run in worker threads (``asyncio.to_thread``); inference calls go through grpc.aio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from gateway.config import GatewaySettings
+from gateway.definitions import BM25_VECTOR, CollectionDefinition, VectorizerConfig, parse_definition
+from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, Unavailable
+from gateway.inference_client import InferenceClient, InferencePool, InferenceRejected, InferenceUnavailable
+from gateway.service import objects as obj
+from gateway.service.collections import StoredCollection, VectorInfo
+from gateway.service.filters import parse_filter
+from gateway.service.requests import ImportRequest, ObjectPut, SearchRequest, parse
+from gateway.service.vectors import check_vector, get_path, object_uuid
+from gateway.storage.base import CollectionNotFound, Hit, Store, StoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class GatewayService:
+    """Collections, objects and search over one Store and the inference services of MODELS."""
+
+    def __init__(self, store: Store, settings: GatewaySettings | None = None,
+                 pool: InferencePool | None = None) -> None:
+        self.store = store
+        self.settings = settings or GatewaySettings.from_env({})
+        s = self.settings
+        self.pool = pool or InferencePool(timeout_s=s.inference_timeout_s,
+                                          concurrency=s.inference_concurrency,
+                                          retries=s.inference_retries, batch_size=s.inference_batch_size)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking store call in a thread, mapping storage errors to gateway errors."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except CollectionNotFound as exc:
+            raise NotFound(f"collection {exc.name!r} not found") from None
+        except StoreError as exc:
+            text = str(exc)
+            if "already exists" in text:
+                raise Conflict(text, field="name") from None
+            head, sep, rest = text.partition(": ")
+            if sep and head.replace("_", "").replace(".", "").isalnum():
+                raise BadRequest(head, rest) from None
+            raise BadRequest(None, text) from None
+        except GatewayError:
+            raise
+        except Exception as exc:  # backend down, network error, ...
+            log.exception("storage call %s failed", getattr(fn, "__name__", fn))
+            raise Unavailable("storage", f"the storage backend failed: {type(exc).__name__}: {exc}") from None
+
+    def _resolve(self, vector: str, vec: VectorizerConfig, *, creating: bool = False) -> tuple[str, str]:
+        """(gRPC address, label naming the service) of a vectorizer."""
+        if vec.inference_url:
+            return vec.inference_url, f"inference service {vec.inference_url}"
+        address = self.settings.models.get(vec.model or "")
+        if address is None:
+            known = ", ".join(sorted(self.settings.models)) or "none (set MODELS=name=host:port,...)"
+            if creating:
+                raise BadRequest(f"vectorizers.{vector}.model",
+                                 f"unknown model {vec.model!r}; known models: {known}")
+            raise Unavailable(f"model {vec.model!r}",
+                              f"model {vec.model!r} is not configured here (MODELS knows: {known})")
+        return address, f"inference service for model {vec.model!r} at {address}"
+
+    def _client(self, stored: StoredCollection, vector: str) -> InferenceClient:
+        address, _ = self._resolve(vector, stored.definition.vectorizers[vector])
+        return self.pool.get(address)
+
+    def _unavailable(self, stored: StoredCollection, vector: str, exc: InferenceUnavailable) -> Unavailable:
+        _, label = self._resolve(vector, stored.definition.vectorizers[vector])
+        return Unavailable(label, f"{label} is unavailable ({exc.detail})")
+
+    async def _load(self, name: str) -> StoredCollection:
+        if not isinstance(name, str) or not name:
+            raise BadRequest("name", "collection name must be a non-empty string")
+        record = await self._db(self.store.load_definition, name)
+        if record is None:
+            raise NotFound(f"collection {name!r} not found")
+        return StoredCollection.from_record(record)
+
+    # -- collections ----------------------------------------------------------------------------------------
+    async def create_collection(self, body: CollectionDefinition | dict) -> dict[str, Any]:
+        definition = parse_definition(body)
+        name = definition.name
+        if await self._db(self.store.load_definition, name) is not None or \
+                await self._db(self.store.collection_exists, name):
+            raise Conflict(f"collection {name!r} already exists", field="name")
+        vectors: dict[str, VectorInfo] = {}
+        for vname, vec in definition.vectorizers.items():
+            vectors[vname] = await self._probe(vname, vec)
+        stored = StoredCollection(definition=definition, vectors=vectors)
+        await self._db(self.store.create_collection, stored.schema())
+        try:
+            await self._db(self.store.save_definition, name, stored.to_record())
+        except GatewayError:
+            await self._db(self.store.delete_collection, name)
+            raise
+        log.info("created collection %s", name)
+        return stored.public()
+
+    async def _probe(self, vname: str, vec: VectorizerConfig) -> VectorInfo:
+        """Ask a vectorizer's inference service for its Meta and check it fits the definition."""
+        if not vec.uses_service:
+            return VectorInfo(dimensions=int(vec.dimensions or 0), modalities=[])
+        address, label = self._resolve(vname, vec, creating=True)
+        client = self.pool.get(address)
+        try:
+            meta = await client.meta(refresh=True)
+        except InferenceUnavailable as exc:
+            raise Unavailable(label, f"{label} is unavailable ({exc.detail})") from None
+        except InferenceRejected as exc:
+            raise Unavailable(label, f"{label} answered Meta with an error: {exc.message}") from None
+        where = f"vectorizers.{vname}"
+        if vec.dimensions is not None and vec.dimensions != meta.dimensions:
+            raise BadRequest(f"{where}.dimensions", f"is {vec.dimensions} but {label} serves "
+                                                    f"{meta.name!r} with {meta.dimensions} dimensions")
+        if vec.text_fields and "text" not in meta.modalities:
+            raise BadRequest(f"{where}.text_fields", f"{label} ({meta.name!r}) does not embed text")
+        if vec.image_fields and "image" not in meta.modalities:
+            raise BadRequest(f"{where}.image_fields", f"{label} ({meta.name!r}) does not embed images")
+        return VectorInfo(dimensions=meta.dimensions, modalities=list(meta.modalities), model_name=meta.name)
+
+    async def get_collection(self, name: str) -> dict[str, Any]:
+        stored = await self._load(name)
+        out = stored.public()
+        out["count"] = await self._db(self.store.count, name)
+        return out
+
+    async def list_collections(self) -> list[dict[str, Any]]:
+        records = await self._db(self.store.list_definitions)
+        return [StoredCollection.from_record(r).public() for r in records]
+
+    async def delete_collection(self, name: str) -> dict[str, Any]:
+        had_definition = await self._db(self.store.load_definition, name) is not None
+        existed = await self._db(self.store.delete_collection, name)
+        await self._db(self.store.delete_definition, name)
+        if not (had_definition or existed):
+            raise NotFound(f"collection {name!r} not found")
+        return {"name": name, "deleted": True}
+
+    # -- objects --------------------------------------------------------------------------------------------
+    async def import_objects(self, name: str, body: ImportRequest | dict) -> dict[str, Any]:
+        request = parse(ImportRequest, body)
+        limit = self.settings.import_batch_size
+        if len(request.objects) > limit:
+            raise BadRequest("objects", f"at most {limit} objects per request (IMPORT_BATCH_SIZE), "
+                                        f"got {len(request.objects)}")
+        stored = await self._load(name)
+        pendings = [obj.start(i, raw, stored, f"objects.{i}") for i, raw in enumerate(request.objects)]
+        jobs: list[obj.Job] = []
+        for p in pendings:
+            if p.error is None:
+                jobs += obj.plan_jobs(p, stored, f"objects.{p.index}")
+        await self._run_jobs(stored, jobs, lambda p: f"objects.{p.index}")
+        points = [pt for pt in (obj.finish(p, stored) for p in pendings) if pt is not None]
+        if points:
+            await self._db(self.store.upsert, name, points)
+        results = [p.result() for p in pendings]
+        return {"results": results,
+                "ok": sum(r["status"] == "ok" for r in results),
+                "errors": sum(r["status"] == "error" for r in results)}
+
+    async def _run_jobs(self, stored: StoredCollection, jobs: list[obj.Job],
+                        prefix_of: Callable[[obj.Pending], str]) -> None:
+        if not jobs:
+            return
+        try:
+            await obj.run_jobs(jobs, stored, lambda vector: self._client(stored, vector), prefix_of)
+        except InferenceUnavailable as exc:
+            for vector, vec in stored.definition.vectorizers.items():
+                if vec.uses_service and self._resolve(vector, vec)[0] == exc.address:
+                    raise self._unavailable(stored, vector, exc) from None
+            raise Unavailable(f"inference service {exc.address}", exc.message) from None
+
+    async def get_object(self, name: str, object_id: str, *, with_vectors: bool = False) -> dict[str, Any]:
+        await self._load(name)
+        records = await self._db(self.store.retrieve, name, [object_uuid(object_id)],
+                                 with_vectors=with_vectors)
+        if not records:
+            raise NotFound(f"object {object_id!r} not found in collection {name!r}")
+        rec = records[0]
+        out: dict[str, Any] = {"id": obj.external_id(rec.id, rec.payload), "uuid": rec.id,
+                               "properties": obj.public_payload(rec.payload)}
+        if with_vectors:
+            out["vectors"] = {k: list(v) for k, v in rec.dense.items()}
+        return out
+
+    async def put_object(self, name: str, object_id: str, body: ObjectPut | dict) -> dict[str, Any]:
+        """Replace an object's properties; only vectors whose source fields changed are recomputed."""
+        request = parse(ObjectPut, body)
+        stored = await self._load(name)
+        point_id = object_uuid(object_id)
+        old = await self._db(self.store.retrieve, name, [point_id], with_vectors=True)
+        raw = {"id": object_id, "properties": request.properties, "vectors": request.vectors}
+        pending = obj.start(0, raw, stored, "body")
+        if pending.error:
+            raise BadRequest(pending.error_field, pending.error)
+        reuse: dict[str, list[float]] = {}
+        if old:
+            prev = old[0]
+            for vname, vec in stored.definition.vectorizers.items():
+                fields = vec.text_fields + vec.image_fields
+                if vname in prev.dense and vec.uses_service and all(
+                        get_path(prev.payload, f) == get_path(request.properties, f) for f in fields):
+                    reuse[vname] = list(prev.dense[vname])
+        jobs = obj.plan_jobs(pending, stored, "body", reuse=reuse)
+        await self._run_jobs(stored, jobs, lambda p: "body")
+        point = obj.finish(pending, stored)
+        if point is None:
+            raise BadRequest(pending.error_field, pending.error or "object could not be vectorized")
+        await self._db(self.store.upsert, name, [point])
+        return {"id": pending.external_id, "uuid": point_id, "status": "ok",
+                "created": not old, "vectorized": sorted(pending.vectorized)}
+
+    async def delete_object(self, name: str, object_id: str) -> dict[str, Any]:
+        await self._load(name)
+        point_id = object_uuid(object_id)
+        if not await self._db(self.store.retrieve, name, [point_id]):
+            raise NotFound(f"object {object_id!r} not found in collection {name!r}")
+        await self._db(self.store.delete_points, name, [point_id])
+        return {"id": object_id, "deleted": True}
+
+    # -- search ---------------------------------------------------------------------------------------------
+    def _vector_name(self, stored: StoredCollection, requested: str | None) -> str:
+        vectorizers = stored.definition.vectorizers
+        if requested is None:
+            default = stored.definition.default_vector()
+            if default is None:
+                raise BadRequest("vector", "this collection has no dense vectors (only bm25)")
+            return default
+        if requested not in vectorizers:
+            raise BadRequest("vector",
+                             f"unknown vector {requested!r}; this collection has {sorted(vectorizers)}")
+        return requested
+
+    async def _embed_query(self, stored: StoredCollection, vector: str, field: str, *,
+                           text: str | None = None, image: bytes | None = None) -> list[float]:
+        vec = stored.definition.vectorizers[vector]
+        modality = "text" if text is not None else "image"
+        if not vec.uses_service:
+            raise BadRequest(field, f"vector {vector!r} holds user-supplied vectors and has no model; "
+                                    "use near_vector")
+        modalities = stored.vectors[vector].modalities
+        if modalities and modality not in modalities:
+            raise BadRequest(field, f"the model of vector {vector!r} does not embed {modality}s")
+        client = self._client(stored, vector)
+        try:
+            if text is not None:
+                out, _ = await client.vectorize(texts=[text])
+            else:
+                _, out = await client.vectorize(images=[image or b""])
+        except InferenceUnavailable as exc:
+            raise self._unavailable(stored, vector, exc) from None
+        except InferenceRejected as exc:
+            raise BadRequest(field, exc.message) from None
+        values = out[0].tolist()
+        problem = check_vector(values, stored.vectors[vector].dimensions)
+        if problem:
+            raise Unavailable(f"inference service {client.address}",
+                              f"inference service {client.address} returned a vector that {problem}")
+        return values
+
+    async def search(self, name: str, body: SearchRequest | dict) -> dict[str, Any]:
+        started = time.perf_counter()
+        req: SearchRequest = parse(SearchRequest, body)
+        stored = await self._load(name)
+        flt = parse_filter(req.filter)
+        with_payload: bool | list[str] = True if req.properties is None else [*req.properties, obj.ID_KEY]
+        common = dict(filter=flt, limit=req.limit, offset=req.offset, with_payload=with_payload)
+        kind = req.kind
+        hits: list[Hit]
+        if kind == "bm25":
+            sparse = self._bm25_query(stored, req.bm25.query, "bm25")
+            hits = await self._db(self.store.search_sparse, name, BM25_VECTOR, sparse, **common)
+        else:
+            vector = self._vector_name(stored, req.vector)
+            if kind == "near_vector":
+                values = [float(v) for v in req.near_vector.vector]
+                problem = check_vector(values, stored.vectors[vector].dimensions)
+                if problem:
+                    raise BadRequest("near_vector.vector", problem)
+            elif kind == "near_text":
+                values = await self._embed_query(stored, vector, "near_text.query", text=req.near_text.query)
+            elif kind == "near_image":
+                try:
+                    image = obj.decode_base64_image(req.near_image.image)
+                except ValueError as exc:
+                    raise BadRequest("near_image.image", str(exc)) from None
+                values = await self._embed_query(stored, vector, "near_image.image", image=image)
+            else:  # hybrid
+                h = req.hybrid
+                sparse = self._bm25_query(stored, h.query, "hybrid")
+                values = await self._embed_query(stored, vector, "hybrid.query", text=h.query)
+                hits = await self._db(self.store.search_hybrid, name, vector, values, BM25_VECTOR, sparse,
+                                      alpha=h.alpha, fusion=h.fusion, **common)
+            if kind != "hybrid":
+                hits = await self._db(self.store.search_dense, name, vector, values, **common)
+        wanted = None if req.properties is None else set(req.properties)
+        out_hits = []
+        for hit in hits:
+            props = obj.public_payload(hit.payload)
+            if wanted is not None:
+                props = {k: v for k, v in props.items() if k in wanted}
+            out_hits.append({"id": obj.external_id(hit.id, hit.payload), "score": float(hit.score),
+                             "properties": props})
+        return {"hits": out_hits, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    def _bm25_query(self, stored: StoredCollection, text: str, field: str):
+        encoder = stored.bm25_encoder()
+        if encoder is None:
+            raise BadRequest(field, f"collection {stored.definition.name!r} has no bm25 fields")
+        return encoder.query(text)
+
+    # -- health ---------------------------------------------------------------------------------------------
+    async def ready(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """Storage reachable (required) and each configured model's inference service (reported)."""
+        storage_ok = True
+        try:
+            await asyncio.wait_for(self._db(self.store.list_definitions), timeout_s)
+        except Exception:
+            storage_ok = False
+        models: dict[str, str] = {}
+
+        async def probe(model: str, address: str) -> None:
+            try:
+                client = self.pool.get(address)
+                await asyncio.wait_for(client.meta(refresh=True, timeout_s=timeout_s), timeout_s)
+                models[model] = "ok"
+            except Exception:
+                models[model] = "unavailable"
+
+        await asyncio.gather(*(probe(m, a) for m, a in self.settings.models.items()))
+        return {"ready": storage_ok, "storage": "ok" if storage_ok else "unavailable", "models": models}

@@ -1,0 +1,277 @@
+"""Turning objects into points: field values -> inference jobs -> weighted-mean vectors + BM25 vector.
+
+Every object keeps its own status; an object with a bad field or a value the inference service rejects
+is reported and left out, the others go on. A batch is sent per inference service in calls of at most
+the client's batch size; a call the service rejects is split in halves until the offending items are
+found, so one bad image costs about log2(batch) extra calls and fails only its own object (each
+rejected item is tried once more alone, since a batching server may have failed it alongside a bad one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from gateway.definitions import BM25_VECTOR, RESERVED_PREFIX, bad_request_from
+from gateway.inference_client import InferenceClient, InferenceRejected
+from gateway.service.collections import StoredCollection
+from gateway.service.requests import ObjectIn
+from gateway.service.vectors import check_vector, get_path, is_uuid, object_uuid, weighted_mean
+from gateway.storage.base import PointRecord
+
+#: Payload key holding the user's id when it is not a UUID (the point id is derived from it).
+ID_KEY = "_polyvec_id"
+
+
+class ObjectError(Exception):
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class Pending:
+    """One object on its way to becoming a point."""
+
+    index: int
+    external_id: str | None = None
+    point_id: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    dense: dict[str, list[float]] = field(default_factory=dict)
+    # vector -> field -> vector of that field's value
+    field_vectors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    vectorized: list[str] = field(default_factory=list)
+    error: str | None = None
+    error_field: str | None = None
+
+    def fail(self, field_name: str | None, message: str) -> None:
+        if self.error is None:
+            self.error, self.error_field = message, field_name
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "id": self.external_id or self.point_id,
+                               "status": "error" if self.error else "ok"}
+        if self.point_id:
+            out["uuid"] = self.point_id
+        if self.error:
+            out["error"] = self.error
+            if self.error_field:
+                out["field"] = self.error_field
+        return out
+
+
+@dataclass
+class Job:
+    pending: Pending
+    vector: str
+    field: str
+    data: str | bytes
+
+
+def decode_base64_image(value: str) -> bytes:
+    if value.startswith("data:") and "," in value:
+        value = value.split(",", 1)[1]
+    try:
+        data = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64") from None
+    if not data:
+        raise ValueError("is an empty image")
+    return data
+
+
+def text_value(value: Any) -> str | None:
+    """The text of a field value (strings, numbers, lists of them); None when empty/missing."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, str | int | float) and not isinstance(v, bool)
+                                       for v in value):
+        joined = " ".join(str(v) for v in value)
+        return joined if joined.strip() else None
+    raise ValueError("must be a string (or a list of strings) to be embedded as text")
+
+
+def public_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (payload or {}).items() if not k.startswith(RESERVED_PREFIX)}
+
+
+def external_id(point_id: str, payload: dict[str, Any] | None) -> str:
+    return str((payload or {}).get(ID_KEY) or point_id)
+
+
+def start(index: int, raw: Any, stored: StoredCollection, prefix: str) -> Pending:
+    """Validate one raw object and take its user vectors; errors are recorded on the Pending."""
+    pending = Pending(index=index)
+    try:
+        obj = raw if isinstance(raw, ObjectIn) else ObjectIn.model_validate(raw)
+    except ValidationError as exc:
+        err = bad_request_from(exc, prefix)
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            pending.external_id = raw["id"]
+        pending.fail(err.field, err.detail)
+        return pending
+    if obj.id is not None:
+        pending.external_id = obj.id
+        pending.point_id = object_uuid(obj.id)
+    else:
+        import uuid
+
+        pending.point_id = str(uuid.uuid4())
+    for key in obj.properties:
+        if key.startswith(RESERVED_PREFIX):
+            pending.fail(f"{prefix}.properties.{key}",
+                         f"property names starting with {RESERVED_PREFIX!r} are reserved")
+            return pending
+    pending.properties = obj.properties
+    for name, values in (obj.vectors or {}).items():
+        if name not in stored.definition.vectorizers:
+            pending.fail(f"{prefix}.vectors.{name}",
+                         f"unknown vector; this collection has {sorted(stored.definition.vectorizers)}")
+            return pending
+        problem = check_vector(values, stored.vectors[name].dimensions)
+        if problem:
+            pending.fail(f"{prefix}.vectors.{name}", problem)
+            return pending
+        pending.dense[name] = [float(v) for v in values]
+    return pending
+
+
+def plan_jobs(pending: Pending, stored: StoredCollection, prefix: str,
+              reuse: dict[str, list[float]] | None = None) -> list[Job]:
+    """Inference jobs for the vectors this object still needs (not user-given, not reusable)."""
+    jobs: list[Job] = []
+    for name, vec in stored.definition.vectorizers.items():
+        if name in pending.dense:
+            continue
+        if reuse and name in reuse:
+            pending.dense[name] = reuse[name]
+            continue
+        if not vec.uses_service:
+            pending.fail(f"{prefix}.vectors.{name}", "this vector has no vectorizer: send it in vectors")
+            return []
+        mine: list[Job] = []
+        for fname in vec.text_fields:
+            try:
+                text = text_value(get_path(pending.properties, fname))
+            except ValueError as exc:
+                pending.fail(f"{prefix}.properties.{fname}", str(exc))
+                return []
+            if text is not None:
+                mine.append(Job(pending, name, fname, text))
+        for fname in vec.image_fields:
+            value = get_path(pending.properties, fname)
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str):
+                pending.fail(f"{prefix}.properties.{fname}", "must be a base64-encoded image string")
+                return []
+            try:
+                mine.append(Job(pending, name, fname, decode_base64_image(value)))
+            except ValueError as exc:
+                pending.fail(f"{prefix}.properties.{fname}", str(exc))
+                return []
+        if not mine:
+            fields = vec.text_fields + vec.image_fields
+            pending.fail(f"{prefix}.properties",
+                         f"none of the fields {fields} of vector {name!r} is set (or send vectors.{name})")
+            return []
+        pending.vectorized.append(name)
+        jobs += mine
+    return jobs
+
+
+async def embed_isolating(client: InferenceClient, kind: str, items: list[Any]) -> tuple[list, list]:
+    """Vectors for ``items`` (texts or image bytes); items the service rejects get an error instead.
+
+    InferenceUnavailable propagates (the whole request fails, nothing is written).
+    """
+    vectors: list[np.ndarray | None] = [None] * len(items)
+    errors: list[str | None] = [None] * len(items)
+
+    async def run(lo: int, hi: int) -> None:
+        try:
+            if kind == "text":
+                out, _ = await client.vectorize(texts=items[lo:hi])
+            else:
+                _, out = await client.vectorize(images=items[lo:hi])
+        except InferenceRejected as exc:
+            if hi - lo == 1:
+                errors[lo] = f"inference service {client.address} rejected it: {exc.message}"
+                return
+            mid = (lo + hi) // 2
+            await asyncio.gather(run(lo, mid), run(mid, hi))
+            return
+        for k in range(lo, hi):
+            vectors[k] = out[k - lo]
+
+    size = max(1, client.batch_size)
+    await asyncio.gather(*(run(i, min(i + size, len(items))) for i in range(0, len(items), size)))
+    # A dynamically batching server may have run a good item in one forward pass with a bad one from a
+    # concurrent call: give every rejected item one more try alone, one at a time.
+    for k in [k for k, err in enumerate(errors) if err is not None]:
+        try:
+            out = (await client.vectorize(texts=[items[k]]))[0] if kind == "text" else \
+                (await client.vectorize(images=[items[k]]))[1]
+        except InferenceRejected:
+            continue
+        vectors[k], errors[k] = out[0], None
+    return vectors, errors
+
+
+async def run_jobs(jobs: list[Job], stored: StoredCollection, client_for: Callable[[str], InferenceClient],
+                   prefix_of: Callable[[Pending], str]) -> None:
+    """Embed every job, grouped per inference service and kind, and store field vectors on the Pendings."""
+    groups: dict[tuple[str, str], list[Job]] = {}
+    for job in jobs:
+        kind = "text" if isinstance(job.data, str) else "image"
+        groups.setdefault((job.vector, kind), []).append(job)
+
+    async def run_group(vector: str, kind: str, group: list[Job]) -> None:
+        client = client_for(vector)
+        vectors, errors = await embed_isolating(client, kind, [j.data for j in group])
+        dims = stored.vectors[vector].dimensions
+        for job, vec, err in zip(group, vectors, errors, strict=True):
+            where = f"{prefix_of(job.pending)}.properties.{job.field}"
+            if err is not None:
+                job.pending.fail(where, err)
+            elif vec is None or vec.shape[0] != dims:
+                got = None if vec is None else vec.shape[0]
+                job.pending.fail(where, f"inference service {client.address} returned {got} dimensions, "
+                                        f"expected {dims}")
+            else:
+                job.pending.field_vectors.setdefault(job.vector, {})[job.field] = vec
+
+    await asyncio.gather(*(run_group(v, k, g) for (v, k), g in groups.items()))
+
+
+def finish(pending: Pending, stored: StoredCollection) -> PointRecord | None:
+    """Combine field vectors into object vectors, add BM25; None when the object failed."""
+    if pending.error:
+        return None
+    for name, per_field in pending.field_vectors.items():
+        vec = stored.definition.vectorizers[name]
+        fields = list(per_field)
+        pending.dense[name] = weighted_mean([per_field[f] for f in fields],
+                                            [vec.weight(f) for f in fields]).tolist()
+    payload = dict(pending.properties)
+    if pending.external_id is not None and not is_uuid(pending.external_id):
+        payload[ID_KEY] = pending.external_id
+    sparse = {}
+    encoder = stored.bm25_encoder()
+    if encoder is not None:
+        sv = encoder.document_from(pending.properties)
+        if sv.indices:
+            sparse[BM25_VECTOR] = sv
+    return PointRecord(id=pending.point_id or "", payload=payload, dense=dict(pending.dense), sparse=sparse)

@@ -1,0 +1,111 @@
+"""Request bodies of the object and search endpoints (validated here so both fronts share the rules)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.definitions import bad_request_from
+
+MAX_LIMIT = 10_000
+QUERY_KINDS = ("near_text", "near_image", "near_vector", "bm25", "hybrid")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ObjectIn(_Strict):
+    id: str | None = Field(None, description="your id (kept; a UUID is derived from it when it is not one)")
+    properties: dict[str, Any] = Field(default_factory=dict)
+    vectors: dict[str, list[float]] | None = Field(None, description="your own vectors, by vector name")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class ObjectPut(_Strict):
+    properties: dict[str, Any] = Field(default_factory=dict)
+    vectors: dict[str, list[float]] | None = None
+
+
+class ImportRequest(_Strict):
+    objects: list[Any] = Field(..., description="objects: {id?, properties, vectors?} each")
+
+
+class NearText(_Strict):
+    query: str = Field(..., min_length=1)
+
+
+class NearImage(_Strict):
+    image: str = Field(..., min_length=1, description="base64-encoded image (JPEG, PNG, WebP, ...)")
+
+
+class NearVector(_Strict):
+    vector: list[float] = Field(..., min_length=1)
+
+
+class Bm25Query(_Strict):
+    query: str = Field(..., min_length=1)
+
+
+class HybridQuery(_Strict):
+    query: str = Field(..., min_length=1)
+    alpha: float = Field(0.5, description="1 = vector only, 0 = BM25 only")
+    fusion: Literal["rrf", "relative_score"] = "rrf"
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"must be in [0, 1], not {value}")
+        return value
+
+
+class SearchRequest(_Strict):
+    near_text: NearText | None = None
+    near_image: NearImage | None = None
+    near_vector: NearVector | None = None
+    bm25: Bm25Query | None = None
+    hybrid: HybridQuery | None = None
+    vector: str | None = Field(None, description="which named vector (default: the collection's first)")
+    filter: dict[str, Any] | None = Field(None, description="payload filter (see docs)")
+    limit: int = Field(10, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0, le=MAX_LIMIT)
+    properties: list[str] | None = Field(None, description="properties to return (default: all)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchRequest:
+        given = [k for k in QUERY_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of {', '.join(QUERY_KINDS)}"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in QUERY_KINDS if getattr(self, k) is not None)
+
+
+def parse(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
+    """Validate ``data`` (a dict or an instance) into ``model``; BadRequest naming the field otherwise."""
+    if isinstance(data, model):
+        return data
+    from gateway.errors import BadRequest
+
+    if not isinstance(data, dict):
+        raise BadRequest(prefix or "body", "must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = bad_request_from(exc, prefix)
+        if err.field in ("", "body") and model is SearchRequest:
+            raise BadRequest("|".join(QUERY_KINDS), err.detail) from None
+        raise err from None

@@ -1,0 +1,69 @@
+"""Object vectors and ids: weighted mean of field vectors, L2 normalisation, stable UUIDs from user ids."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Namespace of the UUIDv5 derived from a user id that is not itself a UUID.
+OBJECT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "polyvec:object")
+
+
+def object_uuid(object_id: str) -> str:
+    """The point UUID of a user id: the id itself when it is a UUID, else UUIDv5(OBJECT_NAMESPACE, id)."""
+    try:
+        return str(uuid.UUID(object_id))
+    except ValueError:
+        return str(uuid.uuid5(OBJECT_NAMESPACE, object_id))
+
+
+def is_uuid(object_id: str) -> bool:
+    try:
+        uuid.UUID(object_id)
+        return True
+    except ValueError:
+        return False
+
+
+def l2_normalize(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+def weighted_mean(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """sum(w_i * v_i) / sum(w_i), then L2-normalised."""
+    if not vectors:
+        raise ValueError("no vectors to combine")
+    stacked = np.stack([np.asarray(v, dtype=np.float64) for v in vectors])
+    w = np.asarray(weights, dtype=np.float64).reshape(-1, 1)
+    mean = (stacked * w).sum(axis=0) / w.sum()
+    return l2_normalize(mean).astype(np.float32)
+
+
+def check_vector(values: Sequence[float], dims: int) -> str | None:
+    """None when ``values`` is a finite vector of length ``dims``, else what is wrong."""
+    if len(values) != dims:
+        return f"has {len(values)} dimensions, the collection expects {dims}"
+    for v in values:
+        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+            return f"contains a value that is not a finite number: {v!r}"
+    return None
+
+
+_MISSING = object()
+
+
+def get_path(properties: Mapping[str, Any], path: str) -> Any:
+    """Value at a dotted path (``a.b``) or None."""
+    value: Any = properties
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part, _MISSING)
+        if value is _MISSING:
+            return None
+    return value

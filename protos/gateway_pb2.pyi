@@ -1,0 +1,337 @@
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Vectorizer(_message.Message):
+    __slots__ = ("model", "inference_url", "text_fields", "image_fields", "weights", "dimensions", "distance", "modalities", "model_name")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_URL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    MODALITIES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    inference_url: str
+    text_fields: _containers.RepeatedScalarFieldContainer[str]
+    image_fields: _containers.RepeatedScalarFieldContainer[str]
+    weights: _containers.ScalarMap[str, float]
+    dimensions: int
+    distance: str
+    modalities: _containers.RepeatedScalarFieldContainer[str]
+    model_name: str
+    def __init__(self, model: _Optional[str] = ..., inference_url: _Optional[str] = ..., text_fields: _Optional[_Iterable[str]] = ..., image_fields: _Optional[_Iterable[str]] = ..., weights: _Optional[_Mapping[str, float]] = ..., dimensions: _Optional[int] = ..., distance: _Optional[str] = ..., modalities: _Optional[_Iterable[str]] = ..., model_name: _Optional[str] = ...) -> None: ...
+
+class Bm25(_message.Message):
+    __slots__ = ("fields", "k1", "b", "avg_len", "stopwords")
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    K1_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    AVG_LEN_FIELD_NUMBER: _ClassVar[int]
+    STOPWORDS_FIELD_NUMBER: _ClassVar[int]
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    k1: float
+    b: float
+    avg_len: float
+    stopwords: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, fields: _Optional[_Iterable[str]] = ..., k1: _Optional[float] = ..., b: _Optional[float] = ..., avg_len: _Optional[float] = ..., stopwords: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CollectionDefinition(_message.Message):
+    __slots__ = ("name", "vectorizers", "bm25", "distance", "shard_number", "replication_factor", "hnsw_m", "hnsw_ef_construct")
+    class VectorizersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Vectorizer
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Vectorizer, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VECTORIZERS_FIELD_NUMBER: _ClassVar[int]
+    BM25_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    SHARD_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    HNSW_M_FIELD_NUMBER: _ClassVar[int]
+    HNSW_EF_CONSTRUCT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    vectorizers: _containers.MessageMap[str, Vectorizer]
+    bm25: Bm25
+    distance: str
+    shard_number: int
+    replication_factor: int
+    hnsw_m: int
+    hnsw_ef_construct: int
+    def __init__(self, name: _Optional[str] = ..., vectorizers: _Optional[_Mapping[str, Vectorizer]] = ..., bm25: _Optional[_Union[Bm25, _Mapping]] = ..., distance: _Optional[str] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., hnsw_m: _Optional[int] = ..., hnsw_ef_construct: _Optional[int] = ...) -> None: ...
+
+class Collection(_message.Message):
+    __slots__ = ("definition", "count", "created_at")
+    DEFINITION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    definition: CollectionDefinition
+    count: int
+    created_at: float
+    def __init__(self, definition: _Optional[_Union[CollectionDefinition, _Mapping]] = ..., count: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class GetCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCollectionsResponse(_message.Message):
+    __slots__ = ("collections",)
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[Collection]
+    def __init__(self, collections: _Optional[_Iterable[_Union[Collection, _Mapping]]] = ...) -> None: ...
+
+class DeleteCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteCollectionResponse(_message.Message):
+    __slots__ = ("name", "deleted")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    deleted: bool
+    def __init__(self, name: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class FloatList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ObjectIn(_message.Message):
+    __slots__ = ("id", "properties", "vectors")
+    class VectorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FloatList
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FloatList, _Mapping]] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    properties: _struct_pb2.Struct
+    vectors: _containers.MessageMap[str, FloatList]
+    def __init__(self, id: _Optional[str] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., vectors: _Optional[_Mapping[str, FloatList]] = ...) -> None: ...
+
+class ImportObjectsRequest(_message.Message):
+    __slots__ = ("collection", "objects")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    objects: _containers.RepeatedCompositeFieldContainer[ObjectIn]
+    def __init__(self, collection: _Optional[str] = ..., objects: _Optional[_Iterable[_Union[ObjectIn, _Mapping]]] = ...) -> None: ...
+
+class ObjectResult(_message.Message):
+    __slots__ = ("index", "id", "uuid", "status", "error", "field")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    id: str
+    uuid: str
+    status: str
+    error: str
+    field: str
+    def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., uuid: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+
+class ImportObjectsResponse(_message.Message):
+    __slots__ = ("results", "ok", "errors")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ObjectResult]
+    ok: int
+    errors: int
+    def __init__(self, results: _Optional[_Iterable[_Union[ObjectResult, _Mapping]]] = ..., ok: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
+
+class GetObjectRequest(_message.Message):
+    __slots__ = ("collection", "id", "with_vectors")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    id: str
+    with_vectors: bool
+    def __init__(self, collection: _Optional[str] = ..., id: _Optional[str] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
+class Object(_message.Message):
+    __slots__ = ("id", "uuid", "properties", "vectors")
+    class VectorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FloatList
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FloatList, _Mapping]] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    uuid: str
+    properties: _struct_pb2.Struct
+    vectors: _containers.MessageMap[str, FloatList]
+    def __init__(self, id: _Optional[str] = ..., uuid: _Optional[str] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., vectors: _Optional[_Mapping[str, FloatList]] = ...) -> None: ...
+
+class PutObjectRequest(_message.Message):
+    __slots__ = ("collection", "id", "properties", "vectors")
+    class VectorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FloatList
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FloatList, _Mapping]] = ...) -> None: ...
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    id: str
+    properties: _struct_pb2.Struct
+    vectors: _containers.MessageMap[str, FloatList]
+    def __init__(self, collection: _Optional[str] = ..., id: _Optional[str] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., vectors: _Optional[_Mapping[str, FloatList]] = ...) -> None: ...
+
+class PutObjectResponse(_message.Message):
+    __slots__ = ("id", "uuid", "status", "created", "vectorized")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    VECTORIZED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    uuid: str
+    status: str
+    created: bool
+    vectorized: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., uuid: _Optional[str] = ..., status: _Optional[str] = ..., created: _Optional[bool] = ..., vectorized: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteObjectRequest(_message.Message):
+    __slots__ = ("collection", "id")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    id: str
+    def __init__(self, collection: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class DeleteObjectResponse(_message.Message):
+    __slots__ = ("id", "deleted")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    deleted: bool
+    def __init__(self, id: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class NearText(_message.Message):
+    __slots__ = ("query",)
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    def __init__(self, query: _Optional[str] = ...) -> None: ...
+
+class NearImage(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    def __init__(self, image: _Optional[bytes] = ...) -> None: ...
+
+class NearVector(_message.Message):
+    __slots__ = ("vector",)
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, vector: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Bm25Query(_message.Message):
+    __slots__ = ("query",)
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    def __init__(self, query: _Optional[str] = ...) -> None: ...
+
+class HybridQuery(_message.Message):
+    __slots__ = ("query", "alpha", "fusion")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    alpha: float
+    fusion: str
+    def __init__(self, query: _Optional[str] = ..., alpha: _Optional[float] = ..., fusion: _Optional[str] = ...) -> None: ...
+
+class PropertyList(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("collection", "near_text", "near_image", "near_vector", "bm25", "hybrid", "vector", "filter", "limit", "offset", "properties")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    NEAR_TEXT_FIELD_NUMBER: _ClassVar[int]
+    NEAR_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    NEAR_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    BM25_FIELD_NUMBER: _ClassVar[int]
+    HYBRID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    near_text: NearText
+    near_image: NearImage
+    near_vector: NearVector
+    bm25: Bm25Query
+    hybrid: HybridQuery
+    vector: str
+    filter: _struct_pb2.Struct
+    limit: int
+    offset: int
+    properties: PropertyList
+    def __init__(self, collection: _Optional[str] = ..., near_text: _Optional[_Union[NearText, _Mapping]] = ..., near_image: _Optional[_Union[NearImage, _Mapping]] = ..., near_vector: _Optional[_Union[NearVector, _Mapping]] = ..., bm25: _Optional[_Union[Bm25Query, _Mapping]] = ..., hybrid: _Optional[_Union[HybridQuery, _Mapping]] = ..., vector: _Optional[str] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., properties: _Optional[_Union[PropertyList, _Mapping]] = ...) -> None: ...
+
+class Hit(_message.Message):
+    __slots__ = ("id", "score", "properties")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    score: float
+    properties: _struct_pb2.Struct
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits", "took_ms")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[Hit]
+    took_ms: float
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., took_ms: _Optional[float] = ...) -> None: ...
