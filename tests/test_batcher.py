@@ -318,6 +318,30 @@ def test_partial_batches_grow_while_the_model_is_busy():
     assert enc.seen.sizes("text") == [1, 5]
 
 
+def test_callers_whose_results_just_came_back_can_join_the_next_batch():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, max_batch_size=16, batch_wait_ms=300, pipeline_depth=2)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["first"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        waiting = [asyncio.create_task(b.encode_texts([f"waiting {i}"], True)) for i in range(3)]
+        await wait_until(lambda: b.queue_depth == 3)
+        await asyncio.sleep(0.35)  # their own wait is over while the model is still busy
+        enc.gate.set()
+        await first
+        await asyncio.sleep(0.05)  # the model is idle by now; the caller sends its next item
+        again = await b.encode_texts(["first again"], True)
+        await asyncio.gather(*waiting)
+        await b.close()
+        return again
+
+    again = run(main())
+    np.testing.assert_allclose(again[0], enc.expected_text("first again", True), rtol=1e-5, atol=1e-6)
+    assert enc.seen.sizes("text") == [1, 4]
+
+
 def test_close_drains_then_refuses_and_close_without_drain_fails_waiting():
     enc = FakeEncoder(forward_delay=0.01)
 

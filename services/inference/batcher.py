@@ -6,7 +6,9 @@ batches:
 
 * a batch holds one modality and at most ``max_batch_size`` items;
 * the oldest waiting item starts the clock: a batch that is not full waits at
-  most ``batch_wait_ms`` after that item arrived, a full one goes at once;
+  most ``batch_wait_ms`` after that item arrived (or after the model last went
+  idle, if later), a full one goes at once; while the model is busy only full
+  batches are cut ahead, partial ones keep growing;
 * when more texts wait than fit, the batch is the run of similar lengths
   (by ``Encoder.text_length``) that contains the oldest text, so padding is
   small and no text waits forever;
@@ -119,6 +121,7 @@ class DynamicBatcher:
         self._pending: dict[str, list[_Item]] = {TEXT: [], IMAGE: []}
         self._pending_count = 0
         self._in_pipeline = 0
+        self._idle_since = 0.0  # when the model last ran out of work
         self._closed = False
         self._seq = itertools.count()
         self._model_q: queue.Queue[_Batch | None] = queue.Queue()
@@ -262,7 +265,10 @@ class DynamicBatcher:
             if not items:
                 continue
             oldest = items[0]
-            due_at = oldest.enqueued + self.batch_wait
+            # The clock starts at the oldest item's arrival, or when the model last went idle if
+            # that is later: callers whose results just came back get the same short window to
+            # send their next item, so closed-loop clients keep filling whole batches.
+            due_at = max(oldest.enqueued, self._idle_since) + self.batch_wait
             full = len(items) >= self.max_batch_size
             if full or (partial_ok and (not self.batching or self._closed or now >= due_at)):
                 if best is None or oldest.seq < best[0]:
@@ -336,6 +342,8 @@ class DynamicBatcher:
             finally:
                 with self._cond:
                     self._in_pipeline -= 1
+                    if self._in_pipeline == 0:
+                        self._idle_since = time.monotonic()
                     self._cond.notify_all()
 
     def _run(self, batch: _Batch) -> None:
