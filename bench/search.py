@@ -13,6 +13,11 @@ gateway.bm25) are loaded into EdgeStore (qdrant-edge, HNSW built with optimize()
 - hybrid vs near-vector on EdgeStore, alpha 0.5: RRF (fused inside the engine) and relative score (both
   lists fetched in one batch call, fused in Python)
 
+- end-to-end import (``--import-texts N``, default 960): objects/s through the gateway service
+  (GatewayService.import_objects: batched gRPC Vectorize calls to a real ``polyvec inference`` child
+  process serving all-MiniLM-L6-v2, BM25, upsert into EdgeStore) vs the inference service's own
+  throughput on the same texts through the same client settings (batch 64, 4 calls in flight).
+
 Latency = wall time of one synchronous store call (single thread), after a short warm-up.
 """
 
@@ -212,6 +217,57 @@ def run_size(n: int, dim: int, n_queries: int, rank_bm25_queries: int) -> list[t
     return rows
 
 
+async def _import_vs_inference(n_texts: int) -> tuple[float, float]:
+    """(inference-only texts/s, end-to-end import objects/s), measured alternately, best of 2 each."""
+    from bench.inference import Server, minilm_env
+    from gateway.config import GatewaySettings
+    from gateway.inference_client import InferenceClient
+    from gateway.service import GatewayService
+
+    texts = [t[:400] for t in make_texts(n_texts, seed=5)]
+    with tempfile.TemporaryDirectory(prefix="polyvec-bench-import-") as tmp:
+        server = Server(minilm_env(), str(Path(tmp) / "cache"), batching=True, max_batch=32)
+        try:
+            await server.wait_ready()
+            address = f"127.0.0.1:{server.port}"
+            settings = GatewaySettings.from_env({}, models={"minilm": address})
+            client = InferenceClient(address, timeout_s=120, concurrency=settings.inference_concurrency,
+                                     batch_size=settings.inference_batch_size)
+            store = EdgeStore(Path(tmp) / "data")
+            service = GatewayService(store, settings)
+            await client.vectorize(texts[:64])  # warm-up
+            infer, imported = [], []
+            for round_ in range(2):
+                start = time.perf_counter()
+                await client.vectorize(texts)
+                infer.append(n_texts / (time.perf_counter() - start))
+                name = f"import{round_}"
+                await service.create_collection(
+                    {"name": name, "vectorizers": {"main": {"model": "minilm", "text_fields": ["text"]}}}
+                )
+                objects = [{"id": f"doc-{i}", "properties": {"text": t}} for i, t in enumerate(texts)]
+                start = time.perf_counter()
+                result = await service.import_objects(name, {"objects": objects})
+                imported.append(n_texts / (time.perf_counter() - start))
+                assert result["errors"] == 0, result
+            await client.close()
+            await service.close()
+            store.close()
+        finally:
+            server.stop()
+    return max(infer), max(imported)
+
+
+def run_import(n_texts: int) -> list[tuple[str, str, str, str]]:
+    import asyncio
+
+    print(f"\n== end-to-end import, {n_texts} texts, all-MiniLM-L6-v2 ==", flush=True)
+    infer, imported = asyncio.run(_import_vs_inference(n_texts))
+    print(f"inference only {infer:.0f} texts/s, gateway import {imported:.0f} objects/s", flush=True)
+    return [(f"import objects/s ({n_texts})", f"{imported:.0f}/s", f"{infer:.0f}/s (inference only)",
+             f"{imported / infer:.2f}x")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,13 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rank-bm25-queries", type=int, default=20)
+    parser.add_argument("--import-texts", type=int, default=960, help="0 skips the import measurement")
     args = parser.parse_args(argv)
     rows: list[tuple[str, str, str, str]] = []
     for n in args.sizes:
         rows.extend(run_size(n, args.dim, args.queries, args.rank_bm25_queries))
+    if args.import_texts:
+        rows.extend(run_import(args.import_texts))
     header = ("measure", "EdgeStore", "baseline", "ratio")
     print("\nbaselines: near-vector -> QdrantStore(:memory:); BM25 -> rank-bm25 get_scores; "
-          "hybrid -> EdgeStore near-vector (ratio = hybrid / near-vector)")
+          "hybrid -> EdgeStore near-vector (ratio = hybrid / near-vector); "
+          "import -> the inference service alone on the same texts (ratio = import / inference)")
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(4)]
     for r in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
