@@ -501,7 +501,7 @@ class EdgeStore(Store):
         lists = [[Ranked(_id_key(p.id), p.score) for p in res] for res in results]
         vec_list = lists.pop(0) if alpha > 0.0 else []
         bm25_list = lists.pop(0) if alpha < 1.0 else []
-        page = fuse(fusion, vec_list, bm25_list, alpha)[offset : offset + limit]
+        page = fuse(fusion, vec_list, bm25_list, alpha, top=offset + limit)[offset:]
         fused = [Fused(_id_str(f.id), float(f.score)) for f in page]
         return self._with_payloads(coll, fused, with_payload)
 

@@ -27,6 +27,7 @@ alpha = 0.5), then in the other list.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
@@ -62,8 +63,11 @@ def _weighted_lists(
     return pairs
 
 
-def _fuse(lists: list[tuple[float, list[float], Sequence[Ranked]]]) -> list[Fused]:
-    """Sum per-id contributions; order by score, then position in the heavier list, then the other."""
+def _fuse(lists: list[tuple[float, list[float], Sequence[Ranked]]], top: int | None = None) -> list[Fused]:
+    """Sum per-id contributions; order by score, then position in the heavier list, then the other.
+
+    ``top``: only the best ``top`` are needed (a partial sort instead of a full one).
+    """
     scores: dict[Hashable, float] = {}
     first_pos: dict[Hashable, int] = {}
     second_pos: dict[Hashable, int] = {}
@@ -79,9 +83,14 @@ def _fuse(lists: list[tuple[float, list[float], Sequence[Ranked]]]) -> list[Fuse
             if item.payload is not None and key not in payloads:
                 payloads[key] = item.payload
     big = len(scores) + 1
-    ordered = sorted(
-        scores, key=lambda k: (-scores[k], first_pos.get(k, big), second_pos.get(k, big))
-    )
+
+    def order(k: Hashable) -> tuple[float, int, int]:
+        return -scores[k], first_pos.get(k, big), second_pos.get(k, big)
+
+    if top is not None and top < len(scores):
+        ordered = heapq.nsmallest(top, scores, key=order)
+    else:
+        ordered = sorted(scores, key=order)
     return [Fused(k, scores[k], payloads.get(k)) for k in ordered]
 
 
@@ -92,7 +101,9 @@ def rrf_weights(alpha: float) -> tuple[float, float]:
     return alpha / m, (1.0 - alpha) / m
 
 
-def rrf(vec: Sequence[Ranked], bm25: Sequence[Ranked], alpha: float, k: int = RRF_K) -> list[Fused]:
+def rrf(
+    vec: Sequence[Ranked], bm25: Sequence[Ranked], alpha: float, k: int = RRF_K, top: int | None = None
+) -> list[Fused]:
     """Weighted reciprocal rank fusion: sum of 1 / (k - 1 + (pos + 1) / w) over lists with w > 0."""
     _check_alpha(alpha)
     m = max(alpha, 1.0 - alpha)
@@ -100,7 +111,7 @@ def rrf(vec: Sequence[Ranked], bm25: Sequence[Ranked], alpha: float, k: int = RR
         (w, [1.0 / (k - 1.0 + (pos + 1.0) * m / w) for pos in range(len(items))], items)
         for w, items in _weighted_lists(vec, bm25, alpha)
     ]
-    return _fuse(lists)
+    return _fuse(lists, top)
 
 
 def _minmax(items: Sequence[Ranked], weight: float) -> list[float]:
@@ -113,17 +124,21 @@ def _minmax(items: Sequence[Ranked], weight: float) -> list[float]:
     return [weight * (item.score - worst) / span for item in items]
 
 
-def relative_score(vec: Sequence[Ranked], bm25: Sequence[Ranked], alpha: float) -> list[Fused]:
+def relative_score(
+    vec: Sequence[Ranked], bm25: Sequence[Ranked], alpha: float, top: int | None = None
+) -> list[Fused]:
     """Relative-score fusion: alpha*minmax(vec) + (1-alpha)*minmax(bm25), missing = 0."""
     _check_alpha(alpha)
     lists = [(w, _minmax(items, w), items) for w, items in _weighted_lists(vec, bm25, alpha)]
-    return _fuse(lists)
+    return _fuse(lists, top)
 
 
-def fuse(method: str, vec: Sequence[Ranked], bm25: Sequence[Ranked], alpha: float) -> list[Fused]:
-    """Dispatch on ``method`` ("rrf" | "relative_score")."""
+def fuse(
+    method: str, vec: Sequence[Ranked], bm25: Sequence[Ranked], alpha: float, top: int | None = None
+) -> list[Fused]:
+    """Dispatch on ``method`` ("rrf" | "relative_score"); ``top`` limits the result to the best ``top``."""
     if method == "rrf":
-        return rrf(vec, bm25, alpha)
+        return rrf(vec, bm25, alpha, top=top)
     if method == "relative_score":
-        return relative_score(vec, bm25, alpha)
+        return relative_score(vec, bm25, alpha, top=top)
     raise ValueError(f"fusion: must be 'rrf' or 'relative_score', got {method!r}")

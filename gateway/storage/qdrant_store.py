@@ -479,7 +479,7 @@ class QdrantStore(Store):
         lists = [[Ranked(str(p.id), float(p.score)) for p in r.points] for r in responses]
         vec_list = lists.pop(0) if alpha > 0.0 else []
         bm25_list = lists.pop(0) if alpha < 1.0 else []
-        fused = fuse(fusion, vec_list, bm25_list, alpha)[offset : offset + limit]
+        fused = fuse(fusion, vec_list, bm25_list, alpha, top=offset + limit)[offset:]
         return self._with_payloads(name, fused, with_payload)
 
     def _with_payloads(self, name: str, fused: list[Fused], with_payload: WithPayload) -> list[Hit]:
