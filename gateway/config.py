@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.env_settings import (
+    SettingsError,
+    check_port,
+    env_vars,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_port,
+    read_env,
+)
+from services.env_settings import env_name as _env_name
 
-class SettingsError(ValueError):
-    """A setting has a bad value; the message names the variable."""
+__all__ = ["ENV_VARS", "GatewaySettings", "SettingsError", "default_data_dir", "env_name", "parse_models"]
 
 
 def default_data_dir() -> str:
@@ -63,9 +73,7 @@ class GatewaySettings:
         if not self.inference_timeout_s > 0:
             raise SettingsError(f"INFERENCE_TIMEOUT_S must be > 0, not {self.inference_timeout_s}")
         for name in ("http_port", "grpc_port"):
-            port = getattr(self, name)
-            if port is not None and not 0 <= port <= 65535:
-                raise SettingsError(f"{env_name(name)} must be a port number 0-65535, not {port}")
+            check_port(env_name(name), getattr(self, name))
         if self.http_port is None and self.grpc_port is None:
             raise SettingsError("HTTP_PORT and GRPC_PORT are both off: nothing to serve")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -84,26 +92,11 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> GatewaySettings:
         """Read every setting from ``environ`` (default: os.environ); ``overrides`` (not None) win."""
-        environ = os.environ if environ is None else environ
-        values: dict = {}
-        for f in fields(cls):
-            env = f.metadata["env"]
-            if f.name in overrides and overrides[f.name] is not None:
-                value = overrides[f.name]
-                values[f.name] = _parse(f.name, env, value) if isinstance(value, str) else value
-            elif env in environ and environ[env] != "":
-                values[f.name] = _parse(f.name, env, environ[env])
-        unknown = set(overrides) - {f.name for f in fields(cls)}
-        if unknown:
-            raise TypeError(f"unknown gateway setting(s): {', '.join(sorted(unknown))}")
-        return cls(**values).validate()
+        return cls(**read_env(cls, _parse, environ, overrides)).validate()
 
 
 def env_name(attr: str) -> str:
-    for f in fields(GatewaySettings):
-        if f.name == attr:
-            return f.metadata["env"]
-    raise KeyError(attr)
+    return _env_name(GatewaySettings, attr)
 
 
 _INTS = {"inference_concurrency", "inference_retries", "inference_batch_size", "import_batch_size",
@@ -112,20 +105,14 @@ _PORTS = {"http_port", "grpc_port"}
 
 
 def _parse(attr: str, env: str, raw: str):
-    raw = raw.strip()
     if attr == "qdrant_https":
         return parse_bool(env, raw)
     if attr in _PORTS:
-        if raw.lower() in ("off", "none", "disabled", "-1"):
-            return None
-        return _int(env, raw)
+        return parse_port(env, raw)
     if attr in _INTS:
-        return _int(env, raw)
+        return parse_int(env, raw)
     if attr == "inference_timeout_s":
-        try:
-            return float(raw)
-        except ValueError:
-            raise SettingsError(f"{env} must be a number of seconds, not {raw!r}") from None
+        return parse_float(env, raw, "seconds")
     if attr == "models":
         return parse_models(raw, env)
     if attr == "api_keys":
@@ -150,21 +137,5 @@ def parse_models(raw: str, env: str = "MODELS") -> dict[str, str]:
     return models
 
 
-def _int(env: str, raw: str) -> int:
-    try:
-        return int(raw.replace("_", ""))
-    except ValueError:
-        raise SettingsError(f"{env} must be a whole number, not {raw!r}") from None
-
-
-def parse_bool(env: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise SettingsError(f"{env} must be 0/1 (or true/false), not {raw!r}")
-
-
 #: Every environment variable the gateway reads.
-ENV_VARS: tuple[str, ...] = tuple(f.metadata["env"] for f in fields(GatewaySettings)) + ("XDG_DATA_HOME",)
+ENV_VARS: tuple[str, ...] = env_vars(GatewaySettings) + ("XDG_DATA_HOME",)

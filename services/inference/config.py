@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.env_settings import (
+    SettingsError,
+    check_port,
+    env_vars,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_port,
+    read_env,
+)
+from services.env_settings import env_name as _env_name
 
-class SettingsError(ValueError):
-    """A setting has a bad value; the message names the variable."""
+__all__ = ["ENV_VARS", "InferenceSettings", "SettingsError", "env_name", "parse_bool"]
 
 
 def _default_cache_dir() -> str:
@@ -60,30 +70,17 @@ class InferenceSettings:
         if self.batch_wait_ms < 0:
             raise SettingsError(f"BATCH_WAIT_MS must be >= 0, not {self.batch_wait_ms}")
         for name in ("grpc_port", "http_port"):
-            port = getattr(self, name)
-            if port is not None and not 0 <= port <= 65535:
-                raise SettingsError(f"{env_name(name)} must be a port number 0-65535, not {port}")
+            check_port(env_name(name), getattr(self, name))
         return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> InferenceSettings:
-        """Read every setting from ``environ`` (default: os.environ); ``overrides`` win."""
-        environ = os.environ if environ is None else environ
-        values: dict = {}
-        for f in fields(cls):
-            env = f.metadata["env"]
-            if f.name in overrides and overrides[f.name] is not None:
-                values[f.name] = overrides[f.name]
-            elif env in environ and environ[env] != "":
-                values[f.name] = _parse(f.name, env, environ[env])
-        return cls(**values).validate()
+        """Read every setting from ``environ`` (default: os.environ); ``overrides`` (not None) win."""
+        return cls(**read_env(cls, _parse, environ, overrides)).validate()
 
 
 def env_name(attr: str) -> str:
-    for f in fields(InferenceSettings):
-        if f.name == attr:
-            return f.metadata["env"]
-    raise KeyError(attr)
+    return _env_name(InferenceSettings, attr)
 
 
 _INTS = {"cuda_device", "grpc_port", "max_batch_size", "max_queue", "max_items_per_request",
@@ -91,43 +88,21 @@ _INTS = {"cuda_device", "grpc_port", "max_batch_size", "max_queue", "max_items_p
 
 
 def _parse(attr: str, env: str, raw: str):
-    raw = raw.strip()
     if attr == "enable_cuda":
         return parse_bool(env, raw)
     if attr == "http_port":
-        if raw.lower() in ("off", "none", "disabled", "-1"):
-            return None
-        return _int(env, raw)
+        return parse_port(env, raw)
     if attr in _INTS:
-        return _int(env, raw)
+        return parse_int(env, raw)
     if attr == "batch_wait_ms":
-        try:
-            return float(raw)
-        except ValueError:
-            raise SettingsError(f"{env} must be a number of milliseconds, not {raw!r}") from None
+        return parse_float(env, raw, "milliseconds")
     if attr == "precision":
         return raw.lower()
     return raw
 
 
-def _int(env: str, raw: str) -> int:
-    try:
-        return int(raw.replace("_", ""))
-    except ValueError:
-        raise SettingsError(f"{env} must be a whole number, not {raw!r}") from None
-
-
-def parse_bool(env: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise SettingsError(f"{env} must be 0/1 (or true/false), not {raw!r}")
-
-
 #: Every environment variable the inference service reads.
-ENV_VARS: tuple[str, ...] = tuple(f.metadata["env"] for f in fields(InferenceSettings)) + (
+ENV_VARS: tuple[str, ...] = env_vars(InferenceSettings) + (
     "XDG_CACHE_HOME",
     "OMP_WAIT_POLICY",
     "OMP_NUM_THREADS",
