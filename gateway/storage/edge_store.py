@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
+from gateway.storage import edge_optimizer
 from gateway.storage.base import (
     SYSTEM_COLLECTION,
     CollectionNotFound,
@@ -129,7 +130,8 @@ class _Collection:
         self.schema = schema
         self.shard = shard
         self.path = path
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # held for each engine call (short)
+        self.write_gate = threading.Lock()  # held by writers, and by an index build for its whole run
         self.closed = False
         self.unoptimized_writes = 0
         self.optimizing = False
@@ -176,9 +178,10 @@ class EdgeStore(Store):
     ``hnsw_ef``: size of the HNSW candidate list at search time (default: the index's ef_construct);
     larger = better recall, slower. ``indexing_threshold_kb``: segments with more vector data than this
     get an HNSW index (smaller ones are scanned exactly); fixed per collection when it is created.
-    ``auto_optimize_points``: after this many written points the optimiser runs in a background thread
-    (0 = never; call ``optimize``). Note: qdrant-edge 0.9 holds the GIL while optimising, so the process
-    pauses for the duration of an index build.
+    ``auto_optimize_points``: after this many written points the indexes are rebuilt in the background
+    (0 = never; call ``optimize``). Index builds run in a child process on a copy of the shard
+    (:mod:`gateway.storage.edge_optimizer`: qdrant-edge holds the GIL while optimising); meanwhile the
+    collection answers reads from the old shard and writes to it wait.
     """
 
     def __init__(
@@ -237,6 +240,7 @@ class EdgeStore(Store):
             if not schema_file.exists():
                 raise CollectionNotFound(name)
             schema = _schema_from_json(json.loads(schema_file.read_text()))
+            edge_optimizer.recover(path / "shard")
             shard = qe.EdgeShard.load(str(path / "shard"))
             coll = _Collection(schema, shard, path)
             self._open[name] = coll
@@ -298,11 +302,31 @@ class EdgeStore(Store):
 
     def _optimize_bg(self, coll: _Collection) -> None:
         try:
-            self._run(coll, lambda s: s.optimize())
+            self._optimize(coll)
         except StoreError as exc:
             log.warning("background optimisation of %s failed: %s", coll.schema.name, exc)
         finally:
             coll.optimizing = False
+
+    def _optimize(self, coll: _Collection) -> None:
+        """Rebuild the collection's indexes out of process; reads go on, writes wait (see EdgeStore)."""
+        with coll.write_gate:
+            self._run(coll, lambda s: s.flush())
+            shard_dir = coll.path / "shard"
+            try:
+                work = edge_optimizer.build_optimized_copy(shard_dir)
+            except (OSError, edge_optimizer.OptimizeError) as exc:
+                raise StoreError(f"{coll.schema.name}: {exc}") from exc
+            with coll.lock:
+                if coll.closed:  # deleted or store closed meanwhile
+                    shutil.rmtree(work, ignore_errors=True)
+                    return
+                coll.shard.close()
+                try:
+                    edge_optimizer.swap_in(shard_dir, work)
+                finally:
+                    coll.shard = qe.EdgeShard.load(str(shard_dir))
+                coll.unoptimized_writes = 0
 
     # -- collections -------------------------------------------------------------------------
     def create_collection(self, schema: CollectionSchema) -> None:
@@ -330,12 +354,13 @@ class EdgeStore(Store):
             return False
         with self._lock:
             self._open.pop(name, None)
-            with coll.lock:
+            (coll.path / "schema.json").unlink(missing_ok=True)  # from now on nobody can open it again
+        with coll.write_gate, coll.lock:  # an index build in flight finishes (or is discarded) first
+            if not coll.closed:
                 coll.closed = True
                 try:
                     coll.shard.close()
                 finally:
-                    (coll.path / "schema.json").unlink(missing_ok=True)
                     shutil.rmtree(coll.path, ignore_errors=True)
         return True
 
@@ -362,14 +387,12 @@ class EdgeStore(Store):
         if kind not in _INDEX_KINDS:
             raise StoreError(f"kind: must be one of {', '.join(_INDEX_KINDS)}, got {kind!r}")
         op = qe.UpdateOperation.create_field_index(key, _INDEX_KINDS[kind])
-        self._run(coll, lambda s: s.update(op))
+        with coll.write_gate:
+            self._run(coll, lambda s: s.update(op))
 
     def optimize(self, name: str) -> None:
-        """Build HNSW / sparse indexes now (blocks until the optimiser has nothing left to do)."""
-        coll = self._get(name)
-        self._run(coll, lambda s: s.optimize())
-        with coll.lock:
-            coll.unoptimized_writes = 0
+        """Build HNSW / sparse indexes now (returns when the new indexes are in use)."""
+        self._optimize(self._get(name))
 
     # -- points ------------------------------------------------------------------------------
     def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
@@ -377,7 +400,8 @@ class EdgeStore(Store):
         if not points:
             return
         converted = [self._point(coll, p) for p in points]
-        self._run(coll, lambda s: s.update(qe.UpdateOperation.upsert_points(converted)))
+        with coll.write_gate:
+            self._run(coll, lambda s: s.update(qe.UpdateOperation.upsert_points(converted)))
         self._maybe_optimize(coll, len(converted))
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[PointRecord]:
@@ -392,7 +416,8 @@ class EdgeStore(Store):
         coll = self._get(name)
         norm = [normalize_id(i) for i in ids]
         if norm:
-            self._run(coll, lambda s: s.update(qe.UpdateOperation.delete_points(norm)))
+            with coll.write_gate:
+                self._run(coll, lambda s: s.update(qe.UpdateOperation.delete_points(norm)))
 
     def count(self, name: str, filter: Filter | None = None) -> int:
         coll = self._get(name)

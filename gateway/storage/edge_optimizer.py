@@ -1,0 +1,117 @@
+"""Build a qdrant-edge shard's indexes in a child process, then swap the result in.
+
+qdrant-edge 0.9 holds Python's GIL for the whole of ``EdgeShard.optimize()`` (an HNSW build over
+100k x 384 vectors takes tens of seconds), which would freeze every thread of the gateway: health
+checks, other collections, requests already vectorizing. So the index is built out of process:
+
+1. the caller stops writes to the shard and flushes it (reads go on);
+2. the shard folder is copied to ``shard.optimizing`` next to it;
+3. ``python -m gateway.storage.edge_optimizer <copy>`` loads the copy, optimises, flushes, closes;
+4. the caller closes its shard, swaps the folders (``shard`` -> ``shard.old``, the copy -> ``shard``,
+   ``shard.old`` removed) and loads the new one.
+
+A crash at any point leaves either the old shard or the new one in place: :func:`recover` (run
+before a shard is opened) finishes or undoes an interrupted swap and removes stale copies.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+WORK_SUFFIX = ".optimizing"
+OLD_SUFFIX = ".old"
+
+
+class OptimizeError(RuntimeError):
+    """Building the indexes out of process failed; the live shard is unchanged."""
+
+
+def work_dir(shard_dir: Path) -> Path:
+    return shard_dir.with_name(shard_dir.name + WORK_SUFFIX)
+
+
+def old_dir(shard_dir: Path) -> Path:
+    return shard_dir.with_name(shard_dir.name + OLD_SUFFIX)
+
+
+def recover(shard_dir: Path) -> None:
+    """Make ``shard_dir`` the one complete shard after an interrupted optimisation."""
+    old, work = old_dir(shard_dir), work_dir(shard_dir)
+    if not shard_dir.exists() and old.exists():
+        log.warning("restoring %s after an interrupted index swap", shard_dir)
+        old.rename(shard_dir)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    if work.exists():
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build_optimized_copy(shard_dir: Path, timeout_s: float | None = None) -> Path:
+    """Copy the (flushed, write-quiet) shard and optimise the copy in a child process; its path."""
+    work = work_dir(shard_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    started = time.perf_counter()
+    shutil.copytree(shard_dir, work)
+    copied = time.perf_counter() - started
+    cmd = [sys.executable, "-m", "gateway.storage.edge_optimizer", str(work)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(work, ignore_errors=True)
+        raise OptimizeError(f"index build of {shard_dir} took longer than {timeout_s}s") from None
+    if proc.returncode != 0:
+        shutil.rmtree(work, ignore_errors=True)
+        detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise OptimizeError(f"index build of {shard_dir} failed (exit {proc.returncode}): {detail[0]}")
+    log.info("built indexes of %s out of process (copy %.1fs, total %.1fs)",
+             shard_dir, copied, time.perf_counter() - started)
+    return work
+
+
+def swap_in(shard_dir: Path, work: Path) -> None:
+    """Replace ``shard_dir`` by ``work`` (the caller has closed the shard); undone on failure."""
+    old = old_dir(shard_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    shard_dir.rename(old)
+    try:
+        work.rename(shard_dir)
+    except OSError:
+        old.rename(shard_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def optimize_in_place(path: str) -> None:
+    """Load the shard at ``path``, build its indexes, flush and close it (the child's job)."""
+    import qdrant_edge as qe
+
+    shard = qe.EdgeShard.load(path)
+    try:
+        shard.optimize()
+        shard.flush()
+    finally:
+        shard.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m gateway.storage.edge_optimizer SHARD_DIR", file=sys.stderr)
+        return 2
+    try:
+        optimize_in_place(args[0])
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
