@@ -8,8 +8,10 @@ Layout under ``data_dir``::
     system/definitions/              EdgeShard holding the gateway's collection definitions
 
 Every shard is guarded by its own lock; the store-wide lock only guards the name -> shard map. HNSW is
-configured per collection (m / ef_construct from the schema) and built by the shard's optimizer, which
-runs in a background thread once enough unindexed points have been written (and on ``optimize``).
+configured per collection (m / ef_construct from the schema) and built by the shard's optimizer once
+enough unindexed points have been written (and on ``optimize``) -- in a child process on a copy of the
+shard that is then swapped in (:mod:`gateway.storage.edge_optimizer`), because qdrant-edge holds the GIL
+while it optimises. During a build the collection's reads go on; its writes wait for the swap.
 Hybrid search: RRF runs inside the engine (Query API prefetch + weighted ``Fusion.Rrf``); relative-score
 fusion fetches both lists in one ``query_batch`` call and fuses them with ``gateway.storage.fusion``
 (min-max normalisation needs each list's best and worst score, which the engine does not expose).
