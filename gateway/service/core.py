@@ -21,7 +21,7 @@ from gateway.service.collections import StoredCollection, VectorInfo
 from gateway.service.filters import parse_filter
 from gateway.service.requests import ImportRequest, ObjectPut, SearchRequest, parse
 from gateway.service.vectors import check_vector, get_path, object_uuid
-from gateway.storage.base import CollectionNotFound, Hit, Store, StoreError
+from gateway.storage.base import CollectionNotFound, Hit, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,6 +49,8 @@ class GatewayService:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except CollectionNotFound as exc:
             raise NotFound(f"collection {exc.name!r} not found") from None
+        except StoreUnavailable as exc:
+            raise Unavailable("qdrant", str(exc)) from None
         except StoreError as exc:
             text = str(exc)
             if "already exists" in text:

@@ -27,6 +27,10 @@ class StoreError(Exception):
     """A storage operation failed (bad argument, backend error)."""
 
 
+class StoreUnavailable(StoreError):
+    """The storage backend did not answer (connection refused, timeout, 5xx): retry later."""
+
+
 class CollectionNotFound(StoreError):
     """The named collection does not exist."""
 

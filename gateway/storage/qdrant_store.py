@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
@@ -37,6 +38,7 @@ from gateway.storage.base import (
     SparseVec,
     Store,
     StoreError,
+    StoreUnavailable,
     WithPayload,
     check_alpha,
     check_fusion,
@@ -111,6 +113,48 @@ def _is_not_found(exc: Exception) -> bool:
     return isinstance(exc, ValueError) and bool(_LOCAL_NOT_FOUND.match(str(exc)))
 
 
+_UNAVAILABLE_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}
+
+
+def _causes(exc: BaseException):
+    """``exc`` and everything it wraps (``__cause__``/``__context__``, qdrant-client's ``.source``)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cur = todo.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        source = getattr(cur, "source", None)
+        todo.extend([cur.__cause__, cur.__context__, source if isinstance(source, BaseException) else None])
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """Connection refused / reset, timeouts, gRPC UNAVAILABLE-like codes, HTTP 5xx."""
+    for cur in _causes(exc):
+        if isinstance(cur, httpx.TransportError | ConnectionError | TimeoutError):
+            return True
+        if isinstance(cur, UnexpectedResponse) and cur.status_code is not None and cur.status_code >= 500:
+            return True
+        code = getattr(cur, "code", None)
+        if callable(code):
+            try:
+                if getattr(code(), "name", "") in _UNAVAILABLE_GRPC:
+                    return True
+            except Exception:  # noqa: BLE001 - not a grpc error after all
+                pass
+    return False
+
+
+def _root(exc: BaseException) -> str:
+    """The innermost message, e.g. "[Errno 111] Connection refused"."""
+    last = exc
+    for cur in _causes(exc):
+        last = cur
+    return str(last) or type(last).__name__
+
+
 class QdrantStore(Store):
     """qdrant-client adapter.
 
@@ -162,6 +206,7 @@ class QdrantStore(Store):
         else:
             raise StoreError("url: a Qdrant URL or location=':memory:' is required")
         self._local = location is not None
+        self._where = location or url or "the given client"
         # qdrant-client's local mode is not thread-safe; a server client is.
         self._lock = threading.RLock() if self._local else None
         self._system_ready = False
@@ -182,6 +227,8 @@ class QdrantStore(Store):
         except Exception as exc:
             if name is not None and _is_not_found(exc):
                 raise CollectionNotFound(name) from exc
+            if _is_unavailable(exc):
+                raise StoreUnavailable(f"Qdrant at {self._where} did not answer: {_root(exc)}") from exc
             raise StoreError(f"{name or 'qdrant'}: {exc}") from exc
 
     def _require(self, name: str) -> None:
