@@ -333,6 +333,7 @@ def test_errors(kind, tmp_path):
                 ({"near_image": {"image": "***"}}, "near_image.image"),
                 ({"near_image": {"image": b64(b"no image")}}, "near_image.image"),
                 ({"near_text": {"query": "x"}, "vector": "nope"}, "vector"),
+                ({"bm25": {"query": "x"}, "vector": "nope"}, "vector"),
                 ({"near_text": {"query": "x"}, "filter": {"price": {"gte": "x"}}}, "filter.price.gte"),
                 ({"hybrid": {"query": "x", "alpha": -0.1}}, "hybrid.alpha"),
             ]

@@ -287,6 +287,8 @@ class GatewayService:
         kind = req.kind
         hits: list[Hit]
         if kind == "bm25":
+            if req.vector is not None:
+                self._vector_name(stored, req.vector)  # a named vector that does not exist is an error
             sparse = self._bm25_query(stored, req.bm25.query, "bm25")
             hits = await self._db(self.store.search_sparse, name, BM25_VECTOR, sparse, **common)
         else:
