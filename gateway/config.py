@@ -53,6 +53,8 @@ class GatewaySettings:
     models: dict[str, str] = field(default_factory=dict, metadata={"env": "MODELS"})
     # security
     api_keys: tuple[str, ...] = field(default=(), metadata={"env": "API_KEYS"})
+    # how long a gateway may reuse a collection definition it read (0: read it on every request)
+    definition_cache_s: float = field(default=2.0, metadata={"env": "DEFINITION_CACHE_S"})
     # inference calls
     inference_timeout_s: float = field(default=30.0, metadata={"env": "INFERENCE_TIMEOUT_S"})
     inference_concurrency: int = field(default=4, metadata={"env": "INFERENCE_CONCURRENCY"})
@@ -70,6 +72,8 @@ class GatewaySettings:
                 raise SettingsError(f"{env_name(name)} must be at least 1, not {getattr(self, name)}")
         if self.inference_retries < 0:
             raise SettingsError(f"INFERENCE_RETRIES must be >= 0, not {self.inference_retries}")
+        if not self.definition_cache_s >= 0:
+            raise SettingsError(f"DEFINITION_CACHE_S must be >= 0, not {self.definition_cache_s}")
         if not self.inference_timeout_s > 0:
             raise SettingsError(f"INFERENCE_TIMEOUT_S must be > 0, not {self.inference_timeout_s}")
         for name in ("http_port", "grpc_port"):
@@ -111,7 +115,7 @@ def _parse(attr: str, env: str, raw: str):
         return parse_port(env, raw)
     if attr in _INTS:
         return parse_int(env, raw)
-    if attr == "inference_timeout_s":
+    if attr in ("inference_timeout_s", "definition_cache_s"):
         return parse_float(env, raw, "seconds")
     if attr == "models":
         return parse_models(raw, env)

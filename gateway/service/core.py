@@ -25,6 +25,7 @@ from gateway.storage.base import CollectionNotFound, Hit, Store, StoreError, Sto
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+DEFINITION_CACHE_MAX = 4096  # definitions kept at most (the cache is cleared when full)
 
 
 class GatewayService:
@@ -35,6 +36,8 @@ class GatewayService:
         self.store = store
         self.settings = settings or GatewaySettings.from_env({})
         s = self.settings
+        # collection name -> (expires at, definition); see _load
+        self._definitions: dict[str, tuple[float, StoredCollection]] = {}
         self.pool = pool or InferencePool(timeout_s=s.inference_timeout_s,
                                           concurrency=s.inference_concurrency,
                                           retries=s.inference_retries, batch_size=s.inference_batch_size)
@@ -48,6 +51,7 @@ class GatewayService:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except CollectionNotFound as exc:
+            self._definitions.pop(exc.name, None)
             raise NotFound(f"collection {exc.name!r} not found") from None
         except StoreUnavailable as exc:
             raise Unavailable("qdrant", str(exc)) from None
@@ -88,12 +92,28 @@ class GatewayService:
         return Unavailable(label, f"{label} is unavailable ({exc.detail})")
 
     async def _load(self, name: str) -> StoredCollection:
+        """The collection's definition, reused for DEFINITION_CACHE_S after it was read from the store.
+
+        Creating or deleting a collection through this gateway updates the cache at once; a change made
+        through another gateway is seen within DEFINITION_CACHE_S (a store call that finds the
+        collection gone drops the entry sooner).
+        """
         if not isinstance(name, str) or not name:
             raise BadRequest("name", "collection name must be a non-empty string")
+        ttl = self.settings.definition_cache_s
+        cached = self._definitions.get(name)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
         record = await self._db(self.store.load_definition, name)
         if record is None:
+            self._definitions.pop(name, None)
             raise NotFound(f"collection {name!r} not found")
-        return StoredCollection.from_record(record)
+        stored = StoredCollection.from_record(record)
+        if ttl > 0:
+            if len(self._definitions) >= DEFINITION_CACHE_MAX:
+                self._definitions.clear()
+            self._definitions[name] = (time.monotonic() + ttl, stored)
+        return stored
 
     # -- collections ----------------------------------------------------------------------------------------
     async def create_collection(self, body: CollectionDefinition | dict) -> dict[str, Any]:
@@ -112,6 +132,7 @@ class GatewayService:
         except GatewayError:
             await self._db(self.store.delete_collection, name)
             raise
+        self._definitions.pop(name, None)
         log.info("created collection %s", name)
         return stored.public()
 
@@ -148,6 +169,7 @@ class GatewayService:
         return [StoredCollection.from_record(r).public() for r in records]
 
     async def delete_collection(self, name: str) -> dict[str, Any]:
+        self._definitions.pop(name, None)
         had_definition = await self._db(self.store.load_definition, name) is not None
         existed = await self._db(self.store.delete_collection, name)
         await self._db(self.store.delete_definition, name)

@@ -1,0 +1,91 @@
+"""Collection definitions are reused for DEFINITION_CACHE_S; changes through any gateway are honoured."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.config import GatewaySettings, SettingsError
+from gateway.errors import NotFound
+from gateway.service import GatewayService
+from tests.fake_inference import gateway_with_fake, make_store
+
+DEFINITION = {"name": "notes", "vectorizers": {"main": {"model": "clip", "text_fields": ["text"]}}}
+OBJECTS = {"objects": [{"id": "a", "properties": {"text": "apples and pears"}},
+                       {"id": "b", "properties": {"text": "trains and buses"}}]}
+
+
+class CountingLoads:
+    """Wraps store.load_definition to count how often the store is asked."""
+
+    def __init__(self, store):
+        self.calls = 0
+        self._load = store.load_definition
+        store.load_definition = self
+
+    def __call__(self, name):
+        self.calls += 1
+        return self._load(name)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_definitions_are_reused_within_the_ttl_and_dropped_on_delete(tmp_path):
+    async def scenario():
+        store = make_store("edge", tmp_path)
+        async with gateway_with_fake(store, settings={"definition_cache_s": 60}) as (svc, _):
+            await svc.create_collection(DEFINITION)
+            loads = CountingLoads(store)
+            await svc.import_objects("notes", OBJECTS)
+            for _ in range(5):
+                hits = await svc.search("notes", {"bm25": {"query": "apples"}})
+                assert hits["hits"][0]["id"] == "a"
+            assert loads.calls == 1
+            await svc.delete_collection("notes")
+            with pytest.raises(NotFound):
+                await svc.search("notes", {"bm25": {"query": "apples"}})
+
+    run(scenario())
+
+
+def test_ttl_zero_reads_the_definition_every_time(tmp_path):
+    async def scenario():
+        store = make_store("qdrant", tmp_path)
+        async with gateway_with_fake(store, settings={"definition_cache_s": 0}) as (svc, _):
+            await svc.create_collection(DEFINITION)
+            loads = CountingLoads(store)
+            for _ in range(3):
+                await svc.search("notes", {"bm25": {"query": "x"}})
+            assert loads.calls == 3
+
+    run(scenario())
+
+
+def test_a_collection_deleted_through_another_gateway_is_not_found_at_once(tmp_path):
+    async def scenario():
+        store = make_store("qdrant", tmp_path)
+        async with gateway_with_fake(store, settings={"definition_cache_s": 60}) as (svc, fake):
+            other = GatewayService(store, GatewaySettings.from_env({}, models={"clip": fake.address}))
+            try:
+                await svc.create_collection(DEFINITION)
+                await svc.import_objects("notes", OBJECTS)
+                await svc.search("notes", {"bm25": {"query": "apples"}})  # cached in svc now
+                await other.delete_collection("notes")
+                # svc still holds the definition, but the store says the collection is gone: 404
+                with pytest.raises(NotFound):
+                    await svc.search("notes", {"bm25": {"query": "apples"}})
+                assert "notes" not in svc._definitions
+            finally:
+                await other.close()
+
+    run(scenario())
+
+
+def test_bad_ttl_is_refused():
+    with pytest.raises(SettingsError, match="DEFINITION_CACHE_S"):
+        GatewaySettings.from_env({"DEFINITION_CACHE_S": "-1"})
+    with pytest.raises(SettingsError, match="DEFINITION_CACHE_S"):
+        GatewaySettings.from_env({"DEFINITION_CACHE_S": "soon"})
