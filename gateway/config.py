@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.image_urls import ImageUrlPolicy
 from services.env_settings import (
     SettingsError,
     check_port,
@@ -53,6 +54,12 @@ class GatewaySettings:
     models: dict[str, str] = field(default_factory=dict, metadata={"env": "MODELS"})
     # security
     api_keys: tuple[str, ...] = field(default=(), metadata={"env": "API_KEYS"})
+    # image URLs in objects and near_image queries (see gateway.image_urls)
+    image_urls: bool = field(default=True, metadata={"env": "IMAGE_URLS"})
+    image_url_hosts: tuple[str, ...] = field(default=(), metadata={"env": "IMAGE_URL_HOSTS"})
+    image_url_allow_private: bool = field(default=False, metadata={"env": "IMAGE_URL_ALLOW_PRIVATE"})
+    image_url_max_bytes: int = field(default=20 * 1024 * 1024, metadata={"env": "IMAGE_URL_MAX_BYTES"})
+    image_url_timeout_s: float = field(default=10.0, metadata={"env": "IMAGE_URL_TIMEOUT_S"})
     # how long a gateway may reuse a collection definition it read (0: read it on every request)
     definition_cache_s: float = field(default=2.0, metadata={"env": "DEFINITION_CACHE_S"})
     # inference calls
@@ -72,6 +79,10 @@ class GatewaySettings:
                 raise SettingsError(f"{env_name(name)} must be at least 1, not {getattr(self, name)}")
         if self.inference_retries < 0:
             raise SettingsError(f"INFERENCE_RETRIES must be >= 0, not {self.inference_retries}")
+        if self.image_url_max_bytes < 1:
+            raise SettingsError(f"IMAGE_URL_MAX_BYTES must be at least 1, not {self.image_url_max_bytes}")
+        if not self.image_url_timeout_s > 0:
+            raise SettingsError(f"IMAGE_URL_TIMEOUT_S must be > 0, not {self.image_url_timeout_s}")
         if not self.definition_cache_s >= 0:
             raise SettingsError(f"DEFINITION_CACHE_S must be >= 0, not {self.definition_cache_s}")
         if not self.inference_timeout_s > 0:
@@ -87,6 +98,11 @@ class GatewaySettings:
         if self.qdrant_url and not self.qdrant_url.startswith(("http://", "https://")):
             raise SettingsError(f"QDRANT_URL must start with http:// or https://, not {self.qdrant_url!r}")
         return self
+
+    def image_url_policy(self) -> ImageUrlPolicy:
+        return ImageUrlPolicy(enabled=self.image_urls, allowed_hosts=self.image_url_hosts,
+                              allow_private=self.image_url_allow_private,
+                              max_bytes=self.image_url_max_bytes, timeout_s=self.image_url_timeout_s)
 
     @property
     def embedded(self) -> bool:
@@ -104,22 +120,22 @@ def env_name(attr: str) -> str:
 
 
 _INTS = {"inference_concurrency", "inference_retries", "inference_batch_size", "import_batch_size",
-         "max_request_bytes"}
+         "max_request_bytes", "image_url_max_bytes"}
 _PORTS = {"http_port", "grpc_port"}
 
 
 def _parse(attr: str, env: str, raw: str):
-    if attr == "qdrant_https":
+    if attr in ("qdrant_https", "image_urls", "image_url_allow_private"):
         return parse_bool(env, raw)
     if attr in _PORTS:
         return parse_port(env, raw)
     if attr in _INTS:
         return parse_int(env, raw)
-    if attr in ("inference_timeout_s", "definition_cache_s"):
+    if attr in ("inference_timeout_s", "definition_cache_s", "image_url_timeout_s"):
         return parse_float(env, raw, "seconds")
     if attr == "models":
         return parse_models(raw, env)
-    if attr == "api_keys":
+    if attr in ("api_keys", "image_url_hosts"):
         return tuple(k.strip() for k in raw.split(",") if k.strip())
     return raw
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from gateway.config import GatewaySettings
 from gateway.definitions import BM25_VECTOR, CollectionDefinition, VectorizerConfig, parse_definition
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, Unavailable
+from gateway.image_urls import ImageFetcher, ImageFetchError, is_image_url
 from gateway.inference_client import InferenceClient, InferencePool, InferenceRejected, InferenceUnavailable
 from gateway.service import objects as obj
 from gateway.service.collections import StoredCollection, VectorInfo
@@ -36,6 +37,7 @@ class GatewayService:
         self.store = store
         self.settings = settings or GatewaySettings.from_env({})
         s = self.settings
+        self.images = ImageFetcher(self.settings.image_url_policy())
         # collection name -> (expires at, definition); see _load
         self._definitions: dict[str, tuple[float, StoredCollection]] = {}
         self.pool = pool or InferencePool(timeout_s=s.inference_timeout_s,
@@ -44,6 +46,7 @@ class GatewayService:
 
     async def close(self) -> None:
         await self.pool.close()
+        await self.images.aclose()
 
     # -- plumbing -------------------------------------------------------------------------------------------
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -201,6 +204,8 @@ class GatewayService:
 
     async def _run_jobs(self, stored: StoredCollection, jobs: list[obj.Job],
                         prefix_of: Callable[[obj.Pending], str]) -> None:
+        await self._fetch_image_urls(jobs, prefix_of)
+        jobs = [j for j in jobs if j.pending.error is None]  # a failed object needs no more inference
         if not jobs:
             return
         try:
@@ -210,6 +215,18 @@ class GatewayService:
                 if vec.uses_service and self._resolve(vector, vec)[0] == exc.address:
                     raise self._unavailable(stored, vector, exc) from None
             raise Unavailable(f"inference service {exc.address}", exc.message) from None
+
+    async def _fetch_image_urls(self, jobs: list[obj.Job], prefix_of: Callable[[obj.Pending], str]) -> None:
+        """Replace image URLs by the fetched bytes; an object whose image cannot be fetched fails alone."""
+
+        async def fetch(job: obj.Job) -> None:
+            assert isinstance(job.data, obj.ImageUrl)
+            try:
+                job.data = await self.images.fetch(job.data.url)
+            except ImageFetchError as exc:
+                job.pending.fail(f"{prefix_of(job.pending)}.properties.{job.field}", str(exc))
+
+        await asyncio.gather(*(fetch(j) for j in jobs if isinstance(j.data, obj.ImageUrl)))
 
     async def get_object(self, name: str, object_id: str, *, with_vectors: bool = False) -> dict[str, Any]:
         await self._load(name)
@@ -324,8 +341,11 @@ class GatewayService:
                 values = await self._embed_query(stored, vector, "near_text.query", text=req.near_text.query)
             elif kind == "near_image":
                 try:
-                    image = obj.decode_base64_image(req.near_image.image)
-                except ValueError as exc:
+                    if is_image_url(req.near_image.image):
+                        image = await self.images.fetch(req.near_image.image.strip())
+                    else:
+                        image = obj.decode_base64_image(req.near_image.image)
+                except ValueError as exc:  # ImageFetchError is a ValueError too
                     raise BadRequest("near_image.image", str(exc)) from None
                 values = await self._embed_query(stored, vector, "near_image.image", image=image)
             else:  # hybrid

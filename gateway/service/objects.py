@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from gateway.definitions import BM25_VECTOR, RESERVED_PREFIX, bad_request_from
+from gateway.image_urls import is_image_url
 from gateway.inference_client import InferenceClient, InferenceRejected
 from gateway.service.collections import StoredCollection
 from gateway.service.requests import ObjectIn
@@ -68,12 +69,19 @@ class Pending:
         return out
 
 
+@dataclass(frozen=True)
+class ImageUrl:
+    """An image field given as an http(s) URL, fetched before the object is vectorized."""
+
+    url: str
+
+
 @dataclass
 class Job:
     pending: Pending
     vector: str
     field: str
-    data: str | bytes
+    data: str | bytes | ImageUrl
 
 
 def decode_base64_image(value: str) -> bytes:
@@ -175,8 +183,11 @@ def plan_jobs(pending: Pending, stored: StoredCollection, prefix: str,
             if value is None or value == "":
                 continue
             if not isinstance(value, str):
-                pending.fail(f"{prefix}.properties.{fname}", "must be a base64-encoded image string")
+                pending.fail(f"{prefix}.properties.{fname}", "must be a base64-encoded image or an image URL")
                 return []
+            if is_image_url(value):
+                mine.append(Job(pending, name, fname, ImageUrl(value.strip())))
+                continue
             try:
                 mine.append(Job(pending, name, fname, decode_base64_image(value)))
             except ValueError as exc:

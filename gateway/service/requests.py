@@ -43,7 +43,8 @@ class NearText(_Strict):
 
 
 class NearImage(_Strict):
-    image: str = Field(..., min_length=1, description="base64-encoded image (JPEG, PNG, WebP, ...)")
+    image: str = Field(..., min_length=1,
+                       description="base64 image (or a data: URL), or an http(s) URL the gateway fetches")
 
 
 class NearVector(_Strict):

@@ -1,0 +1,137 @@
+"""Image URLs: fetched under an explicit policy (hosts, private networks, size, time, redirects)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from gateway.image_urls import ImageFetcher, ImageFetchError, ImageUrlPolicy, _host_allowed, is_image_url
+from tests.fake_inference import gateway_with_fake, make_store, png_bytes
+
+RED = png_bytes("red", 16)
+BLUE = png_bytes("blue", 16)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        port = self.server.server_address[1]
+        routes = {
+            "/red.png": (200, RED, {}),
+            "/blue.png": (200, BLUE, {}),
+            "/big.png": (200, b"x" * 5000, {}),
+            "/empty.png": (200, b"", {}),
+            "/to-red": (302, b"", {"Location": "/red.png"}),
+            "/to-ip": (302, b"", {"Location": f"http://127.0.0.1:{port}/red.png"}),
+            "/loop": (302, b"", {"Location": "/loop"}),
+        }
+        if self.path == "/slow.png":
+            time.sleep(1.5)
+        status, body, headers = routes.get(self.path, (404, b"not here", {}))
+        if self.path == "/slow.png":
+            status, body = 200, RED
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", f"http://localhost:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def fetch(url: str, **policy) -> bytes:
+    async def go():
+        fetcher = ImageFetcher(ImageUrlPolicy(**policy))
+        try:
+            return await fetcher.fetch(url)
+        finally:
+            await fetcher.aclose()
+
+    return asyncio.run(go())
+
+
+def test_private_addresses_are_refused_by_default(server):
+    ip_base, _ = server
+    with pytest.raises(ImageFetchError, match="non-public address 127.0.0.1.*IMAGE_URL_ALLOW_PRIVATE"):
+        fetch(f"{ip_base}/red.png")
+
+
+def test_fetches_follows_redirects_and_reports_failures(server):
+    ip_base, _ = server
+    assert fetch(f"{ip_base}/red.png", allow_private=True) == RED
+    assert fetch(f"{ip_base}/to-red", allow_private=True) == RED
+    with pytest.raises(ImageFetchError, match="HTTP 404"):
+        fetch(f"{ip_base}/missing.png", allow_private=True)
+    with pytest.raises(ImageFetchError, match="IMAGE_URL_MAX_BYTES"):
+        fetch(f"{ip_base}/big.png", allow_private=True, max_bytes=1000)
+    with pytest.raises(ImageFetchError, match="empty body"):
+        fetch(f"{ip_base}/empty.png", allow_private=True)
+    with pytest.raises(ImageFetchError, match="more than 3 redirects"):
+        fetch(f"{ip_base}/loop", allow_private=True)
+    with pytest.raises(ImageFetchError, match="longer than 0.5s"):
+        fetch(f"{ip_base}/slow.png", allow_private=True, timeout_s=0.5)
+    with pytest.raises(ImageFetchError, match="turned off"):
+        fetch(f"{ip_base}/red.png", enabled=False)
+    with pytest.raises(ImageFetchError, match="only http and https"):
+        fetch("ftp://example.com/a.png")
+
+
+def test_every_redirect_hop_is_checked_against_the_host_list(server):
+    _, name_base = server
+    assert fetch(f"{name_base}/red.png", allow_private=True, allowed_hosts=("localhost",)) == RED
+    with pytest.raises(ImageFetchError, match="'127.0.0.1' is not in IMAGE_URL_HOSTS"):
+        fetch(f"{name_base}/to-ip", allow_private=True, allowed_hosts=("localhost",))
+
+
+def test_host_patterns():
+    assert _host_allowed("anything.org", ())
+    assert _host_allowed("cdn.example.com", ("*.example.com",))
+    assert _host_allowed("a.b.example.com", ("*.example.com",))
+    assert not _host_allowed("example.com", ("*.example.com",))
+    assert not _host_allowed("badexample.com", ("*.example.com",))
+    assert _host_allowed("Images.Example.COM.", ("images.example.com",))
+    assert is_image_url("HTTPS://x/y.png") and not is_image_url("iVBORw0KGgo=")
+
+
+def test_gateway_imports_and_searches_with_image_urls(server, tmp_path):
+    ip_base, _ = server
+
+    async def scenario(settings):
+        store = make_store("edge", tmp_path / str(len(settings)))
+        async with gateway_with_fake(store, settings=settings) as (svc, _):
+            await svc.create_collection({"name": "pics", "vectorizers": {"clip": {
+                "model": "clip", "text_fields": ["caption"], "image_fields": ["picture"]}}})
+            out = await svc.import_objects("pics", {"objects": [
+                {"id": "red", "properties": {"picture": f"{ip_base}/red.png"}},
+                {"id": "blue", "properties": {"picture": f"{ip_base}/blue.png"}},
+                {"id": "gone", "properties": {"caption": "gone", "picture": f"{ip_base}/missing.png"}},
+            ]})
+            hits = None
+            if out["ok"]:
+                hits = await svc.search("pics", {"near_image": {"image": f"{ip_base}/to-red"}, "limit": 1})
+            return out, hits
+
+    out, hits = asyncio.run(asyncio.wait_for(scenario({"image_url_allow_private": True}), 60))
+    status = {r["id"]: r for r in out["results"]}
+    assert status["red"]["status"] == status["blue"]["status"] == "ok"
+    assert status["gone"]["status"] == "error" and "HTTP 404" in status["gone"]["error"]
+    assert status["gone"]["field"] == "objects.2.properties.picture"
+    assert hits["hits"][0]["id"] == "red"
+
+    out, _ = asyncio.run(asyncio.wait_for(scenario({}), 60))  # default policy: loopback refused
+    assert out["ok"] == 0
+    assert all("IMAGE_URL_ALLOW_PRIVATE" in r["error"] for r in out["results"])
