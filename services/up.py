@@ -4,7 +4,8 @@ Reads a config file (default: services/up_default.yaml), starts one inference se
 child process on a free loopback port (``python -m services.cli inference`` with MODEL or
 MODEL_PROPERTIES, GRPC_PORT, HTTP_PORT=off), waits until each answers gRPC health SERVING, then runs
 the gateway on the embedded store with MODELS pointing at them and prints where to go. Ctrl-C or
-SIGTERM stops the gateway and then every child (SIGTERM, then SIGKILL after a grace period).
+SIGTERM stops the gateway and then every child (SIGTERM, then SIGKILL after a grace period). A child
+that dies while the gateway runs is restarted on the same port, with backoff (:func:`supervise`).
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class Child:
         self.proc: asyncio.subprocess.Process | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=25)
         self._relay: asyncio.Task | None = None
+        self.restarts = 0
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -168,6 +170,16 @@ class Child:
                         print(f"[{self.model.name}] {line}", file=sys.stderr, flush=True)
         if buffer.strip():
             self.tail.append(buffer)
+
+    async def restart(self) -> None:
+        """Start the service again on the same port (after it exited)."""
+        if self._relay is not None:
+            try:
+                await asyncio.wait_for(self._relay, 2)
+            except (TimeoutError, asyncio.CancelledError):
+                self._relay.cancel()
+        self.restarts += 1
+        await self.start()
 
     @property
     def exited(self) -> bool:
@@ -244,17 +256,45 @@ async def wait_ready(children: list[Child], timeout_s: float, stop_requested) ->
             await asyncio.sleep(0.5)
 
 
-async def watch(children: list[Child]) -> None:
-    """Report children that die while the gateway runs (searches then answer 503 naming them)."""
-    reported: set[str] = set()
-    while True:
-        for child in children:
-            if child.exited and child.model.name not in reported:
-                reported.add(child.model.name)
-                print(f"polyvec up: the inference service for model {child.model.name!r} exited with code "
-                      f"{child.proc.returncode if child.proc else None}; calls that need it answer 503",
+async def supervise(child: Child, stop_requested, *, max_restarts: int = 5, window_s: float = 600.0,
+                    base_delay_s: float = 1.0, ready_timeout_s: float = 600.0) -> None:
+    """Restart ``child`` on its own port when it dies while the gateway runs.
+
+    The gateway keeps its address, so calls that need the model answer 503 only until the restarted
+    service is SERVING again. Restarts back off (1 s, 2 s, 4 s ... at most 30 s); after ``max_restarts``
+    within ``window_s`` the child is left down and that is said once.
+    """
+    restarts: collections.deque[float] = collections.deque()
+    while not stop_requested():
+        if not child.exited:
+            await asyncio.sleep(0.5)
+            continue
+        code = child.proc.returncode if child.proc else None
+        now = time.monotonic()
+        while restarts and now - restarts[0] > window_s:
+            restarts.popleft()
+        if len(restarts) >= max_restarts:
+            print(f"polyvec up: the inference service for model {child.model.name!r} exited with code {code} "
+                  f"{len(restarts)} times within {window_s:g} s; leaving it down (calls that need it answer "
+                  "503). Its last output:\n" + "\n".join(f"  {line}" for line in list(child.tail)[-6:]),
+                  file=sys.stderr, flush=True)
+            return
+        delay = min(30.0, base_delay_s * 2 ** len(restarts))
+        print(f"polyvec up: the inference service for model {child.model.name!r} exited with code {code}; "
+              f"restarting it in {delay:g} s (calls that need it answer 503 meanwhile)",
+              file=sys.stderr, flush=True)
+        restarts.append(now)
+        await asyncio.sleep(delay)
+        if stop_requested():
+            return
+        await child.restart()
+        deadline = time.monotonic() + ready_timeout_s
+        while not child.exited and not stop_requested() and time.monotonic() < deadline:
+            if await child.serving():
+                print(f"polyvec up: model {child.model.name!r} is serving again on {child.address}",
                       file=sys.stderr, flush=True)
-        await asyncio.sleep(1.0)
+                break
+            await asyncio.sleep(0.5)
 
 
 def example(http: str) -> str:
@@ -283,7 +323,7 @@ async def run_up(cfg: UpConfig, *, quiet_children: bool = False) -> int:
     except SettingsError as exc:
         raise UpError(str(exc)) from None
     children = [Child(m, free_port(), quiet=quiet_children) for m in cfg.models]
-    watcher: asyncio.Task | None = None
+    watcher: asyncio.Future | None = None
     try:
         for child in children:
             print(f"polyvec up: starting the inference service for model {child.model.name!r} "
@@ -303,7 +343,7 @@ async def run_up(cfg: UpConfig, *, quiet_children: bool = False) -> int:
             print("\npolyvec is up:\n" + describe(settings, http_port, grpc_port) + "\n\n"
                   + (example(http) + "\n\n" if http_port else "") + "Press Ctrl-C to stop.", flush=True)
 
-        watcher = asyncio.create_task(watch(children))
+        watcher = asyncio.gather(*(supervise(c, STOP.is_set) for c in children))
         await serve(settings, on_started=started)
         return 0
     finally:
