@@ -101,6 +101,9 @@ class InferenceClient:
                 # fail fast when the peer is down instead of waiting out the reconnect backoff
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
+                # a name that resolves to several replicas (a headless Kubernetes Service) gets calls
+                # spread over all of them, not pinned to the first
+                ("grpc.lb_policy_name", "round_robin"),
             ],
         )
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)

@@ -50,6 +50,9 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode, str], ...] = (
 )
 
 
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 60 * 1000  # calls in flight on an aged connection may finish
+
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def __init__(self, service: InferenceService) -> None:
         self.service = service
@@ -122,6 +125,10 @@ class GrpcFront:
                 ("grpc.max_receive_message_length", max_receive_bytes + _FRAMING_HEADROOM),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+                # clients reconnect (and so re-resolve DNS) every few minutes: replicas added behind a
+                # headless Service start getting calls without restarting the gateways
+                ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+                ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
             ]
         )
         inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(service), self.server)
