@@ -267,15 +267,35 @@ def test_batch_wait_clock_and_full_batches_go_at_once():
         start = time.perf_counter()
         await b.encode_texts([f"t{i}" for i in range(8)], True)  # full: no waiting
         full = time.perf_counter() - start
+        # two callers answered together; only one comes back: the batch waits for the other
+        await asyncio.gather(b.encode_texts(["a"], True), b.encode_texts(["b"], True))
         start = time.perf_counter()
-        await b.encode_texts(["lonely"], True)  # not full: waits for the clock
-        lonely = time.perf_counter() - start
+        await b.encode_texts(["a again"], True)
+        waited = time.perf_counter() - start
         await b.close()
-        return full, lonely
+        return full, waited
 
-    full, lonely = run(main())
+    full, waited = run(main())
     assert full < 0.6, full
-    assert lonely >= 0.95, lonely
+    assert waited >= 0.95, waited
+    assert [1] == enc.seen.sizes("text")[-1:]
+
+
+def test_a_lone_caller_does_not_wait_for_company():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, max_batch_size=8, batch_wait_ms=1000)
+        start = time.perf_counter()
+        for i in range(5):  # one caller, one request at a time: nobody else can join its batch
+            await b.encode_texts([f"lonely {i}"], True)
+        elapsed = time.perf_counter() - start
+        await b.close()
+        return elapsed
+
+    elapsed = run(main())
+    assert elapsed < 0.9, elapsed  # far less than one 1000 ms wait, let alone five
+    assert enc.seen.sizes("text") == [1] * 5
 
 
 def test_prepare_overlaps_the_forward_pass():

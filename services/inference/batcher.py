@@ -9,6 +9,9 @@ batches:
   most ``batch_wait_ms`` after that item arrived (or after the model last went
   idle, if later), a full one goes at once; while the model is busy only full
   batches are cut ahead, partial ones keep growing;
+* the wait is skipped once as many requests have arrived as the last delivery
+  answered: a lone caller, or a closed-loop crowd that is all back, gains
+  nothing by waiting;
 * when more texts wait than fit, the batch is the run of similar lengths
   (by ``Encoder.text_length``) that contains the oldest text, so padding is
   small and no text waits forever;
@@ -122,6 +125,8 @@ class DynamicBatcher:
         self._pending_count = 0
         self._in_pipeline = 0
         self._idle_since = 0.0  # when the model last ran out of work
+        self._returning = 0  # requests answered by the last delivery (their callers may come back)
+        self._arrived = 0  # requests that arrived since then
         self._closed = False
         self._seq = itertools.count()
         self._model_q: queue.Queue[_Batch | None] = queue.Queue()
@@ -181,6 +186,7 @@ class DynamicBatcher:
                         _Item(req, pos, payload, next(self._seq), now) for pos, payload in enumerate(payloads)
                     )
                 self._pending_count += n
+                self._arrived += 1
                 self._cond.notify_all()
             self._report_depth()
         try:
@@ -269,6 +275,10 @@ class DynamicBatcher:
             # that is later: callers whose results just came back get the same short window to
             # send their next item, so closed-loop clients keep filling whole batches.
             due_at = max(oldest.enqueued, self._idle_since) + self.batch_wait
+            if self._arrived >= self._returning:
+                # everyone the last answers could bring back is here already (a lone caller, or
+                # all of a closed-loop crowd): waiting would only add latency
+                due_at = oldest.enqueued
             full = len(items) >= self.max_batch_size
             if full or (partial_ok and (not self.batching or self._closed or now >= due_at)):
                 if best is None or oldest.seq < best[0]:
@@ -405,6 +415,7 @@ class DynamicBatcher:
         return out
 
     def _deliver(self, items: list[_Item], out: np.ndarray) -> None:
+        finished: list[_Request] = []
         for row, item in enumerate(items):
             req = item.request
             if req.done:
@@ -415,8 +426,14 @@ class DynamicBatcher:
             req.remaining -= 1
             if req.remaining == 0:
                 req.done = True
-                vectors = l2_normalize(req.result) if req.normalize else req.result
-                _call_in_loop(req.loop, _resolve, req.future, vectors)
+                finished.append(req)
+        with self._cond:
+            # the callers answered now may send their next request: see _due_modality
+            self._returning = len(finished)
+            self._arrived = 0
+        for req in finished:
+            vectors = l2_normalize(req.result) if req.normalize else req.result
+            _call_in_loop(req.loop, _resolve, req.future, vectors)
 
     # ---------------------------------------------------------- bookkeeping
     def _abandon(self, req: _Request, error: BaseException | None = None) -> None:
