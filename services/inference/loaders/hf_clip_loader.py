@@ -12,7 +12,6 @@ transform from :mod:`.preprocessors` is built on top of the processor's own sett
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,34 +19,29 @@ import numpy as np
 from PIL import Image
 
 from ..model_spec import ModelSpec, ModelSpecError
-from .base import IMAGE, TEXT, Encoder, EncoderInfo
+from .base import IMAGE, TEXT, EncoderInfo
 from .preprocessors import ImagePreprocess, build_transform, resolve_preprocess
+from .torch_encoder import TorchEncoder, to_numpy
 from .torchvision_compat import ensure_torchvision_importable
 
 log = logging.getLogger(__name__)
 _PIL_RESAMPLE = {2: "bilinear", 3: "bicubic"}
 
 
-class HfClipEncoder(Encoder):
+class HfClipEncoder(TorchEncoder):
     """A transformers dual encoder with ``get_text_features`` / ``get_image_features``."""
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, info: EncoderInfo, *,
                  padding: bool | str, max_length: int, device: str, dtype: Any,
                  transform_cfg: ImagePreprocess | None = None) -> None:
-        import torch
-
-        self._torch = torch
-        self.model = model
+        super().__init__(model, info, device)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.transform_cfg = transform_cfg
         self._transform = build_transform(transform_cfg) if transform_cfg is not None else None
         self._padding = padding
         self._max_length = max_length
-        self._device = device
         self._dtype = dtype
-        self._token_lock = threading.Lock()  # fast tokenizers refuse concurrent calls that change padding
-        self.info = info
 
     def prepare_texts(self, texts: list[str]) -> Any:
         with self._token_lock:
@@ -74,21 +68,13 @@ class HfClipEncoder(Encoder):
             out = self.model.get_image_features(**inputs)
         return _features(out)
 
-    def text_length(self, text: str) -> int:
-        return min(self.info.max_text_tokens, 2 + (len(text) + 3) // 4)
-
-    def close(self) -> None:
-        self.model = None
-        if self._device.startswith("cuda"):
-            self._torch.cuda.empty_cache()
-
 
 def _features(out: Any) -> np.ndarray:
     """transformers < 5 returns the projected features; 5.x a ModelOutput whose pooler_output holds them."""
     tensor = out if hasattr(out, "detach") else getattr(out, "pooler_output", None)
     if tensor is None:
         tensor = out[0] if isinstance(out, tuple) else out["pooler_output"]
-    return tensor.detach().float().cpu().numpy().astype(np.float32, copy=False)
+    return to_numpy(tensor)
 
 
 def load_hf_clip(spec: ModelSpec, choice: Any, artifact: Path | None, *, cache_dir: str | Path,

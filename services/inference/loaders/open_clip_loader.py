@@ -28,8 +28,9 @@ import numpy as np
 from PIL import Image
 
 from ..model_spec import ModelSpec, ModelSpecError
-from .base import IMAGE, TEXT, Encoder, EncoderInfo
+from .base import IMAGE, TEXT, EncoderInfo
 from .preprocessors import ImagePreprocess, build_transform, resolve_preprocess
+from .torch_encoder import TorchEncoder, to_numpy
 from .torchvision_compat import ensure_torchvision_importable
 
 log = logging.getLogger(__name__)
@@ -39,22 +40,16 @@ _register_lock = threading.Lock()
 _registered: dict[str, tuple[int, int]] = {}  # config path -> (mtime_ns, size) already added to open_clip
 
 
-class OpenClipEncoder(Encoder):
+class OpenClipEncoder(TorchEncoder):
     """A loaded open_clip model; texts via its tokenizer, images via the resolved preprocessing."""
 
     def __init__(self, model: Any, tokenizer: Any, preprocess: ImagePreprocess, info: EncoderInfo,
                  device: str, input_dtype: Any) -> None:
-        import torch
-
-        self._torch = torch
-        self.model = model
+        super().__init__(model, info, device)
         self.tokenizer = tokenizer
         self.preprocess = preprocess
         self.transform = build_transform(preprocess)
-        self._device = device
         self._input_dtype = input_dtype
-        self._token_lock = threading.Lock()  # HF-backed tokenizers are not safe to call from two threads
-        self.info = info
 
     def prepare_texts(self, texts: list[str]) -> Any:
         with self._token_lock:
@@ -64,7 +59,7 @@ class OpenClipEncoder(Encoder):
         torch = self._torch
         with torch.inference_mode():
             features = self.model.encode_text(prepared.to(self._device))
-        return _to_numpy(features)
+        return to_numpy(features)
 
     def prepare_images(self, images: list[Image.Image]) -> Any:
         return self._torch.stack([self.transform(image) for image in images])
@@ -73,19 +68,7 @@ class OpenClipEncoder(Encoder):
         torch = self._torch
         with torch.inference_mode():
             features = self.model.encode_image(prepared.to(self._device, dtype=self._input_dtype))
-        return _to_numpy(features)
-
-    def text_length(self, text: str) -> int:
-        return min(self.info.max_text_tokens, 2 + (len(text) + 3) // 4)
-
-    def close(self) -> None:
-        self.model = None
-        if self._device.startswith("cuda"):
-            self._torch.cuda.empty_cache()
-
-
-def _to_numpy(features: Any) -> np.ndarray:
-    return features.detach().float().cpu().numpy().astype(np.float32, copy=False)
+        return to_numpy(features)
 
 
 def load_open_clip(spec: ModelSpec, choice: Any, artifact: Path | None, *, cache_dir: str | Path,

@@ -10,7 +10,6 @@ whatever ``normalize`` says.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +17,19 @@ import numpy as np
 from PIL import Image
 
 from ..model_spec import ModelSpec
-from .base import IMAGE, TEXT, Encoder, EncoderInfo
+from .base import IMAGE, TEXT, EncoderInfo
+from .torch_encoder import TorchEncoder, to_numpy
 from .torchvision_compat import ensure_torchvision_importable
 
 log = logging.getLogger(__name__)
 
 
-class SentenceTransformerEncoder(Encoder):
+class SentenceTransformerEncoder(TorchEncoder):
     def __init__(self, model: Any, info: EncoderInfo, *, device: str, prompt: str | None,
                  dtype: Any = None) -> None:
-        import torch
-
-        self._torch = torch
-        self.model = model
-        self._device = device
-        self._dtype = dtype or torch.float32
+        super().__init__(model, info, device)
+        self._dtype = dtype or self._torch.float32
         self._prompt = prompt
-        self._token_lock = threading.Lock()  # fast tokenizers refuse concurrent calls that change padding
-        self.info = info
 
     def prepare_texts(self, texts: list[str]) -> Any:
         with self._token_lock:
@@ -53,7 +47,7 @@ class SentenceTransformerEncoder(Encoder):
             features[key] = value
         with torch.inference_mode():
             out = self.model(features)["sentence_embedding"]
-        return out.detach().float().cpu().numpy().astype(np.float32, copy=False)
+        return to_numpy(out)
 
     def prepare_images(self, images: list[Image.Image]) -> Any:
         if IMAGE not in self.info.modalities:
@@ -66,14 +60,6 @@ class SentenceTransformerEncoder(Encoder):
         if IMAGE not in self.info.modalities:
             return super().forward_images(prepared)
         return self.forward_texts(prepared)
-
-    def text_length(self, text: str) -> int:
-        return min(self.info.max_text_tokens, 2 + (len(text) + 3) // 4)
-
-    def close(self) -> None:
-        self.model = None
-        if self._device.startswith("cuda"):
-            self._torch.cuda.empty_cache()
 
 
 def load_sentence_transformer(spec: ModelSpec, choice: Any, artifact: Path | None, *, cache_dir: str | Path,
