@@ -327,6 +327,40 @@ def default_prefetch_limit(limit: int, offset: int, prefetch_limit: int | None) 
     return max(prefetch_limit, limit + offset)
 
 
+@dataclass(frozen=True)
+class HybridPlan:
+    """Checked hybrid-search arguments: candidates per list and which lists take part, with weights."""
+
+    alpha: float
+    candidates: int  # how many hits each list brings to the fusion
+    dense_weight: float  # RRF weights (gateway.storage.fusion.rrf_weights); 0 = the list takes no part
+    sparse_weight: float
+
+    def parts(self, dense: Any, sparse: Any) -> list[tuple[Any, float]]:
+        """``(dense, weight)`` and ``(sparse, weight)`` for the lists that take part, dense first."""
+        pairs = ((dense, self.dense_weight), (sparse, self.sparse_weight))
+        return [(part, w) for part, w in pairs if w > 0.0]
+
+    def split(self, lists: Sequence[Any]) -> tuple[Any, Any]:
+        """Result lists fetched in :meth:`parts` order, as (vector list, BM25 list); an absent one is []."""
+        rest = list(lists)
+        vec = rest.pop(0) if self.dense_weight > 0.0 else []
+        bm25 = rest.pop(0) if self.sparse_weight > 0.0 else []
+        return vec, bm25
+
+
+def plan_hybrid(alpha: float, fusion: str, limit: int, offset: int, prefetch_limit: int | None) -> HybridPlan:
+    """Check a hybrid search's arguments (errors name the field) and work out what to fetch."""
+    from gateway.storage.fusion import rrf_weights
+
+    alpha = check_alpha(alpha)
+    check_fusion(fusion)
+    check_paging(limit, offset)
+    dense_weight, sparse_weight = rrf_weights(alpha)
+    candidates = default_prefetch_limit(limit, offset, prefetch_limit)
+    return HybridPlan(alpha, candidates, dense_weight, sparse_weight)
+
+
 def definition_point_id(name: str) -> str:
     """Stable UUID of the system-collection point holding collection ``name``'s definition."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"polyvec:definition:{name}"))

@@ -49,16 +49,14 @@ from gateway.storage.base import (
     Store,
     StoreError,
     WithPayload,
-    check_alpha,
-    check_fusion,
     check_paging,
-    default_prefetch_limit,
     definition_point_id,
     normalize_id,
+    plan_hybrid,
     records_in_order,
     validate_collection_name,
 )
-from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse, rrf_weights
+from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse
 
 log = logging.getLogger(__name__)
 
@@ -439,17 +437,8 @@ class EdgeStore(Store):
         with_payload: WithPayload = True,
     ) -> list[Hit]:
         coll = self._get(name)
-        check_paging(limit, offset)
-        request = qe.QueryRequest(
-            limit=limit,
-            offset=offset,
-            query=qe.Query.Nearest(self._check_dense(coll, vector_name, vector), using=vector_name),
-            filter=convert_filter(filter),
-            params=self._params,
-            with_payload=_with_payload(with_payload),
-            with_vector=False,
-        )
-        return self._hits(self._run(coll, lambda s: s.query(request)), with_payload)
+        query = qe.Query.Nearest(self._check_dense(coll, vector_name, vector), using=vector_name)
+        return self._nearest(coll, query, filter, limit, offset, with_payload, params=self._params)
 
     def search_sparse(
         self,
@@ -463,12 +452,19 @@ class EdgeStore(Store):
         with_payload: WithPayload = True,
     ) -> list[Hit]:
         coll = self._get(name)
+        query = qe.Query.Nearest(self._check_sparse(coll, vector_name, sparse), using=vector_name)
+        return self._nearest(coll, query, filter, limit, offset, with_payload)
+
+    def _nearest(self, coll: _Collection, query: Any, filter: Filter | None, limit: int, offset: int,
+                 with_payload: WithPayload, params: Any = None) -> list[Hit]:
+        """One nearest-neighbour query (dense or sparse) with filter, paging and payload selection."""
         check_paging(limit, offset)
         request = qe.QueryRequest(
             limit=limit,
             offset=offset,
-            query=qe.Query.Nearest(self._check_sparse(coll, vector_name, sparse), using=vector_name),
+            query=query,
             filter=convert_filter(filter),
+            params=params,
             with_payload=_with_payload(with_payload),
             with_vector=False,
         )
@@ -491,17 +487,12 @@ class EdgeStore(Store):
         prefetch_limit: int | None = None,
     ) -> list[Hit]:
         coll = self._get(name)
-        alpha = check_alpha(alpha)
-        check_fusion(fusion)
-        check_paging(limit, offset)
-        candidates = default_prefetch_limit(limit, offset, prefetch_limit)
+        plan = plan_hybrid(alpha, fusion, limit, offset, prefetch_limit)
+        candidates = plan.candidates
         qfilter = convert_filter(filter)
         dense_q = qe.Query.Nearest(self._check_dense(coll, dense_name, dense_vector), using=dense_name)
         sparse_q = qe.Query.Nearest(self._check_sparse(coll, sparse_name, sparse_vector), using=sparse_name)
-        weights = rrf_weights(alpha)
-        prefetches: list[tuple[Any, float]] = [
-            (q, w) for q, w in ((dense_q, weights[0]), (sparse_q, weights[1])) if w > 0.0
-        ]
+        prefetches = plan.parts(dense_q, sparse_q)
         if fusion == "rrf":
             # in-engine: Qdrant's weighted RRF is exactly the documented formula (gateway.storage.fusion)
             request = qe.QueryRequest(
@@ -526,9 +517,8 @@ class EdgeStore(Store):
         results = self._run(coll, lambda s: s.query_batch(qe.QueryBatchRequest(queries)))
         # keyed by the UUID's int (cheap to hash); only the final page is turned into strings
         lists = [[Ranked(_id_key(p.id), p.score) for p in res] for res in results]
-        vec_list = lists.pop(0) if alpha > 0.0 else []
-        bm25_list = lists.pop(0) if alpha < 1.0 else []
-        page = fuse(fusion, vec_list, bm25_list, alpha, top=offset + limit)[offset:]
+        vec_list, bm25_list = plan.split(lists)
+        page = fuse(fusion, vec_list, bm25_list, plan.alpha, top=offset + limit)[offset:]
         fused = [Fused(_id_str(f.id), float(f.score)) for f in page]
         return self._with_payloads(coll, fused, with_payload)
 

@@ -40,16 +40,14 @@ from gateway.storage.base import (
     StoreError,
     StoreUnavailable,
     WithPayload,
-    check_alpha,
-    check_fusion,
     check_paging,
-    default_prefetch_limit,
     definition_point_id,
     normalize_id,
+    plan_hybrid,
     records_in_order,
     validate_collection_name,
 )
-from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse, rrf_weights
+from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse
 
 T = TypeVar("T")
 _LOCAL_NOT_FOUND = re.compile(r"^Collection .* not found", re.IGNORECASE)
@@ -471,18 +469,13 @@ class QdrantStore(Store):
         prefetch_limit: int | None = None,
     ) -> list[Hit]:
         self._require(name)
-        alpha = check_alpha(alpha)
-        check_fusion(fusion)
-        check_paging(limit, offset)
-        candidates = default_prefetch_limit(limit, offset, prefetch_limit)
+        plan = plan_hybrid(alpha, fusion, limit, offset, prefetch_limit)
+        candidates = plan.candidates
         qfilter = convert_filter(filter)
         dense_q = self._check_dense(name, dense_name, dense_vector)
         sparse_q = self._check_sparse(name, sparse_name, sparse_vector)
-        weights = rrf_weights(alpha)
         parts = [
-            (q, using, w)
-            for q, using, w in ((dense_q, dense_name, weights[0]), (sparse_q, sparse_name, weights[1]))
-            if w > 0.0
+            (q, using, w) for (q, using), w in plan.parts((dense_q, dense_name), (sparse_q, sparse_name))
         ]
         if fusion == "rrf" and self._engine_rrf:
             prefetch = [
@@ -524,9 +517,8 @@ class QdrantStore(Store):
         ]
         responses = self._call(name, lambda: self.client.query_batch_points(name, requests=requests))
         lists = [[Ranked(str(p.id), float(p.score)) for p in r.points] for r in responses]
-        vec_list = lists.pop(0) if alpha > 0.0 else []
-        bm25_list = lists.pop(0) if alpha < 1.0 else []
-        fused = fuse(fusion, vec_list, bm25_list, alpha, top=offset + limit)[offset:]
+        vec_list, bm25_list = plan.split(lists)
+        fused = fuse(fusion, vec_list, bm25_list, plan.alpha, top=offset + limit)[offset:]
         return self._with_payloads(name, fused, with_payload)
 
     def _with_payloads(self, name: str, fused: list[Fused], with_payload: WithPayload) -> list[Hit]:
