@@ -7,12 +7,11 @@ in a repr, a log line or an error message.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .model_spec import ModelSpecError, _closest
+from .model_spec import ModelSpecError, blank, decode_json, refuse_unknown
 
 _WHERE = "MODEL_AUTH"
 _SECRET_FIELDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token", "hf_token")
@@ -52,28 +51,17 @@ class ModelAuth:
 
 def parse_model_auth(raw: str | bytes | Mapping[str, Any] | None) -> ModelAuth | None:
     """Parse ``MODEL_AUTH`` (JSON text or a dict); ``None`` or empty gives ``None``."""
-    if raw is None:
+    if raw is None or blank(raw):
         return None
-    if isinstance(raw, bytes | bytearray):
-        raw = raw.decode("utf-8")
-    if isinstance(raw, str):
-        if not raw.strip():
-            return None
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            # exc.msg and position only: the document itself may hold secrets
-            raise ModelAuthError(
-                f"{_WHERE} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
-                f"(char {exc.pos})") from None
+    raw = decode_json(raw, _WHERE, ModelAuthError)
     if not isinstance(raw, Mapping):
         raise ModelAuthError(f"{_WHERE} must be a JSON object with s3 and/or hf")
-    _refuse_unknown(raw, ("s3", "hf"), _WHERE)
+    refuse_unknown(raw, ("s3", "hf"), _WHERE, ModelAuthError)
 
     values: dict[str, str | None] = {}
     if raw.get("s3") is not None:
         s3 = _section(raw["s3"], "s3")
-        _refuse_unknown(s3, _S3_KEYS, f"{_WHERE}.s3")
+        refuse_unknown(s3, _S3_KEYS, f"{_WHERE}.s3", ModelAuthError)
         for key in _S3_KEYS:
             values["s3_endpoint_url" if key == "endpoint_url" else key] = _opt_str(s3, key, f"{_WHERE}.s3")
         key_id, secret = values.get("aws_access_key_id"), values.get("aws_secret_access_key")
@@ -88,7 +76,7 @@ def parse_model_auth(raw: str | bytes | Mapping[str, Any] | None) -> ModelAuth |
             raise ModelAuthError(f"{_WHERE}.s3.endpoint_url must start with http:// or https://")
     if raw.get("hf") is not None:
         hf = _section(raw["hf"], "hf")
-        _refuse_unknown(hf, _HF_KEYS, f"{_WHERE}.hf")
+        refuse_unknown(hf, _HF_KEYS, f"{_WHERE}.hf", ModelAuthError)
         values["hf_token"] = _opt_str(hf, "token", f"{_WHERE}.hf")
     return ModelAuth(**values)
 
@@ -97,15 +85,6 @@ def _section(value: Any, name: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ModelAuthError(f"{_WHERE}.{name} must be an object")
     return value
-
-
-def _refuse_unknown(obj: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
-    for key in obj:
-        if key not in known:
-            hint = _closest(str(key), known)
-            raise ModelAuthError(
-                f"{where}: unknown key {key!r}" + (f" (did you mean {hint!r}?)" if hint else "")
-                + f"; known keys: {', '.join(known)}")
 
 
 def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:

@@ -110,7 +110,7 @@ def parse_model_properties(raw: str | bytes | Mapping[str, Any]) -> ModelSpec:
     Unknown keys, wrong types and contradictions raise :class:`ModelSpecError` naming the key.
     """
     props = _load(raw)
-    _refuse_unknown(props, _KNOWN_KEYS, _WHERE)
+    refuse_unknown(props, _KNOWN_KEYS, _WHERE)
 
     mtype = _parse_type(props)
     name = _opt_str(props, "name")
@@ -211,31 +211,46 @@ def parse_model_properties(raw: str | bytes | Mapping[str, Any]) -> ModelSpec:
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def _load(raw: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
+def blank(raw: Any) -> bool:
+    """True for JSON text (str or bytes) that is empty or only white space."""
+    return isinstance(raw, str | bytes | bytearray) and not raw.strip()
+
+
+def decode_json(raw: Any, where: str, error: type[ModelSpecError] = ModelSpecError) -> Any:
+    """JSON text (str or bytes) parsed, anything else as it is; bad JSON raises ``error`` naming ``where``.
+
+    The message holds the parser's reason and position only, never the document (it may hold secrets).
+    """
     if isinstance(raw, bytes | bytearray):
         raw = raw.decode("utf-8")
-    if isinstance(raw, str):
-        if not raw.strip():
-            raise ModelSpecError(f"{_WHERE} is empty: give a JSON object")
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ModelSpecError(
-                f"{_WHERE} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
-                f"(char {exc.pos})") from None
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise error(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+                    f"(char {exc.pos})") from None
+
+
+def _load(raw: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
+    if blank(raw):
+        raise ModelSpecError(f"{_WHERE} is empty: give a JSON object")
+    raw = decode_json(raw, _WHERE)
     if not isinstance(raw, Mapping):
         raise ModelSpecError(f"{_WHERE} must be a JSON object, not {_type_name(raw)}")
     return dict(raw)
 
 
-def _refuse_unknown(obj: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
+def refuse_unknown(obj: Mapping[str, Any], known: tuple[str, ...], where: str,
+                   error: type[ModelSpecError] = ModelSpecError) -> None:
+    """Raise ``error`` naming the first key of ``obj`` not in ``known`` (with the closest known key)."""
     for key in obj:
         if key in known:
             continue
         if not isinstance(key, str):
-            raise ModelSpecError(f"{where}: keys must be strings, not {key!r}")
+            raise error(f"{where}: keys must be strings, not {key!r}")
         hint = _closest(key, known)
-        raise ModelSpecError(
+        raise error(
             f"{where}: unknown key {key!r}" + (f" (did you mean {hint!r}?)" if hint else "")
             + f"; known keys: {', '.join(known)}")
 
@@ -369,7 +384,7 @@ def _parse_location(raw: Any) -> tuple[S3Location | None, HfLocation | None, boo
     if not isinstance(raw, Mapping):
         raise ModelSpecError(f"{where} must be an object like {{\"s3\": {{...}}}} or {{\"hf\": {{...}}}}, "
                              f"not {_type_name(raw)}")
-    _refuse_unknown(raw, _LOCATION_KEYS, where)
+    refuse_unknown(raw, _LOCATION_KEYS, where)
     auth = _opt_bool(raw, "authRequired", where)
     if "s3" in raw and "hf" in raw:
         raise ModelSpecError(f"{where}: give only one of s3 and hf, not both")
@@ -379,7 +394,7 @@ def _parse_location(raw: Any) -> tuple[S3Location | None, HfLocation | None, boo
         if not isinstance(s3, Mapping):
             raise ModelSpecError(
                 f"{sw} must be an object {{\"Bucket\": ..., \"Key\": ...}}, not {_type_name(s3)}")
-        _refuse_unknown(s3, _S3_KEYS, sw)
+        refuse_unknown(s3, _S3_KEYS, sw)
         bucket, key = _opt_str(s3, "Bucket", sw), _opt_str(s3, "Key", sw)
         if bucket is None or key is None:
             raise ModelSpecError(f"{sw}.{'Bucket' if bucket is None else 'Key'} is required")
@@ -390,7 +405,7 @@ def _parse_location(raw: Any) -> tuple[S3Location | None, HfLocation | None, boo
         if not isinstance(hf, Mapping):
             raise ModelSpecError(f"{hw} must be an object {{\"repoId\": ..., \"filename\": ...}}, "
                                  f"not {_type_name(hf)}")
-        _refuse_unknown(hf, _HF_KEYS, hw)
+        refuse_unknown(hf, _HF_KEYS, hw)
         repo_id = _opt_str(hf, "repoId", hw)
         if repo_id is None:
             raise ModelSpecError(f"{hw}.repoId is required (e.g. \"ORG/NAME\")")
