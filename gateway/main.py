@@ -13,10 +13,10 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import fields
 
 from gateway.config import GatewaySettings, SettingsError
 from gateway.storage.base import Store
+from services.env_settings import add_setting_flags
 
 log = logging.getLogger("polyvec.gateway")
 
@@ -61,10 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the polyvec gateway (HTTP + gRPC) on Qdrant: a server/cluster when QDRANT_URL is "
                     "set, else the embedded store under DATA_DIR. Every option can also be set by the "
                     "environment variable shown; options win.")
-    for f in fields(GatewaySettings):
-        env = f.metadata["env"]
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, metavar=env,
-                            help=f"{_HELP.get(f.name, '')} [env {env}]")
+    add_setting_flags(parser, GatewaySettings, _HELP)
     return parser
 
 

@@ -7,6 +7,7 @@ parser; the small parsers here give errors that name the variable.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -30,6 +31,18 @@ def env_name(cls: type, attr: str) -> str:
 def env_vars(cls: type) -> tuple[str, ...]:
     """Every environment variable the fields of ``cls`` read."""
     return tuple(f.metadata["env"] for f in fields(cls))
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, cls: type, help_texts: Mapping[str, str],
+                      overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """One ``--flag-name`` per field of ``cls`` (dest = field name, default None), its help naming the
+    variable it overrides; ``overrides`` changes add_argument options per field (e.g. ``nargs``)."""
+    for f in fields(cls):
+        env = f.metadata["env"]
+        options: dict[str, Any] = {"dest": f.name, "default": None, "metavar": env}
+        options.update((overrides or {}).get(f.name, {}))
+        parser.add_argument("--" + f.name.replace("_", "-"),
+                            help=f"{help_texts.get(f.name, '')} [env {env}]", **options)
 
 
 def read_env(

@@ -32,6 +32,7 @@ from typing import Any
 
 import uvicorn
 
+from services.env_settings import add_setting_flags
 from services.inference.config import InferenceSettings, SettingsError
 from services.inference.cpu_threads import prefer_passive_openmp
 from services.inference.loaders.base import Encoder
@@ -70,15 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve one embedding model over gRPC (polyvec.inference.v1) and a Weaviate-compatible "
         "HTTP API. Every option can also be set by the environment variable shown; options win.",
     )
-    for f in fields(InferenceSettings):
-        env = f.metadata["env"]
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{_HELP.get(f.name, '')} [env {env}]"
-        if f.name == "enable_cuda":
-            parser.add_argument(flag, dest=f.name, nargs="?", const="1", default=None, metavar="0|1",
-                                help=help_text)
-        else:
-            parser.add_argument(flag, dest=f.name, default=None, metavar=env, help=help_text)
+    add_setting_flags(parser, InferenceSettings, _HELP,
+                      {"enable_cuda": {"nargs": "?", "const": "1", "metavar": "0|1"}})
     parser.add_argument("--download-only", action="store_true",
                         help="fetch and load the model into MODEL_CACHE_DIR, then exit 0 (for image builds)")
     parser.add_argument("--no-batching", action="store_true",
