@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from gateway.bm25 import Bm25Encoder, Bm25Settings
@@ -71,7 +72,9 @@ class StoredCollection:
             hnsw_ef_construct=d.hnsw_ef_construct,
         )
 
+    @cached_property
     def bm25_encoder(self) -> Bm25Encoder | None:
+        """The collection's BM25 encoder (built once per loaded definition), None without BM25 fields."""
         cfg = self.definition.bm25
         if cfg is None or not cfg.fields:
             return None

@@ -367,7 +367,7 @@ class GatewayService:
         return {"hits": out_hits, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
 
     def _bm25_query(self, stored: StoredCollection, text: str, field: str):
-        encoder = stored.bm25_encoder()
+        encoder = stored.bm25_encoder
         if encoder is None:
             raise BadRequest(field, f"collection {stored.definition.name!r} has no bm25 fields")
         return encoder.query(text)

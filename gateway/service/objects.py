@@ -280,7 +280,7 @@ def finish(pending: Pending, stored: StoredCollection) -> PointRecord | None:
     if pending.external_id is not None and not is_uuid(pending.external_id):
         payload[ID_KEY] = pending.external_id
     sparse = {}
-    encoder = stored.bm25_encoder()
+    encoder = stored.bm25_encoder
     if encoder is not None:
         sv = encoder.document_from(pending.properties)
         if sv.indices:
