@@ -51,6 +51,12 @@ _HELP = {
     "inference_batch_size": "items per Vectorize call (default 64)",
     "import_batch_size": "most objects per import request (default 1000)",
     "max_request_bytes": "largest request body in bytes (default 64 MiB)",
+    "image_urls": "fetch http(s) image URLs in image fields and near_image (0/1, default 1)",
+    "image_url_hosts": "comma-separated hosts image URLs may point at (*.example.com for subdomains)",
+    "image_url_allow_private": "allow image URLs on loopback/private networks (0/1, default 0)",
+    "image_url_max_bytes": "largest fetched image in bytes (default 20 MiB)",
+    "image_url_timeout_s": "deadline of one image fetch in seconds (default 10)",
+    "definition_cache_s": "seconds a collection definition is reused (default 2; 0 reads it every time)",
     "log_level": "DEBUG, INFO (default), WARNING, ERROR",
 }
 
