@@ -19,7 +19,14 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from protos import inference_pb2, inference_pb2_grpc
-from services.inference.service import InferenceService, InternalError, InvalidInput, NotReady, Overloaded
+from services.inference.service import (
+    InferenceService,
+    InternalError,
+    InvalidInput,
+    NotReady,
+    Overloaded,
+    ServiceError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +49,11 @@ def unpack_vectors(message: inference_pb2.Vectors, dimensions: int) -> np.ndarra
     return flat.reshape(message.count, dimensions).astype(np.float32)
 
 
-_CODES: tuple[tuple[type[Exception], grpc.StatusCode, str], ...] = (
-    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT, "invalid"),
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded"),
-    (NotReady, grpc.StatusCode.UNAVAILABLE, "unavailable"),
-    (InternalError, grpc.StatusCode.INTERNAL, "internal"),
+_CODES: tuple[tuple[type[ServiceError], grpc.StatusCode], ...] = (
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (NotReady, grpc.StatusCode.UNAVAILABLE),
+    (InternalError, grpc.StatusCode.INTERNAL),
 )
 
 
@@ -102,9 +109,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     @staticmethod
     async def _abort(context, exc: Exception, state: dict) -> None:
-        for kind, code, status in _CODES:
+        for kind, code in _CODES:
             if isinstance(exc, kind):
-                state["status"] = status
+                state["status"] = exc.status
                 await context.abort(code, str(exc))
         log.exception("unexpected error in a gRPC call")
         state["status"] = "internal"

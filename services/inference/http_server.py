@@ -26,7 +26,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.inference.images import ImageError, decode_base64_image
-from services.inference.service import InferenceService, InternalError, InvalidInput, NotReady, Overloaded
+from services.inference.service import (
+    InferenceService,
+    InternalError,
+    InvalidInput,
+    NotReady,
+    Overloaded,
+    ServiceError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,29 @@ class _BodyTooLarge(Exception):
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+_HTTP_STATUS: tuple[tuple[type[ServiceError], int], ...] = (
+    (InvalidInput, 422),
+    (Overloaded, 429),
+    (NotReady, 503),
+    (InternalError, 500),
+)
+
+
+def _service_error(exc: ServiceError, state: dict) -> JSONResponse:
+    """The HTTP answer to a service error (recorded in the request's metrics under its status)."""
+    state["status"] = exc.status
+    code = next((status for kind, status in _HTTP_STATUS if isinstance(exc, kind)), 500)
+    return _error(code, str(exc))
+
+
+def _decode_images(encoded: list[str]) -> list[bytes]:
+    """Base64 images -> bytes; a bad one is InvalidInput naming its index."""
+    try:
+        return [decode_base64_image(value, i) for i, value in enumerate(encoded)]
+    except ImageError as exc:
+        raise InvalidInput(f"images[{exc.index}]", exc.reason) from None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -126,23 +156,10 @@ def create_app(service: InferenceService) -> FastAPI:
                 if normalize is not None and not isinstance(normalize, bool):
                     raise InvalidInput("normalize", "must be true, false or absent")
                 service.validate(texts, encoded)
-                images = [decode_base64_image(s, i) for i, s in enumerate(encoded)]
+                images = _decode_images(encoded)
                 text_vectors, image_vectors = await service.vectorize(texts, images, normalize)
-            except ImageError as exc:
-                state["status"] = "invalid"
-                return _error(422, str(exc))
-            except InvalidInput as exc:
-                state["status"] = "invalid"
-                return _error(422, str(exc))
-            except Overloaded as exc:
-                state["status"] = "overloaded"
-                return _error(429, str(exc))
-            except NotReady as exc:
-                state["status"] = "unavailable"
-                return _error(503, str(exc))
-            except InternalError as exc:
-                state["status"] = "internal"
-                return _error(500, str(exc))
+            except ServiceError as exc:
+                return _service_error(exc, state)
             return JSONResponse(
                 {"textVectors": text_vectors.tolist(), "imageVectors": image_vectors.tolist()}
             )
@@ -152,9 +169,8 @@ def create_app(service: InferenceService) -> FastAPI:
         with metrics.track("http.meta") as state:
             try:
                 return JSONResponse(service.meta())
-            except NotReady as exc:
-                state["status"] = "unavailable"
-                return _error(503, str(exc))
+            except ServiceError as exc:
+                return _service_error(exc, state)
 
     @app.get("/.well-known/live")
     async def live() -> Response:

@@ -28,11 +28,15 @@ log = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
-    """Base of the errors the fronts translate into status codes."""
+    """Base of the errors the fronts translate into status codes; ``status`` labels it in metrics."""
+
+    status = "internal"
 
 
 class InvalidInput(ServiceError):
     """The request is malformed; ``field`` names the offending part (e.g. ``images[2]``)."""
+
+    status = "invalid"
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
@@ -43,13 +47,19 @@ class InvalidInput(ServiceError):
 class Overloaded(ServiceError):
     """The queue is full; retry later."""
 
+    status = "overloaded"
+
 
 class NotReady(ServiceError):
     """The model is not loaded yet, or the service is shutting down."""
 
+    status = "unavailable"
+
 
 class InternalError(ServiceError):
     """The model failed on a batch holding this request (not the caller's fault)."""
+
+    status = "internal"
 
 
 class InferenceService:
