@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hmac
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +18,7 @@ from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.api_keys import check_api_key
 from gateway.errors import GatewayError
 from gateway.service import GatewayService
 from protos import gateway_pb2, gateway_pb2_grpc
@@ -105,18 +105,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.api_keys = tuple(api_keys)
 
     def check_key(self, context: grpc.aio.ServicerContext) -> None:
-        if not self.api_keys:
-            return
         metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
-        presented = metadata.get("x-api-key")
-        auth = metadata.get("authorization", "")
-        if presented is None and isinstance(auth, str) and auth.lower().startswith("bearer "):
-            presented = auth[7:].strip()
-        if not presented or not any(hmac.compare_digest(str(presented).encode(), k.encode())
-                                    for k in self.api_keys):
-            from gateway.errors import Unauthorized
-
-            raise Unauthorized("missing or invalid API key (metadata authorization: Bearer KEY or x-api-key)")
+        check_api_key(metadata, self.api_keys, "metadata authorization: Bearer KEY or x-api-key")
 
     # -- collections ----------------------------------------------------------------------------------------
     @_rpc

@@ -7,7 +7,6 @@ never a stack trace. With API keys configured every /v1 route needs ``Authorizat
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Sequence
@@ -19,8 +18,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.api_keys import check_api_key
 from gateway.definitions import CollectionDefinition, loc_to_field
-from gateway.errors import GatewayError, Unauthorized
+from gateway.errors import GatewayError
 from gateway.service import GatewayService
 from gateway.service.requests import QUERY_KINDS, ImportRequest, ObjectPut, SearchRequest
 
@@ -43,14 +43,7 @@ def _error(status: int, body: dict[str, Any]) -> JSONResponse:
 
 
 def _check_key(request: Request, keys: Sequence[str]) -> None:
-    if not keys:
-        return
-    presented = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if presented is None and auth.lower().startswith("bearer "):
-        presented = auth[7:].strip()
-    if not presented or not any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys):
-        raise Unauthorized("missing or invalid API key (send Authorization: Bearer KEY or x-api-key: KEY)")
+    check_api_key(request.headers, keys, "send Authorization: Bearer KEY or x-api-key: KEY")
 
 
 def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
