@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 
 from protos import inference_pb2, inference_pb2_grpc
+from services.inference.wire import unpack_vectors
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +61,6 @@ class InferenceMeta:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def decode_vectors(msg: inference_pb2.Vectors, dims: int) -> np.ndarray:
-    if msg.count == 0:
-        return np.zeros((0, dims), dtype=np.float32)
-    arr = np.frombuffer(msg.data, dtype="<f4")
-    if dims <= 0 or arr.size != msg.count * dims:
-        raise ValueError(f"got {arr.size} floats for {msg.count} vectors of {dims} dimensions")
-    return arr.reshape(msg.count, dims).astype(np.float32, copy=False)
 
 
 class InferenceClient:
@@ -167,8 +159,8 @@ class InferenceClient:
         self.calls += 1
         resp = await self._call(self._stub.Vectorize, request, self.timeout_s)
         try:
-            tv = decode_vectors(resp.text_vectors, resp.dimensions)
-            iv = decode_vectors(resp.image_vectors, resp.dimensions)
+            tv = unpack_vectors(resp.text_vectors, resp.dimensions)
+            iv = unpack_vectors(resp.image_vectors, resp.dimensions)
         except ValueError as exc:
             raise InferenceRejected(self.address, f"malformed answer: {exc}") from None
         if tv.shape[0] != len(texts) or iv.shape[0] != len(images):

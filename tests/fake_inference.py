@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from PIL import Image
 
 from protos import inference_pb2, inference_pb2_grpc
+from services.inference.wire import pack_vectors
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -96,8 +97,8 @@ class FakeInference(inference_pb2_grpc.InferenceServicer):
         self.images_seen += len(image_vecs)
         iv = np.stack(image_vecs) if image_vecs else np.zeros((0, self.dims))
         return inference_pb2.VectorizeResponse(
-            text_vectors=inference_pb2.Vectors(data=tv.astype("<f4").tobytes(), count=len(texts)),
-            image_vectors=inference_pb2.Vectors(data=iv.astype("<f4").tobytes(), count=len(image_vecs)),
+            text_vectors=pack_vectors(tv),
+            image_vectors=pack_vectors(iv),
             model=self.name,
             dimensions=self.dims,
         )

@@ -21,7 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos import inference_pb2, inference_pb2_grpc
-from services.inference.grpc_server import unpack_vectors
+from services.inference.wire import unpack_vectors
 from tests.model_factories import build_sentence_transformers_folder
 
 REPO = Path(__file__).resolve().parent.parent

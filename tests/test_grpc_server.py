@@ -16,9 +16,10 @@ from PIL import Image
 
 from protos import inference_pb2, inference_pb2_grpc
 from services.inference.config import InferenceSettings
-from services.inference.grpc_server import SERVICE_NAME, unpack_vectors
+from services.inference.grpc_server import SERVICE_NAME
 from services.inference.main import start_servers
 from services.inference.service import InferenceService
+from services.inference.wire import unpack_vectors
 from tests.fake_encoders import FakeEncoder
 
 

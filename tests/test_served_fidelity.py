@@ -17,11 +17,11 @@ from PIL import Image
 from protos import inference_pb2, inference_pb2_grpc
 from services.inference.config import InferenceSettings
 from services.inference.device import choose_device
-from services.inference.grpc_server import unpack_vectors
 from services.inference.loaders import load_encoder
 from services.inference.loaders.torchvision_compat import ensure_torchvision_importable
 from services.inference.main import start_servers
 from services.inference.model_spec import parse_model_properties
+from services.inference.wire import unpack_vectors
 from tests.model_factories import (
     TINY_OPEN_CLIP_NAME,
     build_open_clip_checkpoint,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -27,26 +26,13 @@ from services.inference.service import (
     Overloaded,
     ServiceError,
 )
+from services.inference.wire import pack_vectors
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
 HEALTH_SERVICE_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 _FRAMING_HEADROOM = 64 * 1024  # protobuf field headers around MAX_REQUEST_BYTES of payload
-
-
-def pack_vectors(vectors: np.ndarray) -> inference_pb2.Vectors:
-    """(n, d) float array -> Vectors{data: little-endian float32 row-major, count: n}."""
-    vectors = np.ascontiguousarray(vectors, dtype="<f4")
-    return inference_pb2.Vectors(data=vectors.tobytes(), count=int(vectors.shape[0]))
-
-
-def unpack_vectors(message: inference_pb2.Vectors, dimensions: int) -> np.ndarray:
-    """The inverse of :func:`pack_vectors` (used by clients and tests)."""
-    flat = np.frombuffer(message.data, dtype="<f4")
-    if dimensions <= 0:
-        return flat.reshape(message.count, 0) if message.count else flat.reshape(0, 0)
-    return flat.reshape(message.count, dimensions).astype(np.float32)
 
 
 _CODES: tuple[tuple[type[ServiceError], grpc.StatusCode], ...] = (
