@@ -27,7 +27,6 @@ import io
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from protos import inference_pb2, inference_pb2_grpc  # noqa: E402
+from services.up import free_port  # noqa: E402
 
 WORDS = (
     "red blue running shoes leather bag summer dress wool socks trail backpack waterproof jacket "
@@ -68,12 +68,6 @@ def make_images(n: int, seed: int = 7) -> list[bytes]:
 
 #: cores the load-generating clients themselves used, by client count (they share this machine's CPU)
 CLIENT_CPU: dict[int, float] = {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------- models

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import numpy as np
 import pytest
 
 from gateway.inference_client import InferenceClient, InferencePool, InferenceRejected, InferenceUnavailable
+from services.up import free_port
 from tests.fake_inference import FakeInferenceServer, png_bytes, text_vector
 
 
 def run(coro):
     return asyncio.run(coro)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_meta_and_vectors_in_order():
