@@ -75,11 +75,15 @@ def _mismatch(label: str, expected: str, actual: str) -> ArtifactError:
         f"sha256 mismatch for {label}: expected {expected}, got {actual}; refusing to load it")
 
 
-def _verify(path: Path, expected: str | None, label: str) -> None:
+def _verify(path: Path, expected: str | None, label: str,
+            discard: Callable[[Path], None] | None = None) -> None:
+    """Check ``path`` against ``expected``; on a mismatch ``discard(path)`` (if given), then raise."""
     if expected is None:
         return
     actual = sha256_file(path)
     if actual != expected:
+        if discard is not None:
+            discard(path)
         raise _mismatch(label, expected, actual)
     log.info("sha256 verified for %s", label)
 
@@ -369,12 +373,7 @@ def _from_hf(loc: HfLocation, expected: str | None, auth_required: bool, auth: M
     except (HfHubHTTPError, EntryNotFoundError, HFValidationError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ArtifactError(f"download of {label} failed: {type(exc).__name__}: {first}") from None
-    if expected is not None:
-        actual = sha256_file(path)
-        if actual != expected:
-            _remove_hub_file(path)
-            raise _mismatch(f"{label} (file {path})", expected, actual)
-        log.info("sha256 verified for %s", label)
+    _verify(path, expected, f"{label} (file {path})", discard=_remove_hub_file)
     return path
 
 
