@@ -33,6 +33,22 @@ def store(tmp_path):
     st.close()
 
 
+def pause_builds(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Index builds stop after the optimised copy is made: (copy_built, release) events."""
+    copy_built = threading.Event()
+    release = threading.Event()
+    real_build = edge_optimizer.build_optimized_copy
+
+    def paused_build(shard_dir, timeout_s=None):
+        work = real_build(shard_dir, timeout_s)
+        copy_built.set()
+        assert release.wait(30)
+        return work
+
+    monkeypatch.setattr(edge_optimizer, "build_optimized_copy", paused_build)
+    return copy_built, release
+
+
 def leftovers(st: EdgeStore) -> list[str]:
     folder = st.data_dir / "collections" / "items"
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("shard."))
@@ -51,17 +67,7 @@ def test_optimize_builds_out_of_process_and_keeps_results(store):
 
 
 def test_reads_go_on_and_writes_wait_while_indexes_build(store, monkeypatch):
-    copy_built = threading.Event()
-    release = threading.Event()
-    real_build = edge_optimizer.build_optimized_copy
-
-    def paused_build(shard_dir, timeout_s=None):
-        work = real_build(shard_dir, timeout_s)
-        copy_built.set()
-        assert release.wait(30)
-        return work
-
-    monkeypatch.setattr(edge_optimizer, "build_optimized_copy", paused_build)
+    copy_built, release = pause_builds(monkeypatch)
     optimizer = threading.Thread(target=store.optimize, args=("items",))
     optimizer.start()
     assert copy_built.wait(60)
@@ -94,17 +100,7 @@ def test_a_failed_build_leaves_the_live_shard_alone(store, monkeypatch):
 
 
 def test_delete_during_a_build_discards_it(store, monkeypatch):
-    copy_built = threading.Event()
-    release = threading.Event()
-    real_build = edge_optimizer.build_optimized_copy
-
-    def paused_build(shard_dir, timeout_s=None):
-        work = real_build(shard_dir, timeout_s)
-        copy_built.set()
-        assert release.wait(30)
-        return work
-
-    monkeypatch.setattr(edge_optimizer, "build_optimized_copy", paused_build)
+    copy_built, release = pause_builds(monkeypatch)
     optimizer = threading.Thread(target=store.optimize, args=("items",))
     optimizer.start()
     assert copy_built.wait(60)
