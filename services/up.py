@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -349,6 +350,8 @@ async def run_up(cfg: UpConfig, *, quiet_children: bool = False) -> int:
     finally:
         if watcher is not None:
             watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher  # collect the cancellation (else asyncio logs it as never retrieved)
         if any(c.proc and c.proc.returncode is None for c in children):
             print("polyvec up: stopping the inference services", file=sys.stderr, flush=True)
         await asyncio.gather(*(c.stop() for c in children))

@@ -121,6 +121,8 @@ def test_up_end_to_end(tmp_path):
         assert _port_open(model_address)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+        shutdown_output = proc.stdout.read()
+        assert "Traceback" not in shutdown_output, shutdown_output  # a clean stop logs no errors
         deadline = time.monotonic() + 20
         while _port_open(model_address) and time.monotonic() < deadline:
             time.sleep(0.2)
