@@ -9,7 +9,7 @@ import pytest
 from gateway.config import GatewaySettings, SettingsError
 from gateway.errors import NotFound
 from gateway.service import GatewayService
-from tests.fake_inference import gateway_with_fake, make_store
+from tests.gateway_support import gateway_with_inference, make_store
 
 DEFINITION = {"name": "notes", "vectorizers": {"main": {"model": "clip", "text_fields": ["text"]}}}
 OBJECTS = {"objects": [{"id": "a", "properties": {"text": "apples and pears"}},
@@ -36,7 +36,7 @@ def run(coro):
 def test_definitions_are_reused_within_the_ttl_and_dropped_on_delete(tmp_path):
     async def scenario():
         store = make_store("edge", tmp_path)
-        async with gateway_with_fake(store, settings={"definition_cache_s": 60}) as (svc, _):
+        async with gateway_with_inference(store, settings={"definition_cache_s": 60}) as (svc, _):
             await svc.create_collection(DEFINITION)
             loads = CountingLoads(store)
             await svc.import_objects("notes", OBJECTS)
@@ -54,7 +54,7 @@ def test_definitions_are_reused_within_the_ttl_and_dropped_on_delete(tmp_path):
 def test_ttl_zero_reads_the_definition_every_time(tmp_path):
     async def scenario():
         store = make_store("qdrant", tmp_path)
-        async with gateway_with_fake(store, settings={"definition_cache_s": 0}) as (svc, _):
+        async with gateway_with_inference(store, settings={"definition_cache_s": 0}) as (svc, _):
             await svc.create_collection(DEFINITION)
             loads = CountingLoads(store)
             for _ in range(3):
@@ -67,8 +67,8 @@ def test_ttl_zero_reads_the_definition_every_time(tmp_path):
 def test_a_collection_deleted_through_another_gateway_is_not_found_at_once(tmp_path):
     async def scenario():
         store = make_store("qdrant", tmp_path)
-        async with gateway_with_fake(store, settings={"definition_cache_s": 60}) as (svc, fake):
-            other = GatewayService(store, GatewaySettings.from_env({}, models={"clip": fake.address}))
+        async with gateway_with_inference(store, settings={"definition_cache_s": 60}) as (svc, inference):
+            other = GatewayService(store, GatewaySettings.from_env({}, models={"clip": inference.address}))
             try:
                 await svc.create_collection(DEFINITION)
                 await svc.import_objects("notes", OBJECTS)

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from gateway.grpc_api import SERVICE_NAME, start_grpc_server
 from protos import gateway_pb2 as pb
 from protos import gateway_pb2_grpc
-from tests.fake_inference import gateway_with_fake, make_store, png_bytes
+from tests.gateway_support import gateway_with_inference, make_store, png_bytes
 
 
 def run(coro):
@@ -28,7 +28,7 @@ def props(**values) -> struct_pb2.Struct:
 
 def test_grpc_mirrors_http(tmp_path):
     async def scenario():
-        async with gateway_with_fake(make_store("qdrant", tmp_path)) as (svc, fake):
+        async with gateway_with_inference(make_store("qdrant", tmp_path)) as (svc, inference):
             server, port = await start_grpc_server(svc, "127.0.0.1", 0, api_keys=["secret"])
             meta = (("x-api-key", "secret"),)
             try:
@@ -107,12 +107,12 @@ def test_grpc_mirrors_http(tmp_path):
                         names += [s.name for s in answer.list_services_response.service]
                     assert SERVICE_NAME in names
 
-                    await fake.stop()
+                    await inference.stop()
                     with pytest.raises(grpc.aio.AioRpcError) as info:
                         await stub.Search(pb.SearchRequest(collection="g", near_text=pb.NearText(query="x")),
                                           metadata=meta, timeout=10)
                     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-                    assert fake.address in info.value.details()
+                    assert inference.address in info.value.details()
                     deleted = await stub.DeleteCollection(pb.DeleteCollectionRequest(name="g"), metadata=meta)
                     assert deleted.deleted
             finally:

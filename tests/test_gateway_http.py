@@ -9,7 +9,7 @@ import time
 import httpx
 
 from gateway.http_api import create_app
-from tests.fake_inference import gateway_with_fake, make_store, png_bytes
+from tests.gateway_support import gateway_with_inference, make_store, png_bytes
 
 DEF = {"name": "docs", "vectorizers": {"clip": {"model": "clip", "text_fields": ["title"],
                                                 "image_fields": ["photo"]}}}
@@ -27,7 +27,7 @@ def client_for(app, **headers) -> httpx.AsyncClient:
 def test_http_round_trip_and_errors(tmp_path):
     async def scenario():
         store = make_store("edge", tmp_path)
-        async with gateway_with_fake(store, settings={"inference_timeout_s": 2}) as (svc, fake):
+        async with gateway_with_inference(store, settings={"inference_timeout_s": 2}) as (svc, inference):
             app = create_app(svc)
             async with client_for(app) as c:
                 r = await c.post("/v1/collections", json=DEF)
@@ -101,11 +101,11 @@ def test_http_round_trip_and_errors(tmp_path):
                 assert r.status_code == 400 and r.json()["field"] == "body"
 
                 # inference down -> 503 naming the service, within the deadline
-                await fake.stop()
+                await inference.stop()
                 started = time.monotonic()
                 r = await c.post("/v1/collections/docs/search", json={"near_text": {"query": "fox"}})
                 assert r.status_code == 503
-                assert fake.address in r.json()["error"] and "clip" in r.json()["service"]
+                assert inference.address in r.json()["error"] and "clip" in r.json()["service"]
                 assert time.monotonic() - started < 4
                 r = await c.get("/readyz")
                 assert r.status_code == 200 and r.json()["models"] == {"clip": "unavailable"}
@@ -117,7 +117,7 @@ def test_http_round_trip_and_errors(tmp_path):
 
 def test_api_keys_health_metrics_docs(tmp_path):
     async def scenario():
-        async with gateway_with_fake(make_store("qdrant", tmp_path)) as (svc, fake):
+        async with gateway_with_inference(make_store("qdrant", tmp_path)) as (svc, inference):
             app = create_app(svc, api_keys=["k1", "k2"], max_request_bytes=10_000)
             async with client_for(app) as c:
                 r = await c.get("/v1/collections")

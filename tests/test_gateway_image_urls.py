@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from gateway.image_urls import ImageFetcher, ImageFetchError, ImageUrlPolicy, _host_allowed, is_image_url
-from tests.fake_inference import gateway_with_fake, make_store, png_bytes
+from tests.gateway_support import gateway_with_inference, make_store, png_bytes
 
 RED = png_bytes("red", 16)
 BLUE = png_bytes("blue", 16)
@@ -112,7 +112,7 @@ def test_gateway_imports_and_searches_with_image_urls(server, tmp_path):
 
     async def scenario(settings):
         store = make_store("edge", tmp_path / str(len(settings)))
-        async with gateway_with_fake(store, settings=settings) as (svc, _):
+        async with gateway_with_inference(store, settings=settings) as (svc, _):
             await svc.create_collection({"name": "pics", "vectorizers": {"clip": {
                 "model": "clip", "text_fields": ["caption"], "image_fields": ["picture"]}}})
             out = await svc.import_objects("pics", {"objects": [

@@ -1,4 +1,4 @@
-"""The gateway's grpc.aio inference client against a real gRPC server on loopback."""
+"""The gateway's grpc.aio inference client against the real inference server (in-process, loopback)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from gateway.inference_client import InferenceClient, InferencePool, InferenceRejected, InferenceUnavailable
+from services.inference.service import NotReady
 from services.up import free_port
-from tests.fake_inference import FakeInferenceServer, png_bytes, text_vector
+from tests.gateway_support import InferenceUnderTest, png_bytes, png_image
 
 
 def run(coro):
@@ -19,18 +20,19 @@ def run(coro):
 
 def test_meta_and_vectors_in_order():
     async def scenario():
-        async with FakeInferenceServer(dims=16) as fake:
-            client = InferenceClient(fake.address, batch_size=3)
+        async with InferenceUnderTest(dims=16) as inference:
+            client = InferenceClient(inference.address, batch_size=3)
             meta = await client.meta()
             assert (meta.dimensions, meta.name, meta.modalities) == (16, "fake-clip", ["text", "image"])
             texts = [f"word{i} shared" for i in range(7)]
             tv, iv = await client.vectorize(texts=texts, images=[png_bytes("red"), png_bytes("blue")])
             assert tv.shape == (7, 16) and iv.shape == (2, 16)
             for i, t in enumerate(texts):
-                assert np.allclose(tv[i], text_vector(t, 16), atol=1e-6)
-            assert np.allclose(iv[0], text_vector("red", 16), atol=1e-6)
+                assert np.allclose(tv[i], inference.text_vector(t), atol=1e-6)
+            assert np.allclose(iv[0], inference.image_vector(png_image("red")), atol=1e-6)
+            assert np.allclose(iv[1], inference.image_vector(png_image("blue")), atol=1e-6)
             # 7 texts in calls of 3 -> 3 calls, 2 images -> 1 call
-            assert fake.servicer.vectorize_calls == 4
+            assert inference.vectorize_calls == 4
             await client.close()
 
     run(scenario())
@@ -38,18 +40,18 @@ def test_meta_and_vectors_in_order():
 
 def test_retries_unavailable_with_backoff():
     async def scenario():
-        async with FakeInferenceServer() as fake:
-            fake.servicer.fail_next_unavailable = 2
-            client = InferenceClient(fake.address, retries=3, backoff_s=0.01)
+        async with InferenceUnderTest() as inference:
+            inference.fail_next(NotReady("warming up"), 2)
+            client = InferenceClient(inference.address, retries=3, backoff_s=0.01)
             tv, _ = await client.vectorize(texts=["hello"])
             assert tv.shape[0] == 1
-            assert fake.servicer.vectorize_calls == 3  # two UNAVAILABLE answers, then success
-            fake.servicer.fail_next_unavailable = 5
-            fake.servicer.vectorize_calls = 0
+            assert inference.vectorize_calls == 3  # two UNAVAILABLE answers, then success
+            inference.fail_next(NotReady("warming up"), 5)
+            inference.service.vectorize_calls = 0
             with pytest.raises(InferenceUnavailable) as info:
                 await client.vectorize(texts=["hello"])
-            assert fake.address in str(info.value)
-            assert fake.servicer.vectorize_calls == 4  # 1 + 3 retries
+            assert inference.address in str(info.value)
+            assert inference.vectorize_calls == 4  # 1 + 3 retries
             await client.close()
 
     run(scenario())
@@ -57,11 +59,11 @@ def test_retries_unavailable_with_backoff():
 
 def test_rejected_is_not_retried():
     async def scenario():
-        async with FakeInferenceServer() as fake:
-            client = InferenceClient(fake.address, retries=3)
+        async with InferenceUnderTest() as inference:
+            client = InferenceClient(inference.address, retries=3)
             with pytest.raises(InferenceRejected, match="images\\[0\\]"):
                 await client.vectorize(images=[b"not an image"])
-            assert fake.servicer.vectorize_calls == 1
+            assert inference.vectorize_calls == 1
             await client.close()
 
     run(scenario())
@@ -83,12 +85,15 @@ def test_down_service_fails_fast_naming_it():
 
 def test_deadline_bounds_a_slow_service():
     async def scenario():
-        async with FakeInferenceServer(delay_s=3.0) as fake:
-            client = InferenceClient(fake.address, timeout_s=0.5, retries=3, backoff_s=0.01)
+        async with InferenceUnderTest() as inference:
+            inference.encoder.gate.clear()  # the model is stuck: only the deadline can end the call
+            client = InferenceClient(inference.address, timeout_s=0.5, retries=3, backoff_s=0.01)
             started = time.monotonic()
             with pytest.raises(InferenceUnavailable):
                 await client.vectorize(texts=["x"])
-            assert time.monotonic() - started < 1.5  # the deadline covers the retries too
+            # without the deadline the call would wait for the gate (30 s); one attempt, not one per retry
+            assert time.monotonic() - started < 10
+            assert inference.vectorize_calls == 1
             await client.close()
 
     run(scenario())
@@ -96,14 +101,14 @@ def test_deadline_bounds_a_slow_service():
 
 def test_concurrency_is_bounded_per_address():
     async def scenario():
-        async with FakeInferenceServer(delay_s=0.05) as fake:
+        async with InferenceUnderTest(forward_delay=0.05) as inference:
             pool = InferencePool(concurrency=2, batch_size=1)
-            client = pool.get(fake.address)
-            assert pool.get(fake.address) is client  # one client (one channel) per address
+            client = pool.get(inference.address)
+            assert pool.get(inference.address) is client  # one client (one channel) per address
             tv, _ = await client.vectorize(texts=[f"t{i}" for i in range(8)])
             assert tv.shape[0] == 8
-            assert fake.servicer.vectorize_calls == 8
-            assert fake.servicer.max_in_flight == 2
+            assert inference.vectorize_calls == 8
+            assert inference.service.max_in_flight == 2
             await pool.close()
 
     run(scenario())

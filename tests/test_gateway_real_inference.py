@@ -17,7 +17,7 @@ from gateway.service import GatewayService
 from services.inference.config import InferenceSettings
 from services.inference.main import start_servers
 from tests.fake_encoders import FakeEncoder
-from tests.fake_inference import make_store
+from tests.gateway_support import make_store
 
 
 def png(colour: tuple[int, int, int], size=(16, 16)) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from gateway.inference_client import InferenceClient
-from tests.fake_inference import FakeInferenceServer
+from tests.gateway_support import InferenceUnderTest
 
 
 def test_calls_are_spread_over_every_address_a_target_resolves_to():
     async def scenario():
-        async with FakeInferenceServer() as first, FakeInferenceServer() as second:
+        async with InferenceUnderTest() as first, InferenceUnderTest() as second:
             # one target, two backends: what a headless Kubernetes Service looks like to gRPC's resolver
             target = "ipv4:" + ",".join((first.address, second.address))
             client = InferenceClient(target, timeout_s=10, concurrency=4, batch_size=1)
@@ -19,7 +19,7 @@ def test_calls_are_spread_over_every_address_a_target_resolves_to():
                     await client.vectorize(texts=[f"text {i}"])
             finally:
                 await client.close()
-            return first.servicer.vectorize_calls, second.servicer.vectorize_calls
+            return first.vectorize_calls, second.vectorize_calls
 
     first_seen, second_seen = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert first_seen + second_seen == 20

@@ -1,7 +1,7 @@
-"""The gateway service layer end to end: a real gRPC inference peer on loopback, both storage adapters.
+"""The gateway service layer end to end: the real inference server on loopback, both storage adapters.
 
-The fake inference service embeds text as a hashed bag of words and images as the word of their
-dominant colour, so rankings below follow from the data, not from stubs.
+The inference server runs the deterministic test encoder (texts: a hashed bag of words; images: a
+colour histogram), so rankings below follow from the data, not from stubs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
-from tests.fake_inference import gateway_with_fake, make_store, png_bytes
+from tests.gateway_support import gateway_with_inference, make_store, png_bytes
 
 STORES = ["qdrant", "edge"]
 
@@ -63,7 +63,7 @@ def ids(result):
 @pytest.mark.parametrize("kind", STORES)
 def test_collections_lifecycle(kind, tmp_path):
     async def scenario():
-        async with gateway_with_fake(make_store(kind, tmp_path), dims=24) as (svc, fake):
+        async with gateway_with_inference(make_store(kind, tmp_path), dims=24) as (svc, inference):
             created = await svc.create_collection(PRODUCTS)
             assert created["vectorizers"]["clip"]["dimensions"] == 24
             assert created["vectorizers"]["clip"]["model_name"] == "fake-clip"
@@ -87,8 +87,8 @@ def test_collections_lifecycle(kind, tmp_path):
 @pytest.mark.parametrize("kind", STORES)
 def test_create_checks_inference_service(kind, tmp_path):
     async def scenario():
-        async with gateway_with_fake(make_store(kind, tmp_path), dims=24, modalities=("text",),
-                                     settings={"inference_timeout_s": 2}) as (svc, fake):
+        async with gateway_with_inference(make_store(kind, tmp_path), dims=24, modalities=("text",),
+                                          settings={"inference_timeout_s": 2}) as (svc, inference):
             bad_dims = {"name": "c1",
                         "vectorizers": {"v": {"model": "clip", "text_fields": ["t"], "dimensions": 8}}}
             with pytest.raises(BadRequest) as info:
@@ -102,8 +102,8 @@ def test_create_checks_inference_service(kind, tmp_path):
                 await svc.create_collection({"name": "c3", "vectorizers": {"v": {"model": "nope",
                                                                                  "text_fields": ["t"]}}})
             assert info.value.field == "vectorizers.v.model"
-            address = fake.address
-            await fake.stop()
+            address = inference.address
+            await inference.stop()
             started = time.monotonic()
             with pytest.raises(Unavailable) as info:
                 await svc.create_collection({"name": "c4", "vectorizers": {"v": {"model": "clip",
@@ -120,7 +120,7 @@ def test_create_checks_inference_service(kind, tmp_path):
 @pytest.mark.parametrize("kind", STORES)
 def test_import_per_object_status_and_failures_not_written(kind, tmp_path):
     async def scenario():
-        async with gateway_with_fake(make_store(kind, tmp_path)) as (svc, fake):
+        async with gateway_with_inference(make_store(kind, tmp_path)) as (svc, inference):
             await svc.create_collection(PRODUCTS)
             batch = [
                 {"id": "ok1", "properties": {"title": "red apple", "photo": b64(png_bytes("red"))}},
@@ -148,7 +148,7 @@ def test_import_per_object_status_and_failures_not_written(kind, tmp_path):
                         await svc.get_object("products", r["id"])
             # batched: 5 texts in one call; 2 images in one call, rejected, split in halves, and the
             # rejected half tried once more alone
-            assert fake.servicer.vectorize_calls == 1 + 3 + 1
+            assert inference.service.vectorize_calls == 1 + 3 + 1
             assert (await svc.get_object("products", status[6]["id"]))["properties"]["title"] == "no id given"
 
     run(scenario())
@@ -157,7 +157,7 @@ def test_import_per_object_status_and_failures_not_written(kind, tmp_path):
 @pytest.mark.parametrize("kind", STORES)
 def test_user_ids_are_stable_and_reimport_replaces(kind, tmp_path):
     async def scenario():
-        async with gateway_with_fake(make_store(kind, tmp_path)) as (svc, fake):
+        async with gateway_with_inference(make_store(kind, tmp_path)) as (svc, inference):
             first = await seeded(svc)
             again = await svc.import_objects("products", {"objects": OBJECTS})
             assert [r["uuid"] for r in first["results"]] == [r["uuid"] for r in again["results"]]
@@ -174,7 +174,7 @@ def test_user_ids_are_stable_and_reimport_replaces(kind, tmp_path):
 @pytest.mark.parametrize("kind", STORES)
 def test_user_vectors(kind, tmp_path):
     async def scenario():
-        async with gateway_with_fake(make_store(kind, tmp_path), dims=8) as (svc, fake):
+        async with gateway_with_inference(make_store(kind, tmp_path), dims=8) as (svc, inference):
             await svc.create_collection({"name": "own", "vectorizers": {
                 "mine": {"dimensions": 3}, "clip": {"model": "clip", "text_fields": ["t"]}}})
             out = await svc.import_objects("own", {"objects": [
@@ -189,7 +189,7 @@ def test_user_vectors(kind, tmp_path):
             assert out["results"][2]["field"] == "objects.2.vectors.mine"
             assert out["results"][3]["field"] == "objects.3.vectors.mine"
             assert out["results"][4]["field"] == "objects.4.vectors.other"
-            assert fake.servicer.texts_seen == ["alpha"]  # b brought its own clip vector
+            assert inference.service.texts_seen == ["alpha"]  # b brought its own clip vector
             got = await svc.get_object("own", "b", with_vectors=True)
             assert got["vectors"]["mine"] == pytest.approx([0, 1, 0])
             clip = np.asarray(got["vectors"]["clip"])
@@ -206,29 +206,29 @@ def test_user_vectors(kind, tmp_path):
 @pytest.mark.parametrize("kind", STORES)
 def test_put_revectorizes_only_when_a_vectorized_field_changed(kind, tmp_path):
     async def scenario():
-        async with gateway_with_fake(make_store(kind, tmp_path)) as (svc, fake):
+        async with gateway_with_inference(make_store(kind, tmp_path)) as (svc, inference):
             await seeded(svc)
             before = await svc.get_object("products", "apple", with_vectors=True)
-            calls = fake.servicer.vectorize_calls
+            calls = inference.service.vectorize_calls
             out = await svc.put_object("products", "apple", {"properties": {**OBJECTS[0]["properties"],
                                                                              "price": 4}})
             assert out["vectorized"] == [] and not out["created"]
-            assert fake.servicer.vectorize_calls == calls
+            assert inference.service.vectorize_calls == calls
             after = await svc.get_object("products", "apple", with_vectors=True)
             assert after["properties"]["price"] == 4
             assert after["vectors"]["clip"] == pytest.approx(before["vectors"]["clip"])
             # the title feeds the vector: re-vectorized, and search follows the new text
             out = await svc.put_object("products", "apple", {"properties": {"title": "purple plum"}})
             assert out["vectorized"] == ["clip"]
-            assert fake.servicer.vectorize_calls == calls + 1
+            assert inference.service.vectorize_calls == calls + 1
             res = await svc.search("products", {"near_text": {"query": "purple plum"}, "limit": 1})
             assert ids(res) == ["apple"]
             assert ids(await svc.search("products", {"bm25": {"query": "plum"}})) == ["apple"]
             # description feeds only BM25: no inference call, BM25 updated
-            calls = fake.servicer.vectorize_calls
+            calls = inference.service.vectorize_calls
             out = await svc.put_object("products", "apple", {"properties": {"title": "purple plum",
                                                                              "description": "juicy"}})
-            assert out["vectorized"] == [] and fake.servicer.vectorize_calls == calls
+            assert out["vectorized"] == [] and inference.service.vectorize_calls == calls
             assert ids(await svc.search("products", {"bm25": {"query": "juicy"}})) == ["apple"]
             created = await svc.put_object("products", "new-one", {"properties": {"title": "fresh"}})
             assert created["created"] and created["vectorized"] == ["clip"]
@@ -247,7 +247,7 @@ def test_put_revectorizes_only_when_a_vectorized_field_changed(kind, tmp_path):
 @pytest.mark.parametrize("kind", STORES)
 def test_every_search_kind(kind, tmp_path):
     async def scenario():
-        async with gateway_with_fake(make_store(kind, tmp_path)) as (svc, fake):
+        async with gateway_with_inference(make_store(kind, tmp_path)) as (svc, inference):
             await seeded(svc)
             res = await svc.search("products", {"near_text": {"query": "green"}, "limit": 2})
             assert set(ids(res)) == {"grass", "leaf"} and res["took_ms"] >= 0
@@ -284,7 +284,7 @@ def test_every_search_kind(kind, tmp_path):
 @pytest.mark.parametrize("kind", STORES)
 def test_filters_paging_and_properties(kind, tmp_path):
     async def scenario():
-        async with gateway_with_fake(make_store(kind, tmp_path)) as (svc, fake):
+        async with gateway_with_inference(make_store(kind, tmp_path)) as (svc, inference):
             await seeded(svc)
             q = {"near_text": {"query": "green"}}
             res = await svc.search("products", {**q, "filter": {"colour": "green"}, "limit": 10})
@@ -319,7 +319,7 @@ def test_filters_paging_and_properties(kind, tmp_path):
 def test_errors(kind, tmp_path):
     async def scenario():
         store = make_store(kind, tmp_path)
-        async with gateway_with_fake(store, settings={"inference_timeout_s": 2}) as (svc, fake):
+        async with gateway_with_inference(store, settings={"inference_timeout_s": 2}) as (svc, inference):
             await seeded(svc)
             await svc.create_collection({"name": "nobm25", "vectorizers": {"clip": {"model": "clip",
                                                                                     "text_fields": ["t"]}},
@@ -348,11 +348,11 @@ def test_errors(kind, tmp_path):
                 await svc.import_objects("products", {"objects": "x"})
             assert info.value.field == "objects"
             # inference down: 503 naming the service, quickly, and nothing written
-            await fake.stop()
+            await inference.stop()
             started = time.monotonic()
             with pytest.raises(Unavailable) as info:
                 await svc.search("products", {"near_text": {"query": "x"}})
-            assert "clip" in info.value.service and fake.address in info.value.message
+            assert "clip" in info.value.service and inference.address in info.value.message
             with pytest.raises(Unavailable):
                 await svc.import_objects("products", {"objects": [{"id": "z", "properties": {"title": "z"}}]})
             assert time.monotonic() - started < 4
@@ -366,7 +366,7 @@ def test_errors(kind, tmp_path):
 def test_import_batch_limit_and_weights(tmp_path):
     async def scenario():
         store = make_store("qdrant", tmp_path)
-        async with gateway_with_fake(store, settings={"import_batch_size": 3}) as (svc, _):
+        async with gateway_with_inference(store, settings={"import_batch_size": 3}) as (svc, _):
             await svc.create_collection({"name": "w", "vectorizers": {"clip": {
                 "model": "clip", "text_fields": ["a", "b"], "weights": {"a": 1, "b": 9}}}})
             with pytest.raises(BadRequest) as info:
