@@ -164,7 +164,15 @@ def test_dockerfile_shape(dockerfile):
     args_before_from = [rest for k, rest in instructions[: keywords.index("FROM")] if k == "ARG"]
     assert any(a.startswith("BASE_IMAGE=") for a in args_before_from)
     assert dict(instructions)["FROM"] == "${BASE_IMAGE}"
-    assert any(rest.startswith("TORCH_INDEX_URL=") for k, rest in instructions if k == "ARG")
+    kind = _kind_of_dockerfile(dockerfile)
+    # each image installs its own dependency set (pyproject extras); only model images carry torch
+    installs = [rest for k, rest in instructions if k == "RUN" and "pip install" in rest and "/src" in rest]
+    assert len(installs) == 1 and f'pip install "/src[{kind}]"' in installs[0], installs
+    torch_arg = any(rest.startswith("TORCH_INDEX_URL=") for k, rest in instructions if k == "ARG")
+    assert torch_arg is (kind == "inference")
+    if kind == "gateway":
+        runs = " ".join(rest for k, rest in instructions if k == "RUN")
+        assert not re.search(r"pip install[^;&|]*\btorch", runs), "the gateway image must not install torch"
     users = [rest for k, rest in instructions if k == "USER"]
     assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
     healthcheck = [rest for k, rest in instructions if k == "HEALTHCHECK"]
