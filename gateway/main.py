@@ -13,10 +13,14 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import GatewaySettings, SettingsError
 from gateway.storage.base import Store
 from services.env_settings import add_setting_flags
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("polyvec.gateway")
 
@@ -100,11 +104,20 @@ def describe(settings: GatewaySettings, http_port: int | None, grpc_port: int | 
     return "\n".join(lines)
 
 
+def http_server(app: Any, settings: GatewaySettings) -> uvicorn.Server:
+    """The uvicorn server for the HTTP front (keep-alive connections without the Nagle stall)."""
+    import uvicorn
+
+    from services.net import http_protocol
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.http_port, http=http_protocol(),
+                            log_level=settings.log_level.lower(), access_log=False, lifespan="off")
+    return uvicorn.Server(config)
+
+
 async def serve(settings: GatewaySettings, store: Store | None = None, *,
                 on_started: Callable[[int | None, int | None], None] | None = None) -> None:
     """Run until SIGINT/SIGTERM. ``on_started(http_port, grpc_port)`` is called once both listen."""
-    import uvicorn
-
     from gateway.grpc_api import start_grpc_server
     from gateway.http_api import create_app
     from gateway.service import GatewayService
@@ -121,9 +134,7 @@ async def serve(settings: GatewaySettings, store: Store | None = None, *,
         if settings.http_port is not None:
             app = create_app(service, api_keys=settings.api_keys,
                              max_request_bytes=settings.max_request_bytes)
-            config = uvicorn.Config(app, host=settings.host, port=settings.http_port,
-                                    log_level=settings.log_level.lower(), access_log=False, lifespan="off")
-            server = uvicorn.Server(config)
+            server = http_server(app, settings)
 
             async def announce() -> None:
                 while not server.started and not server.should_exit:

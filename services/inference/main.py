@@ -37,6 +37,7 @@ from services.inference.config import InferenceSettings, SettingsError
 from services.inference.cpu_threads import prefer_passive_openmp
 from services.inference.loaders.base import Encoder
 from services.inference.service import InferenceService
+from services.net import http_protocol, listen_tcp
 
 log = logging.getLogger("polyvec.inference")
 
@@ -233,7 +234,7 @@ async def _wait_task(task: asyncio.Task | None, timeout: float) -> None:
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=1024)
+        return listen_tcp(host, port, family=family, backlog=1024)
     except OSError as exc:
         raise OSError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc}") from None
 
@@ -267,7 +268,7 @@ async def start_servers(
             sock = _listen(host, settings.http_port)
             config = uvicorn.Config(
                 create_app(service), log_config=None, access_log=False, lifespan="off",
-                log_level="warning", timeout_graceful_shutdown=5,
+                log_level="warning", timeout_graceful_shutdown=5, http=http_protocol(),
             )
             server = _EmbeddedUvicorn(config)
             task = asyncio.create_task(server.serve(sockets=[sock]), name="polyvec-http")
