@@ -4,8 +4,8 @@
     python bench/search.py --sizes 10000 --dim 128 --queries 100
 
 For each size: clustered random unit vectors + generated catalogue texts (BM25 sparse vectors from
-gateway.bm25) are loaded into EdgeStore (qdrant-edge, HNSW built with optimize()) and QdrantStore(":memory:")
-(qdrant-client local mode: exact numpy search). Reported:
+gateway.bm25, Qdrant's analyzer) are loaded into EdgeStore (qdrant-edge, HNSW built with optimize())
+and QdrantStore(":memory:") (qdrant-client local mode: exact numpy search). Reported:
 
 - near-vector p50/p99 latency, EdgeStore vs QdrantStore(:memory:)
 - BM25 top-10 on EdgeStore (sparse vectors + IDF inside Qdrant) vs rank-bm25 ``get_scores`` + top-10 on
@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.bm25 import Bm25Encoder, Bm25Settings, estimate_avg_len, tokenize  # noqa: E402
+from gateway.bm25 import Bm25Encoder, Bm25Settings, make_encoder, mean_length  # noqa: E402
 from gateway.storage.base import CollectionSchema, DenseVectorConfig, PointRecord, Store  # noqa: E402
 from gateway.storage.edge_store import EdgeStore  # noqa: E402
 from gateway.storage.qdrant_store import QdrantStore  # noqa: E402
@@ -75,6 +75,11 @@ def make_queries(count: int, seed: int = 2) -> list[str]:
     words that occur in a handful of documents)."""
     rng = random.Random(seed)
     return [" ".join(rng.sample(VOCABULARY[20:2000], rng.randint(1, 3))) for _ in range(count)]
+
+
+def analysed(encoder: Bm25Encoder, text: str) -> list[int]:
+    """A document as rank-bm25 input: each analysed term (its index) repeated tf times."""
+    return [idx for idx, tf in encoder.term_counts(text).items() for _ in range(tf)]
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -142,7 +147,8 @@ def run_size(n: int, dim: int, n_queries: int, rank_bm25_queries: int) -> list[t
     queries_v = query_vectors(vectors, n_queries + 10, seed=n + 1)
     texts = make_texts(n)
     query_texts = make_queries(n_queries + 10)
-    encoder = Bm25Encoder(Bm25Settings(fields=["text"], avg_len=estimate_avg_len(texts[:2000])))
+    probe = make_encoder(Bm25Settings(fields=["text"]))
+    encoder = make_encoder(Bm25Settings(fields=["text"], avg_len=mean_length(probe, texts[:2000]) or 1.0))
     t0 = time.perf_counter()
     sparse = [encoder.document(t) for t in texts]
     print(f"bm25 encode: {time.perf_counter() - t0:.1f}s", flush=True)
@@ -192,13 +198,13 @@ def run_size(n: int, dim: int, n_queries: int, rank_bm25_queries: int) -> list[t
         eh = timed(edge_hybrid, n_queries)
         ehr = timed(edge_hybrid_rs, n_queries)
 
-        tokenized = [tokenize(t) for t in texts]
+        tokenized = [analysed(encoder, t) for t in texts]  # rank-bm25 gets the same analyzer's terms
         t0 = time.perf_counter()
         ref = BM25Okapi(tokenized)
         ref_build = time.perf_counter() - t0
 
         def rank_bm25(i: int) -> object:
-            scores = ref.get_scores(sorted(set(tokenize(query_texts[i]))))
+            scores = ref.get_scores(encoder.query(query_texts[i]).indices)
             return np.argpartition(-scores, 10)[:10]
 
         rb = timed(rank_bm25, rank_bm25_queries, warmup=1)

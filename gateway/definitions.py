@@ -24,8 +24,26 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from gateway.bm25 import (
+    DEFAULT_AVG_LEN,
+    DEFAULT_LANGUAGE,
+    STEMMER_LANGUAGES,
+    STOPWORD_LANGUAGES,
+    Bm25Settings,
+    Bm25SettingsError,
+    Stopwords,
+    make_encoder,
+)
 from gateway.errors import BadRequest
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
@@ -119,20 +137,114 @@ class VectorizerConfig(_Strict):
         return float(self.weights.get(field, 1.0))
 
 
+class StopwordsConfig(_Strict):
+    """Both kinds of stopwords: the sets of ``languages`` plus your own ``words``."""
+
+    languages: list[str] = Field(default_factory=list, description="languages whose stopword sets apply")
+    words: list[str] = Field(default_factory=list, description="more words to leave out")
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, names: list[str]) -> list[str]:
+        for name in names:
+            _check_language(name, STOPWORD_LANGUAGES, "stopword set")
+        return names
+
+
+def _check_language(name: str, known: dict[str, Any], what: str) -> str:
+    if name not in known:
+        raise ValueError(f"no {what} for {name!r}; one of {', '.join(sorted(known))}")
+    return name
+
+
 class Bm25Config(_Strict):
-    """BM25 over the concatenated text of ``fields`` (see gateway/bm25.py for formula and tokenizer)."""
+    """BM25 over the concatenated text of ``fields`` (see gateway/bm25.py for the analyzers and formula)."""
 
     fields: list[str] = Field(default_factory=list, description="text properties indexed for BM25")
+    analyzer: Literal["qdrant", "legacy"] = Field(
+        "qdrant", description="qdrant: Qdrant's BM25 analyzer (language, stemming, stopwords); legacy: the "
+                              "tokenizer of collections created before analyzers existed")
+    language: str | None = Field(None, description="language of the text (default english): its stopwords "
+                                                   "and Snowball stemmer")
+    tokenizer: Literal["word", "whitespace", "multilingual"] | None = Field(
+        None, description="word (default): split on non-alphanumerics; whitespace; multilingual (CJK...)")
+    stemmer: bool | str | None = Field(None, description="true (default): the language's Snowball stemmer; "
+                                                         "false: none; or a language name")
+    stopwords: str | list[str] | StopwordsConfig | None = Field(
+        None, description="a language name, a list of words, or {languages, words}; default: the "
+                          "language's set; [] for none")
+    ascii_folding: bool | None = Field(None, description="fold accents to ASCII (café = cafe)")
     k1: float = Field(1.2, ge=0, le=10)
     b: float = Field(0.75, ge=0, le=1)
-    avg_len: float | None = Field(None, gt=0, description="typical document length in tokens (BM25 length "
-                                  "normalisation; default 256)")
-    stopwords: list[str] = Field(default_factory=list, description="words left out of BM25")
+    avg_len: float | None = Field(None, gt=0, description="mean document length in terms (BM25 length "
+                                  "normalisation; default 256; reindex-bm25 measures it)")
 
     @field_validator("fields")
     @classmethod
     def _fields(cls, names: list[str]) -> list[str]:
         return _check_field_names(names)
+
+    @field_validator("language", "tokenizer", "stemmer", "ascii_folding", "stopwords", mode="before")
+    @classmethod
+    def _analyzer_option(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name
+        if value is None:
+            return None
+        if info.data.get("analyzer") == "legacy" and not (name == "stopwords" and isinstance(value, list)):
+            what = "stopwords other than a list of words" if name == "stopwords" else name
+            raise ValueError(f"the legacy analyzer has no {what}; use analyzer 'qdrant'")
+        if name == "language":
+            if not isinstance(value, str):
+                raise ValueError("must be a language name")
+            _check_language(value, STOPWORD_LANGUAGES, "analyzer")
+        elif name == "stemmer":
+            if isinstance(value, str):
+                _check_language(value, STEMMER_LANGUAGES, "Snowball stemmer")
+            elif not isinstance(value, bool):
+                raise ValueError("must be true, false or a language name")
+        elif name == "stopwords":
+            if isinstance(value, str):
+                _check_language(value, STOPWORD_LANGUAGES, "stopword set")
+            elif isinstance(value, list):
+                if not all(isinstance(w, str) and w for w in value):
+                    raise ValueError("a list of stopwords holds non-empty strings")
+            elif isinstance(value, dict):
+                try:
+                    return StopwordsConfig.model_validate(value)
+                except ValidationError as exc:
+                    err = bad_request_from(exc)
+                    raise ValueError(f"{err.field}: {err.detail}") from None
+            elif not isinstance(value, StopwordsConfig):
+                raise ValueError("must be a language name, a list of words or {languages, words}")
+        return value
+
+    @model_validator(mode="after")
+    def _default_language(self) -> Bm25Config:
+        if self.analyzer == "qdrant" and self.language is None:
+            self.language = DEFAULT_LANGUAGE
+        try:
+            make_encoder(self.settings())  # the analyzer accepts the combination
+        except Bm25SettingsError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def settings(self) -> Bm25Settings:
+        """The encoder settings of this configuration."""
+        sw = self.stopwords
+        stopwords: Stopwords | None
+        if sw is None:
+            stopwords = Stopwords() if self.analyzer == "legacy" else None
+        elif isinstance(sw, str):
+            stopwords = Stopwords(languages=(sw,))
+        elif isinstance(sw, list):
+            stopwords = Stopwords(words=tuple(sw))
+        else:
+            stopwords = Stopwords(languages=tuple(sw.languages), words=tuple(sw.words))
+        return Bm25Settings(
+            fields=list(self.fields), analyzer=self.analyzer, language=self.language or DEFAULT_LANGUAGE,
+            tokenizer=self.tokenizer or "word", stemmer=True if self.stemmer is None else self.stemmer,
+            stopwords=stopwords, ascii_folding=bool(self.ascii_folding), k1=self.k1, b=self.b,
+            avg_len=DEFAULT_AVG_LEN if self.avg_len is None else self.avg_len)
 
 
 class CollectionDefinition(_Strict):

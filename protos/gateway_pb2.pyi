@@ -37,18 +37,28 @@ class Vectorizer(_message.Message):
     def __init__(self, model: _Optional[str] = ..., inference_url: _Optional[str] = ..., text_fields: _Optional[_Iterable[str]] = ..., image_fields: _Optional[_Iterable[str]] = ..., weights: _Optional[_Mapping[str, float]] = ..., dimensions: _Optional[int] = ..., distance: _Optional[str] = ..., modalities: _Optional[_Iterable[str]] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class Bm25(_message.Message):
-    __slots__ = ("fields", "k1", "b", "avg_len", "stopwords")
+    __slots__ = ("fields", "k1", "b", "avg_len", "analyzer", "language", "tokenizer", "stemmer", "stopwords", "ascii_folding")
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     K1_FIELD_NUMBER: _ClassVar[int]
     B_FIELD_NUMBER: _ClassVar[int]
     AVG_LEN_FIELD_NUMBER: _ClassVar[int]
+    ANALYZER_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_FIELD_NUMBER: _ClassVar[int]
+    STEMMER_FIELD_NUMBER: _ClassVar[int]
     STOPWORDS_FIELD_NUMBER: _ClassVar[int]
+    ASCII_FOLDING_FIELD_NUMBER: _ClassVar[int]
     fields: _containers.RepeatedScalarFieldContainer[str]
     k1: float
     b: float
     avg_len: float
-    stopwords: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, fields: _Optional[_Iterable[str]] = ..., k1: _Optional[float] = ..., b: _Optional[float] = ..., avg_len: _Optional[float] = ..., stopwords: _Optional[_Iterable[str]] = ...) -> None: ...
+    analyzer: str
+    language: str
+    tokenizer: str
+    stemmer: _struct_pb2.Value
+    stopwords: _struct_pb2.Value
+    ascii_folding: bool
+    def __init__(self, fields: _Optional[_Iterable[str]] = ..., k1: _Optional[float] = ..., b: _Optional[float] = ..., avg_len: _Optional[float] = ..., analyzer: _Optional[str] = ..., language: _Optional[str] = ..., tokenizer: _Optional[str] = ..., stemmer: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., stopwords: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., ascii_folding: _Optional[bool] = ...) -> None: ...
 
 class CollectionDefinition(_message.Message):
     __slots__ = ("name", "vectorizers", "bm25", "distance", "shard_number", "replication_factor", "hnsw_m", "hnsw_ef_construct")

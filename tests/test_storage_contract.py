@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.bm25 import Bm25Encoder, Bm25Settings
+from gateway.bm25 import Bm25Settings, make_encoder
 from gateway.storage import fusion
 from gateway.storage.base import (
     CollectionNotFound,
@@ -71,7 +71,7 @@ def schema(name: str = "items") -> CollectionSchema:
     )
 
 
-ENCODER = Bm25Encoder(Bm25Settings(fields=["title"], avg_len=4.0))
+ENCODER = make_encoder(Bm25Settings(fields=["title"], avg_len=4.0))
 
 
 def dataset() -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:

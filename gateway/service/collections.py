@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-from gateway.bm25 import Bm25Encoder, Bm25Settings
+from gateway.bm25 import Bm25Encoder, make_encoder
 from gateway.definitions import BM25_VECTOR, CollectionDefinition
 from gateway.storage.base import CollectionSchema, DenseVectorConfig
 
@@ -38,8 +38,13 @@ class StoredCollection:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> StoredCollection:
+        definition = dict(record["definition"])
+        bm25 = definition.get("bm25")
+        if isinstance(bm25, dict) and "analyzer" not in bm25:
+            # written before analyzers existed: its BM25 vectors came from the legacy tokenizer
+            definition["bm25"] = {**bm25, "analyzer": "legacy"}
         return cls(
-            definition=CollectionDefinition.model_validate(record["definition"]),
+            definition=CollectionDefinition.model_validate(definition),
             vectors={k: VectorInfo(**v) for k, v in record.get("vectors", {}).items()},
             created_at=float(record.get("created_at", 0.0)),
         )
@@ -78,8 +83,4 @@ class StoredCollection:
         cfg = self.definition.bm25
         if cfg is None or not cfg.fields:
             return None
-        kwargs: dict[str, Any] = {"fields": list(cfg.fields), "k1": cfg.k1, "b": cfg.b,
-                                  "stopwords": frozenset(cfg.stopwords)}
-        if cfg.avg_len is not None:
-            kwargs["avg_len"] = cfg.avg_len
-        return Bm25Encoder(Bm25Settings(**kwargs))
+        return make_encoder(cfg.settings())
