@@ -13,7 +13,7 @@ from gateway.errors import BadRequest
 from gateway.service import GatewayService
 from gateway.service.vectors import object_uuid
 from gateway.storage.base import CollectionSchema, PointRecord, SparseVec
-from tests.fake_inference import make_store
+from tests.gateway_support import make_store
 
 STORES = ["qdrant", "edge"]
 
