@@ -5,7 +5,9 @@ as little-endian float32 bytes. Service errors become status codes with the
 service's message (which names the bad field/index):
 
 InvalidInput -> INVALID_ARGUMENT, Overloaded -> RESOURCE_EXHAUSTED,
-NotReady -> UNAVAILABLE, InternalError -> INTERNAL.
+NotReady -> UNAVAILABLE, InternalError -> INTERNAL. Bytes that do not decode as the
+method's request message get INVALID_ARGUMENT before the servicer runs
+(:class:`services.grpc_decoding.RejectUndecodable`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from protos import inference_pb2, inference_pb2_grpc
+from services.grpc_decoding import RejectUndecodable
 from services.inference.service import (
     InferenceService,
     InternalError,
@@ -114,6 +117,7 @@ class GrpcFront:
         self.port: int | None = None
         self.health = HealthServicer()
         self.server = grpc.aio.server(
+            interceptors=[RejectUndecodable()],  # bytes that are no valid request: INVALID_ARGUMENT
             options=[
                 ("grpc.max_receive_message_length", max_receive_bytes + _FRAMING_HEADROOM),
                 ("grpc.max_send_message_length", -1),
