@@ -12,8 +12,10 @@ this port works unchanged:
 * ``GET /metrics`` -> Prometheus text.
 
 Errors are ``{"error": "..."}`` naming the field or item index: 400 for a body
-that is not a JSON object, 413 when over MAX_REQUEST_BYTES, 422 for invalid
-items, 429 when the queue is full, 503 while loading or shutting down.
+that is not a JSON object (or is nested too deeply to parse), 413 when over
+MAX_REQUEST_BYTES, 422 for invalid items, 429 when the queue is full, 503 while
+loading or shutting down. The framework's own answers (404 unknown path, 405
+wrong method, ...) have the same ``{"error": "..."}`` shape, never ``{"detail": ...}``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.inference.images import ImageError, decode_base64_image
 from services.inference.service import (
@@ -40,6 +44,10 @@ log = logging.getLogger(__name__)
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _BadBody(Exception):
+    """The body is not a JSON object (400)."""
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -83,6 +91,20 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _json_object(raw: bytes, example: str) -> dict[str, Any]:
+    """The body of a JSON route as a dict; :class:`_BadBody` when it is not JSON, is nested too deeply
+    for the parser, or is not an object. Every JSON route parses its body here."""
+    try:
+        body: Any = json.loads(raw) if raw else None
+    except RecursionError:
+        raise _BadBody("body is not valid JSON: it is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadBody(f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _BadBody(f"body must be a JSON object like {example}")
+    return body
+
+
 def _string_list(body: dict, key: str) -> list[str]:
     value = body.get(key)
     if value is None:
@@ -93,6 +115,19 @@ def _string_list(body: dict, key: str) -> list[str]:
         if not isinstance(item, str):
             raise InvalidInput(f"{key}[{i}]", f"must be a string, not {type(item).__name__}")
     return value
+
+
+_VECTORIZE_FIELDS = ("texts", "images", "normalize")
+
+
+def _refuse_empty(body: dict) -> None:
+    """A body without texts or images; other keys are ignored (Weaviate compatibility) but named here,
+    since a misspelt field is the likely cause."""
+    unknown = [key for key in body if key not in _VECTORIZE_FIELDS]
+    if unknown:
+        raise InvalidInput("texts", "the request has no texts and no images; the body has "
+                           f"{', '.join(repr(k) for k in unknown[:5])}, the fields are "
+                           f"{', '.join(_VECTORIZE_FIELDS)}")
 
 
 _STRINGS = {"type": "array", "items": {"type": "string"}, "nullable": True}
@@ -130,6 +165,7 @@ def create_app(service: InferenceService) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
+    _framework_errors_as_json(app)
     metrics = service.metrics
     limit = service.settings.max_request_bytes
 
@@ -142,16 +178,15 @@ def create_app(service: InferenceService) -> FastAPI:
                 state["status"] = "too_large"
                 return _error(413, str(exc))
             try:
-                body: Any = json.loads(raw) if raw else None
-            except (ValueError, UnicodeDecodeError) as exc:
+                body = _json_object(raw, '{"texts": [...], "images": [...]}')
+            except _BadBody as exc:
                 state["status"] = "invalid"
-                return _error(400, f"body is not valid JSON: {exc}")
-            if not isinstance(body, dict):
-                state["status"] = "invalid"
-                return _error(400, 'body must be a JSON object like {"texts": [...], "images": [...]}')
+                return _error(400, str(exc))
             try:
                 texts = _string_list(body, "texts")
                 encoded = _string_list(body, "images")
+                if not texts and not encoded:
+                    _refuse_empty(body)
                 normalize = body.get("normalize")
                 if normalize is not None and not isinstance(normalize, bool):
                     raise InvalidInput("normalize", "must be true, false or absent")
@@ -185,3 +220,31 @@ def create_app(service: InferenceService) -> FastAPI:
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
+
+
+def _framework_errors_as_json(app: FastAPI) -> None:
+    """The framework's own errors (unknown path, wrong method, anything unexpected) answer
+    ``{"error": ...}`` like the routes do."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            routes = ", ".join(f"{'/'.join(sorted(r.methods - {'HEAD'}))} {r.path}"
+                               for r in app.routes if getattr(r, "include_in_schema", False))
+            message = f"no route {request.method} {request.url.path}; this service answers {routes}"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"method {request.method} is not allowed on {request.url.path} (allowed: {allowed})"
+        else:
+            message = str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return _error(422, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:  # the traceback is logged too
+        return _error(500, f"internal error: {type(exc).__name__}")
