@@ -172,7 +172,8 @@ def test_fp16_on_cpu_and_checksum_mismatch_exit_2(tmp_path, st_folder):
     line = _one_line_error(
         run_cli(["--download-only"], base_env(tmp_path, MODEL_PROPERTIES=json.dumps(single)))
     )
-    assert hashlib.sha256(weights.read_bytes()).hexdigest() in line or weights.name in line
+    actual = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert f"sha256 mismatch for localpath {weights}: expected {'0' * 64}, got {actual}" in line, line
 
 
 def test_download_only_loads_and_exits_0(tmp_path, st_folder):
