@@ -306,12 +306,18 @@ def test_stop_lets_in_flight_calls_finish_then_refuses():
         running = await start_servers(enc, settings(max_batch_size=2))
         channel = grpc.aio.insecure_channel(running.grpc_target)
         stub = inference_pb2_grpc.InferenceStub(channel)
+        batcher = running.service.batcher
+        enc.gate.clear()  # the model holds its first batch until the stop has begun
         calls = [
             asyncio.ensure_future(stub.Vectorize(inference_pb2.VectorizeRequest(texts=[f"in flight {i}"])))
             for i in range(6)
         ]
-        await _until(lambda: len(enc.seen.batches) >= 1)
-        await running.stop(grace=5)
+        # every call has reached the service (its text is prepared or queued): all six are in flight
+        await _until(lambda: sum(n for _, n in enc.seen.prepares) + batcher.queue_depth == 6)
+        stopping = asyncio.ensure_future(running.stop(grace=5))
+        await asyncio.sleep(0.05)
+        enc.gate.set()
+        await stopping
         results = await asyncio.gather(*calls, return_exceptions=True)
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Vectorize(inference_pb2.VectorizeRequest(texts=["after stop"]), timeout=2)
