@@ -71,6 +71,8 @@ class GatewaySettings:
     import_batch_size: int = field(default=1000, metadata={"env": "IMPORT_BATCH_SIZE"})
     max_request_bytes: int = field(default=64 * 1024 * 1024, metadata={"env": "MAX_REQUEST_BYTES"})
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
+    # shutdown: on SIGTERM/SIGINT new requests are refused and those in flight get this long to finish
+    drain_timeout_s: float = field(default=30.0, metadata={"env": "DRAIN_TIMEOUT_S"})
 
     def validate(self) -> GatewaySettings:
         for name in ("inference_concurrency", "inference_batch_size", "import_batch_size",
@@ -85,6 +87,8 @@ class GatewaySettings:
             raise SettingsError(f"IMAGE_URL_TIMEOUT_S must be > 0, not {self.image_url_timeout_s}")
         if not self.definition_cache_s >= 0:
             raise SettingsError(f"DEFINITION_CACHE_S must be >= 0, not {self.definition_cache_s}")
+        if not self.drain_timeout_s >= 0:
+            raise SettingsError(f"DRAIN_TIMEOUT_S must be >= 0, not {self.drain_timeout_s}")
         if not self.inference_timeout_s > 0:
             raise SettingsError(f"INFERENCE_TIMEOUT_S must be > 0, not {self.inference_timeout_s}")
         for name in ("http_port", "grpc_port"):
@@ -131,7 +135,7 @@ def _parse(attr: str, env: str, raw: str):
         return parse_port(env, raw)
     if attr in _INTS:
         return parse_int(env, raw)
-    if attr in ("inference_timeout_s", "definition_cache_s", "image_url_timeout_s"):
+    if attr in ("inference_timeout_s", "definition_cache_s", "image_url_timeout_s", "drain_timeout_s"):
         return parse_float(env, raw, "seconds")
     if attr == "models":
         return parse_models(raw, env)

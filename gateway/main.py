@@ -61,6 +61,8 @@ _HELP = {
     "image_url_max_bytes": "largest fetched image in bytes (default 20 MiB)",
     "image_url_timeout_s": "deadline of one image fetch in seconds (default 10)",
     "definition_cache_s": "seconds a collection definition is reused (default 2; 0 reads it every time)",
+    "drain_timeout_s": "on SIGTERM/SIGINT, how long requests in flight may take to finish once new ones are "
+                       "refused (default 30)",
     "log_level": "DEBUG, INFO (default), WARNING, ERROR",
 }
 
@@ -111,7 +113,8 @@ def http_server(app: Any, settings: GatewaySettings) -> uvicorn.Server:
     from services.net import http_protocol
 
     config = uvicorn.Config(app, host=settings.host, port=settings.http_port, http=http_protocol(),
-                            log_level=settings.log_level.lower(), access_log=False, lifespan="off")
+                            log_level=settings.log_level.lower(), access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=settings.drain_timeout_s)
     return uvicorn.Server(config)
 
 
@@ -126,14 +129,24 @@ async def serve(settings: GatewaySettings, store: Store | None = None, *,
     service = GatewayService(store, settings)
     grpc_server = None
     grpc_port: int | None = None
+    server: uvicorn.Server | None = None
+    closing = False
+
+    def stopping() -> bool:
+        return closing or STOP.is_set() or (server is not None and server.should_exit)
+
+    drain: asyncio.Task | None = None
     try:
         if settings.grpc_port is not None:
             grpc_server, grpc_port = await start_grpc_server(
                 service, settings.host, settings.grpc_port, api_keys=settings.api_keys,
                 max_message_bytes=settings.max_request_bytes)
+            drain = asyncio.create_task(_drain_grpc_on_stop(grpc_server, stopping, settings.drain_timeout_s))
         if settings.http_port is not None:
             app = create_app(service, api_keys=settings.api_keys,
                              max_request_bytes=settings.max_request_bytes)
+            # On SIGTERM/SIGINT uvicorn closes its listening socket at once, closes idle keep-alive
+            # connections and waits up to DRAIN_TIMEOUT_S for the requests in flight.
             server = http_server(app, settings)
 
             async def announce() -> None:
@@ -161,10 +174,29 @@ async def serve(settings: GatewaySettings, store: Store | None = None, *,
             while not STOP.is_set():
                 await asyncio.sleep(0.2)
     finally:
-        if grpc_server is not None:
-            await grpc_server.stop(grace=2)
+        closing = True  # also when an error ended the HTTP server: drain gRPC now
+        if drain is not None:
+            try:
+                await drain
+            except asyncio.CancelledError:
+                if grpc_server is not None:
+                    await grpc_server.stop(grace=None)
+                raise
+        elif grpc_server is not None:
+            await grpc_server.stop(grace=settings.drain_timeout_s)
         await service.close()
         await asyncio.to_thread(store.close)
+
+
+async def _drain_grpc_on_stop(grpc_server, stopping: Callable[[], bool], grace_s: float) -> None:
+    """Once ``stopping()``: refuse new RPCs and give those in flight ``grace_s`` seconds to finish.
+
+    Runs beside uvicorn's own drain, so both fronts stop taking requests at the same moment.
+    """
+    while not stopping():
+        await asyncio.sleep(0.05)
+    log.info("stopping: new requests are refused; waiting up to %g s for those in flight", grace_s)
+    await grpc_server.stop(grace=grace_s)
 
 
 def main(argv: list[str] | None = None) -> int:

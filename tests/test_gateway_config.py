@@ -47,6 +47,8 @@ def test_env_parsing_and_overrides():
     ({"QDRANT_URL": "q:6333"}, "QDRANT_URL"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
     ({"QDRANT_HTTPS": "maybe"}, "QDRANT_HTTPS"),
+    ({"DRAIN_TIMEOUT_S": "-1"}, "DRAIN_TIMEOUT_S"),
+    ({"DRAIN_TIMEOUT_S": "later"}, "DRAIN_TIMEOUT_S"),
 ])
 def test_bad_settings_name_the_variable(env, name):
     with pytest.raises(SettingsError, match=name):
