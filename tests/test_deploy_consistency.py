@@ -53,6 +53,8 @@ ALLOWED = {
     "gateway": set(GATEWAY_ENV_VARS) | set(THIRD_PARTY_ENV),
 }
 QDRANT_ENV = re.compile(r"^QDRANT__[A-Z0-9_]+$")
+#: Qdrant variables outside its QDRANT__SECTION__KEY config scheme (read in Qdrant's src/startup.rs)
+QDRANT_OTHER_ENV = {"QDRANT_INIT_FILE_PATH"}
 REQUIRED_IMAGES = {"clip-vit-b-32", "marqo-fashionclip", "marqo-fashionsiglip", "all-minilm-l6-v2", "custom"}
 SUBCOMMAND = {"inference": "inference", "gateway": "gateway"}
 
@@ -73,7 +75,7 @@ def _kind_of_dockerfile(path: Path) -> str:
 
 def _bad_names(kind: str, names) -> list[str]:
     if kind == "qdrant":
-        return sorted(n for n in names if not QDRANT_ENV.match(n))
+        return sorted(n for n in names if not QDRANT_ENV.match(n) and n not in QDRANT_OTHER_ENV)
     return sorted(set(names) - ALLOWED[kind])
 
 
@@ -262,6 +264,7 @@ CHART_VALUES = {
     "defaults": None,
     "gpu": example_values("values-gpu.yaml"),
     "distributed": example_values("values-distributed.yaml"),
+    "production": example_values("values-production.yaml"),
     "everything-set": {
         "gateway": {"apiKeys": ["k"], "settings": {"INFERENCE_TIMEOUT_S": 10, "IMPORT_BATCH_SIZE": 500}},
         "modelDefaults": {"env": {"MAX_BATCH_SIZE": 16, "PRECISION": "fp32"}, "envFromSecret": "model-auth"},
@@ -276,7 +279,7 @@ def test_chart_env_is_read_by_the_code(values):
     kinds = {kind for _, kind, _ in found}
     assert kinds == {"inference", "gateway", "qdrant"}
     gateway_names = {n for _, kind, names in found if kind == "gateway" for n in names}
-    assert {"QDRANT_URL", "MODELS", "API_KEYS", "HTTP_PORT", "GRPC_PORT"} <= gateway_names
+    assert {"QDRANT_URL", "MODELS", "API_KEYS", "HTTP_PORT", "GRPC_PORT", "DRAIN_TIMEOUT_S"} <= gateway_names
     for where, kind, names in found:
         assert _bad_names(kind, names) == [], where
 
@@ -292,7 +295,8 @@ def test_schema_only_allows_env_the_code_reads():
     assert set(gateway_env) <= set(GATEWAY_ENV_VARS)
     # the chart sets these itself; letting values override them would break probes and wiring
     assert not {"GRPC_PORT", "HTTP_PORT", "ENABLE_CUDA"} & set(model_env)
-    assert not {"QDRANT_URL", "MODELS", "API_KEYS", "HTTP_PORT", "GRPC_PORT"} & set(gateway_env)
+    chart_set = {"QDRANT_URL", "MODELS", "API_KEYS", "HTTP_PORT", "GRPC_PORT", "DRAIN_TIMEOUT_S"}
+    assert not chart_set & set(gateway_env)
 
 
 def test_checker_flags_unknown_names():

@@ -37,9 +37,84 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/part-of: polyvec
 {{- end }}
 
-{{/* Image reference; call with (dict "root" $ "image" .Values.gateway.image). */}}
+{{/*
+A polyvec image reference; call with (dict "root" $ "image" .Values.gateway.image "cuda" false).
+The tag defaults to the chart's appVersion (the polyvec version), with "-cuda" for models on GPUs:
+the tags scripts/build-images.sh gives. imageRegistry, when set, prefixes the repository.
+*/}}
 {{- define "polyvec.image" -}}
-{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
+{{- $tag := .image.tag | default (printf "%s%s" .root.Chart.AppVersion (ternary "-cuda" "" (eq (toString .cuda) "true"))) }}
+{{- $repository := .image.repository }}
+{{- with .root.Values.imageRegistry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}{{ end }}
+{{- printf "%s:%s" $repository $tag }}
+{{- end }}
+
+{{/* The ServiceAccount every pod of the chart runs as. */}}
+{{- define "polyvec.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "polyvec.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod-level settings shared by every workload: ServiceAccount, priority class, pull secrets.
+Call with (dict "root" $ "values" $componentValues) at the indentation of the pod spec's keys.
+*/}}
+{{- define "polyvec.podCommon" -}}
+serviceAccountName: {{ include "polyvec.serviceAccountName" .root }}
+automountServiceAccountToken: {{ .root.Values.serviceAccount.automountServiceAccountToken }}
+{{- with (.values.priorityClassName | default .root.Values.priorityClassName) }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod template metadata: the component's labels plus podLabels (global, then the component's), and
+podAnnotations (global, then the component's) after any annotations the chart sets itself.
+Call with (dict "root" $ "component" "gateway" "values" $g "labels" (dict ...) "annotations" (dict ...)).
+*/}}
+{{- define "polyvec.podMetadata" -}}
+{{- $labels := merge (dict) (default dict .values.podLabels) (default dict .root.Values.podLabels) }}
+{{- $annotations := merge (dict) (default dict .annotations) (default dict .values.podAnnotations) (default dict .root.Values.podAnnotations) }}
+labels:
+  {{- include "polyvec.labels" (dict "root" .root "component" .component) | nindent 2 }}
+  {{- with .labels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- with $labels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints with the component's selector filled in where a constraint has none.
+Call with (dict "root" $ "component" "qdrant" "constraints" $list "labels" (dict extra selector labels)).
+*/}}
+{{- define "polyvec.topologySpread" -}}
+{{- $selector := fromYaml (include "polyvec.selectorLabels" (dict "root" .root "component" .component)) }}
+{{- $selector = merge $selector (default dict .labels) }}
+{{- $out := list }}
+{{- range .constraints }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- $out = append $out $c }}
+{{- end }}
+{{- with $out }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{- define "polyvec.gateway.fullname" -}}
@@ -64,8 +139,28 @@ app.kubernetes.io/part-of: polyvec
 {{- printf "%s-qdrant-apikey" (include "polyvec.fullname" .) }}
 {{- end }}
 
+{{/* "true" when the gateway must send a Qdrant API key (the chart's Qdrant has one, or externalQdrant.apiKey). */}}
+{{- define "polyvec.qdrant.apiKeyEnabled" -}}
+{{- if .Values.qdrant.enabled }}
+{{- if or (eq (toJson .Values.qdrant.apiKey) "true") (and (kindIs "string" .Values.qdrant.apiKey) .Values.qdrant.apiKey) }}true{{ end }}
+{{- else if .Values.externalQdrant.apiKey }}true{{ end }}
+{{- end }}
+
+{{/*
+The Qdrant API key: qdrant.apiKey as given, or with qdrant.apiKey=true a random one, generated once
+and then read back from the existing Secret on every upgrade (so it never changes under a running
+cluster). externalQdrant.apiKey when the chart runs no Qdrant.
+*/}}
 {{- define "polyvec.qdrant.apiKey" -}}
-{{- if .Values.qdrant.enabled }}{{ .Values.qdrant.apiKey }}{{ else }}{{ .Values.externalQdrant.apiKey }}{{ end }}
+{{- if not .Values.qdrant.enabled }}
+{{- .Values.externalQdrant.apiKey }}
+{{- else if eq (toJson .Values.qdrant.apiKey) "true" }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "polyvec.qdrant.secretName" .) | default dict }}
+{{- $data := get $existing "data" | default dict }}
+{{- get $data "api-key" | b64dec | default (randAlphaNum 32) }}
+{{- else if kindIs "string" .Values.qdrant.apiKey }}
+{{- .Values.qdrant.apiKey }}
+{{- end }}
 {{- end }}
 
 {{/* QDRANT_URL for the gateway. */}}
