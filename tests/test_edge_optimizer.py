@@ -39,8 +39,8 @@ def pause_builds(monkeypatch) -> tuple[threading.Event, threading.Event]:
     release = threading.Event()
     real_build = edge_optimizer.build_optimized_copy
 
-    def paused_build(shard_dir, timeout_s=None):
-        work = real_build(shard_dir, timeout_s)
+    def paused_build(shard_dir, timeout_s=None, **kwargs):
+        work = real_build(shard_dir, timeout_s, **kwargs)
         copy_built.set()
         assert release.wait(30)
         return work

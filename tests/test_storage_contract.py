@@ -358,7 +358,7 @@ def test_payload_indexes_keep_filters_exact(store: Store) -> None:
     ]
     assert store.count("items", flt) == len(expected) > 0
     with pytest.raises(StoreError, match="kind"):
-        store.create_payload_index("items", "color", "geo")
+        store.create_payload_index("items", "color", "money")
     with pytest.raises(CollectionNotFound):
         store.create_payload_index("ghost", "color", "keyword")
 

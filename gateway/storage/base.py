@@ -16,7 +16,10 @@ from typing import Any, Literal
 
 DISTANCES = ("cosine", "dot", "euclid")
 FUSIONS = ("rrf", "relative_score")
-PAYLOAD_INDEX_KINDS = ("keyword", "integer", "float", "bool")
+PAYLOAD_INDEX_KINDS = ("keyword", "integer", "float", "bool", "datetime", "uuid", "text", "geo")
+#: Index kinds a facet can count (match-capable) and order_by can sort on (range-capable).
+FACET_KINDS = ("keyword", "integer", "bool", "uuid")
+ORDER_KINDS = ("integer", "float", "datetime")
 SYSTEM_COLLECTION = "_polyvec_definitions"
 
 Fusion = Literal["rrf", "relative_score"]
@@ -140,6 +143,87 @@ class FieldRange:
 
 
 @dataclass(frozen=True)
+class FieldDatetimeRange:
+    """Datetime range on payload ``key``: RFC 3339 bounds (``2024-01-31T12:00:00+00:00``); unset = open."""
+
+    key: str
+    gt: str | None = None
+    gte: str | None = None
+    lt: str | None = None
+    lte: str | None = None
+
+
+@dataclass(frozen=True)
+class FieldText:
+    """Full-text match on payload ``key``, tokenised by the field's text index (plain words without one).
+
+    ``mode``: "any" (at least one of the terms), "all" (every term, any order), "phrase" (the terms
+    consecutively, in order).
+    """
+
+    key: str
+    text: str
+    mode: Literal["any", "all", "phrase"] = "any"
+
+
+@dataclass(frozen=True)
+class FieldPrefix:
+    """The string value of payload ``key`` starts with ``prefix`` (case-sensitive)."""
+
+    key: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class GeoPoint:
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True)
+class FieldGeoRadius:
+    """The geo point ``{lat, lon}`` at payload ``key`` lies within ``meters`` of ``center``."""
+
+    key: str
+    center: GeoPoint
+    meters: float
+
+
+@dataclass(frozen=True)
+class FieldGeoBox:
+    """The geo point at payload ``key`` lies in the box from ``top_left`` to ``bottom_right``."""
+
+    key: str
+    top_left: GeoPoint
+    bottom_right: GeoPoint
+
+
+@dataclass(frozen=True)
+class FieldIsEmpty:
+    """Payload ``key`` is missing, null, or an empty list."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class FieldIsNull:
+    """Payload ``key`` is present and null (or a list holding a null)."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class FieldValuesCount:
+    """The number of values at payload ``key`` (a list's length; 1 for a scalar) is in the range."""
+
+    key: str
+    gt: int | None = None
+    gte: int | None = None
+    lt: int | None = None
+    lte: int | None = None
+
+
+@dataclass(frozen=True)
 class Filter:
     """Boolean filter: all of ``must``, at least one of ``should`` (when non-empty), none of ``must_not``.
 
@@ -151,7 +235,56 @@ class Filter:
     must_not: list[Condition] = field(default_factory=list)
 
 
-Condition = FieldMatch | FieldAny | FieldRange | Filter
+Condition = (FieldMatch | FieldAny | FieldRange | FieldDatetimeRange | FieldText | FieldPrefix
+             | FieldGeoRadius | FieldGeoBox | FieldIsEmpty | FieldIsNull | FieldValuesCount | Filter)
+
+
+@dataclass(frozen=True)
+class PayloadIndex:
+    """A payload index: its ``kind`` (one of PAYLOAD_INDEX_KINDS) and, for text, the ``language`` whose
+    stopwords and Snowball stemmer its tokens go through (None: plain lowercased words)."""
+
+    kind: str
+    language: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PAYLOAD_INDEX_KINDS:
+            raise StoreError(f"kind: must be one of {', '.join(PAYLOAD_INDEX_KINDS)}, got {self.kind!r}")
+        if self.language is not None and self.kind != "text":
+            raise StoreError("language: only text indexes have a language")
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """An existing payload index: its kind and how many points it holds (None: the backend does not say)."""
+
+    kind: str
+    points: int | None = None
+
+
+@dataclass(frozen=True)
+class OrderBy:
+    """Order by payload ``key`` (an integer, float or datetime index), ascending or descending."""
+
+    key: str
+    direction: Literal["asc", "desc"] = "asc"
+
+
+@dataclass(frozen=True)
+class Mmr:
+    """Maximal marginal relevance over the ``candidates`` nearest: each next hit maximises
+    ``lambda_ * sim(query, d) - (1 - lambda_) * max sim(d, already chosen)`` (1 = pure relevance)."""
+
+    lambda_: float
+    candidates: int
+
+
+@dataclass(frozen=True)
+class FacetValue:
+    """One value of a facet and how many points have it."""
+
+    value: str | int | bool
+    count: int
 
 
 def validate_collection_name(name: str) -> None:
@@ -191,6 +324,26 @@ def check_paging(limit: int, offset: int) -> None:
         raise StoreError(f"limit: must be a positive integer, got {limit!r}")
     if not isinstance(offset, int) or offset < 0:
         raise StoreError(f"offset: must be a non-negative integer, got {offset!r}")
+
+
+def check_mmr(mmr: Mmr | None, limit: int, offset: int) -> None:
+    if mmr is None:
+        return
+    if not isinstance(mmr.lambda_, int | float) or not 0.0 <= float(mmr.lambda_) <= 1.0:
+        raise StoreError(f"mmr.lambda: must be a number in [0, 1], got {mmr.lambda_!r}")
+    if not isinstance(mmr.candidates, int) or mmr.candidates < limit + offset:
+        raise StoreError(f"mmr.candidates: must be an integer >= limit + offset ({limit + offset}), "
+                         f"got {mmr.candidates!r}")
+
+
+def check_order_by(order_by: OrderBy | None) -> None:
+    if order_by is not None and order_by.direction not in ("asc", "desc"):
+        raise StoreError(f"order_by.direction: must be asc or desc, got {order_by.direction!r}")
+
+
+def index_spec(kind: str | PayloadIndex) -> PayloadIndex:
+    """A PayloadIndex from a kind name or a PayloadIndex (errors name ``kind``)."""
+    return kind if isinstance(kind, PayloadIndex) else PayloadIndex(kind)
 
 
 class Store(ABC):
@@ -240,11 +393,13 @@ class Store(ABC):
         limit: int = 10,
         offset: int = 0,
         with_payload: WithPayload = True,
+        mmr: Mmr | None = None,
     ) -> list[Hit]:
         """Nearest neighbours by the named dense vector, best first.
 
         Score: cosine similarity / dot product (higher is better) or euclidean distance (lower is better;
-        results still come nearest first).
+        results still come nearest first). With ``mmr`` the hits are chosen for diversity among the
+        ``mmr.candidates`` nearest (see :class:`Mmr`); scores stay the similarity to the query.
         """
 
     @abstractmethod
@@ -284,11 +439,56 @@ class Store(ABC):
         ``prefetch_limit``: how many candidates each list contributes (default max(50, 3*(limit+offset))).
         """
 
-    def create_payload_index(self, name: str, key: str, kind: str) -> None:  # noqa: B027
-        """Index payload field ``key`` ("keyword" | "integer" | "float" | "bool") for faster filtering.
+    @abstractmethod
+    def browse(
+        self,
+        name: str,
+        *,
+        filter: Filter | None = None,
+        order_by: OrderBy | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        with_payload: WithPayload = True,
+    ) -> list[Hit]:
+        """Points matching ``filter`` without a query: ordered by ``order_by`` (its field needs an integer,
+        float or datetime index), else by point id. Scores are 0."""
 
-        Optional: filters work without it. Default: nothing.
-        """
+    @abstractmethod
+    def facet(self, name: str, key: str, *, filter: Filter | None = None, limit: int = 10,
+              exact: bool = False) -> list[FacetValue]:
+        """The most frequent values of payload ``key`` among points matching ``filter``, most frequent first
+        (ties by value). The field needs a keyword, integer, bool or uuid index. ``exact``: exact counts
+        (else the engine may estimate them on large collections)."""
+
+    # -- payload indexes ---------------------------------------------------------------------
+    @abstractmethod
+    def create_payload_index(self, name: str, key: str, kind: str | PayloadIndex) -> None:
+        """Index payload field ``key`` (kind: one of PAYLOAD_INDEX_KINDS, or a PayloadIndex); returns once
+        the index is in use. Creating the same index again changes nothing."""
+
+    @abstractmethod
+    def payload_indexes(self, name: str) -> dict[str, IndexInfo]:
+        """The collection's payload indexes by field."""
+
+    # -- bulk reads and sparse rewrites --------------------------------------------------------
+    @abstractmethod
+    def scroll(
+        self,
+        name: str,
+        *,
+        filter: Filter | None = None,
+        limit: int = 256,
+        cursor: str | None = None,
+        with_payload: WithPayload = True,
+        with_vectors: bool = False,
+    ) -> tuple[list[PointRecord], str | None]:
+        """One page of points in id order from ``cursor`` (None = the start), and the next page's cursor
+        (None after the last page)."""
+
+    @abstractmethod
+    def update_sparse(self, name: str, vector_name: str, vectors: Sequence[tuple[str, SparseVec]]) -> None:
+        """Replace one named sparse vector of existing points (payload and other vectors unchanged); an empty
+        SparseVec removes that vector from the point."""
 
     def optimize(self, name: str) -> None:  # noqa: B027
         """Build pending vector indexes now (embedded store); servers index on their own. Default: nothing."""
@@ -366,6 +566,19 @@ def definition_point_id(name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"polyvec:definition:{name}"))
 
 
+def to_point_record(rec: Any, with_vectors: bool, sparse_type: type) -> PointRecord:
+    """An engine record (``.id``, ``.payload``, ``.vector``) as a PointRecord (sparse_type -> SparseVec)."""
+    dense: dict[str, list[float]] = {}
+    sparse: dict[str, SparseVec] = {}
+    if with_vectors and isinstance(rec.vector, dict):
+        for vname, vec in rec.vector.items():
+            if isinstance(vec, sparse_type):
+                sparse[vname] = SparseVec(list(vec.indices), [float(v) for v in vec.values])
+            else:
+                dense[vname] = [float(v) for v in vec]
+    return PointRecord(str(rec.id), dict(rec.payload or {}), dense, sparse)
+
+
 def records_in_order(
     ids: Sequence[str], records: Sequence[Any], with_vectors: bool, sparse_type: type
 ) -> list[PointRecord]:
@@ -375,18 +588,4 @@ def records_in_order(
     :class:`SparseVec` and the rest dense lists.
     """
     by_id = {str(r.id): r for r in records}
-    out: list[PointRecord] = []
-    for pid in ids:
-        rec = by_id.get(pid)
-        if rec is None:
-            continue
-        dense: dict[str, list[float]] = {}
-        sparse: dict[str, SparseVec] = {}
-        if with_vectors and isinstance(rec.vector, dict):
-            for vname, vec in rec.vector.items():
-                if isinstance(vec, sparse_type):
-                    sparse[vname] = SparseVec(list(vec.indices), [float(v) for v in vec.values])
-                else:
-                    dense[vname] = [float(v) for v in vec]
-        out.append(PointRecord(pid, dict(rec.payload or {}), dense, sparse))
-    return out
+    return [to_point_record(by_id[pid], with_vectors, sparse_type) for pid in ids if pid in by_id]

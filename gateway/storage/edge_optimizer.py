@@ -1,4 +1,4 @@
-"""Build a qdrant-edge shard's indexes in a child process, then swap the result in.
+"""Build a qdrant-edge shard's HNSW and payload indexes in a child process, then swap the result in.
 
 qdrant-edge 0.9 holds Python's GIL for the whole of ``EdgeShard.optimize()`` (an HNSW build over
 100k x 384 vectors takes tens of seconds), which would freeze every thread of the gateway: health
@@ -6,7 +6,9 @@ checks, other collections, requests already vectorizing. So the index is built o
 
 1. the caller stops writes to the shard and flushes it (reads go on);
 2. the shard folder is copied to ``shard.optimizing`` next to it;
-3. ``python -m gateway.storage.edge_optimizer <copy>`` loads the copy, optimises, flushes, closes;
+3. ``python -m gateway.storage.edge_optimizer <copy> [--index JSON]... [--no-optimize]`` loads the copy,
+   creates the payload indexes given (``{"key", "kind", "language"}``: they hold the GIL too, ~1 s per
+   field at 100k points), optimises unless told not to, flushes, closes;
 4. the caller closes its shard, swaps the folders (``shard`` -> ``shard.old``, the copy -> ``shard``,
    ``shard.old`` removed) and loads the new one.
 
@@ -16,12 +18,15 @@ before a shard is opened) finishes or undoes an interrupted swap and removes sta
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +58,20 @@ def recover(shard_dir: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def build_optimized_copy(shard_dir: Path, timeout_s: float | None = None) -> Path:
-    """Copy the (flushed, write-quiet) shard and optimise the copy in a child process; its path."""
+def build_optimized_copy(shard_dir: Path, timeout_s: float | None = None, *,
+                         indexes: Sequence[dict[str, Any]] = (), optimize: bool = True) -> Path:
+    """Copy the (flushed, write-quiet) shard, create ``indexes`` on the copy and optimise it (unless not
+    ``optimize``) in a child process; the copy's path."""
     work = work_dir(shard_dir)
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
     shutil.copytree(shard_dir, work)
     copied = time.perf_counter() - started
     cmd = [sys.executable, "-m", "gateway.storage.edge_optimizer", str(work)]
+    for spec in indexes:
+        cmd += ["--index", json.dumps(spec)]
+    if not optimize:
+        cmd.append("--no-optimize")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
@@ -88,25 +99,47 @@ def swap_in(shard_dir: Path, work: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def optimize_in_place(path: str) -> None:
-    """Load the shard at ``path``, build its indexes, flush and close it (the child's job)."""
+def optimize_in_place(path: str, indexes: Sequence[dict[str, Any]] = (), optimize: bool = True) -> None:
+    """Load the shard at ``path``, create ``indexes``, build its vector indexes, flush and close it (the
+    child's job)."""
     import qdrant_edge as qe
+
+    from gateway.storage.base import PayloadIndex
+    from gateway.storage.edge_store import edge_index_schema
 
     shard = qe.EdgeShard.load(path)
     try:
-        shard.optimize()
+        for spec in indexes:
+            schema = edge_index_schema(PayloadIndex(spec["kind"], spec.get("language")))
+            shard.update(qe.UpdateOperation.create_field_index(spec["key"], schema))
+        if optimize:
+            shard.optimize()
         shard.flush()
     finally:
         shard.close()
 
 
+USAGE = "usage: python -m gateway.storage.edge_optimizer SHARD_DIR [--index JSON]... [--no-optimize]"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m gateway.storage.edge_optimizer SHARD_DIR", file=sys.stderr)
+    args = list(sys.argv[1:] if argv is None else argv)
+    indexes: list[dict[str, Any]] = []
+    optimize = True
+    paths: list[str] = []
+    while args:
+        arg = args.pop(0)
+        if arg == "--index" and args:
+            indexes.append(json.loads(args.pop(0)))
+        elif arg == "--no-optimize":
+            optimize = False
+        else:
+            paths.append(arg)
+    if len(paths) != 1:
+        print(USAGE, file=sys.stderr)
         return 2
     try:
-        optimize_in_place(args[0])
+        optimize_in_place(paths[0], indexes, optimize)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -39,21 +39,39 @@ from gateway.storage.base import (
     CollectionSchema,
     Condition,
     DenseVectorConfig,
+    FacetValue,
     FieldAny,
+    FieldDatetimeRange,
+    FieldGeoBox,
+    FieldGeoRadius,
+    FieldIsEmpty,
+    FieldIsNull,
     FieldMatch,
+    FieldPrefix,
     FieldRange,
+    FieldText,
+    FieldValuesCount,
     Filter,
+    GeoPoint,
     Hit,
+    IndexInfo,
+    Mmr,
+    OrderBy,
+    PayloadIndex,
     PointRecord,
     SparseVec,
     Store,
     StoreError,
     WithPayload,
+    check_mmr,
+    check_order_by,
     check_paging,
     definition_point_id,
+    index_spec,
     normalize_id,
     plan_hybrid,
     records_in_order,
+    to_point_record,
     validate_collection_name,
 )
 from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse
@@ -66,7 +84,20 @@ _INDEX_KINDS = {
     "integer": qe.PayloadSchemaType.Integer,
     "float": qe.PayloadSchemaType.Float,
     "bool": qe.PayloadSchemaType.Bool,
+    "datetime": qe.PayloadSchemaType.Datetime,
+    "uuid": qe.PayloadSchemaType.Uuid,
+    "text": qe.PayloadSchemaType.Text,
+    "geo": qe.PayloadSchemaType.Geo,
 }
+_KIND_OF = {str(v): k for k, v in _INDEX_KINDS.items()}
+_STOPWORDS = {n.lower(): getattr(qe.Language, n) for n in dir(qe.Language) if not n.startswith("_")}
+_STEMMERS = {n.lower(): getattr(qe.SnowballLanguage, n) for n in dir(qe.SnowballLanguage)
+             if not n.startswith("_")}
+_TEXT_MATCH = {"any": qe.MatchTextAny, "all": qe.MatchText, "phrase": qe.MatchPhrase}
+_DIRECTION = {"asc": qe.Direction.Asc, "desc": qe.Direction.Desc}
+# Payload indexes on collections with at least this many points are built out of process (they hold
+# the GIL: ~1 s per field at 100k points).
+INDEX_IN_PROCESS_POINTS = 10_000
 DEFAULT_HNSW_M = 16
 DEFAULT_HNSW_EF_CONSTRUCT = 100
 # Segments smaller than this (KB of vectors) are searched by full scan, bigger ones get HNSW.
@@ -108,7 +139,49 @@ def _condition(cond: Condition) -> Any:
         return qe.FieldCondition(
             cond.key, range=qe.RangeFloat(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
         )
+    if isinstance(cond, FieldDatetimeRange):
+        return qe.FieldCondition(
+            cond.key, range=qe.RangeDateTime(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
+        )
+    if isinstance(cond, FieldText):
+        return qe.FieldCondition(cond.key, match=_TEXT_MATCH[cond.mode](cond.text))
+    if isinstance(cond, FieldPrefix):
+        return qe.FieldCondition(cond.key, match=qe.MatchPrefix(cond.prefix))
+    if isinstance(cond, FieldGeoRadius):
+        return qe.FieldCondition(cond.key, geo_radius=qe.GeoRadius(_geo(cond.center), float(cond.meters)))
+    if isinstance(cond, FieldGeoBox):
+        return qe.FieldCondition(
+            cond.key, geo_bounding_box=qe.GeoBoundingBox(_geo(cond.top_left), _geo(cond.bottom_right))
+        )
+    if isinstance(cond, FieldIsEmpty):
+        return qe.IsEmptyCondition(cond.key)
+    if isinstance(cond, FieldIsNull):
+        return qe.IsNullCondition(cond.key)
+    if isinstance(cond, FieldValuesCount):
+        return qe.FieldCondition(
+            cond.key, values_count=qe.ValuesCount(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
+        )
     raise StoreError(f"filter: unsupported condition {cond!r}")
+
+
+def _geo(point: GeoPoint) -> qe.GeoPoint:
+    return qe.GeoPoint(float(point.lon), float(point.lat))
+
+
+def edge_index_schema(spec: PayloadIndex) -> Any:
+    """The qdrant-edge schema of a payload index: a type, or TextIndexParams for text (word tokens,
+    lowercased, phrase matching on; with a language, its stopwords and Snowball stemmer)."""
+    if spec.kind != "text":
+        return _INDEX_KINDS[spec.kind]
+    kwargs: dict[str, Any] = {"tokenizer": qe.TokenizerType.Word, "lowercase": True, "phrase_matching": True}
+    if spec.language is not None:
+        if spec.language not in _STOPWORDS and spec.language not in _STEMMERS:
+            raise StoreError(f"language: unknown language {spec.language!r}")
+        if spec.language in _STOPWORDS:
+            kwargs["stopwords"] = _STOPWORDS[spec.language]
+        if spec.language in _STEMMERS:
+            kwargs["stemmer"] = qe.SnowballParams(_STEMMERS[spec.language])
+    return qe.TextIndexParams(**kwargs)
 
 
 def _with_payload(with_payload: WithPayload) -> Any:
@@ -181,7 +254,8 @@ class EdgeStore(Store):
     ``auto_optimize_points``: after this many written points the indexes are rebuilt in the background
     (0 = never; call ``optimize``). Index builds run in a child process on a copy of the shard
     (:mod:`gateway.storage.edge_optimizer`: qdrant-edge holds the GIL while optimising); meanwhile the
-    collection answers reads from the old shard and writes to it wait.
+    collection answers reads from the old shard and writes to it wait. ``index_in_process_points``: a
+    payload index on a collection with at least this many points is built the same way.
     """
 
     def __init__(
@@ -191,6 +265,7 @@ class EdgeStore(Store):
         auto_optimize_points: int = AUTO_OPTIMIZE_POINTS,
         indexing_threshold_kb: int = FULL_SCAN_THRESHOLD_KB,
         hnsw_ef: int | None = None,
+        index_in_process_points: int = INDEX_IN_PROCESS_POINTS,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
@@ -198,6 +273,7 @@ class EdgeStore(Store):
         self._collections_dir = self.data_dir / "collections"
         self._collections_dir.mkdir(parents=True, exist_ok=True)
         self._auto_optimize_points = auto_optimize_points
+        self._index_in_process_points = index_in_process_points
         self._lock = threading.RLock()
         self._open: dict[str, _Collection] = {}
         self._closed = False
@@ -308,13 +384,18 @@ class EdgeStore(Store):
         finally:
             coll.optimizing = False
 
-    def _optimize(self, coll: _Collection) -> None:
-        """Rebuild the collection's indexes out of process; reads go on, writes wait (see EdgeStore)."""
+    def _optimize(self, coll: _Collection, indexes: Sequence[dict[str, Any]] = (),
+                  optimize: bool = True) -> None:
+        """Rebuild the collection's indexes out of process (and create the payload ``indexes``); reads go
+        on, writes wait (see EdgeStore)."""
         with coll.write_gate:
             self._run(coll, lambda s: s.flush())
             shard_dir = coll.path / "shard"
             try:
-                work = edge_optimizer.build_optimized_copy(shard_dir)
+                if indexes or not optimize:
+                    work = edge_optimizer.build_optimized_copy(shard_dir, indexes=indexes, optimize=optimize)
+                else:
+                    work = edge_optimizer.build_optimized_copy(shard_dir)
             except (OSError, edge_optimizer.OptimizeError) as exc:
                 raise StoreError(f"{coll.schema.name}: {exc}") from exc
             with coll.lock:
@@ -381,14 +462,25 @@ class EdgeStore(Store):
             p.name for p in self._collections_dir.iterdir() if p.is_dir() and (p / "schema.json").exists()
         )
 
-    def create_payload_index(self, name: str, key: str, kind: str) -> None:
-        """Index payload field ``key`` ("keyword" | "integer" | "float" | "bool") for fast filtering."""
+    def create_payload_index(self, name: str, key: str, kind: str | PayloadIndex) -> None:
+        """Index payload field ``key`` for fast filtering (out of process on a big collection)."""
         coll = self._get(name)
-        if kind not in _INDEX_KINDS:
-            raise StoreError(f"kind: must be one of {', '.join(_INDEX_KINDS)}, got {kind!r}")
-        op = qe.UpdateOperation.create_field_index(key, _INDEX_KINDS[kind])
+        spec = index_spec(kind)
+        if not isinstance(key, str) or not key:
+            raise StoreError("key: must be a non-empty field name")
+        schema = edge_index_schema(spec)
+        if self.count(name) >= self._index_in_process_points:
+            self._optimize(coll, [{"key": key, "kind": spec.kind, "language": spec.language}], optimize=False)
+            return
+        op = qe.UpdateOperation.create_field_index(key, schema)
         with coll.write_gate:
             self._run(coll, lambda s: s.update(op))
+
+    def payload_indexes(self, name: str) -> dict[str, IndexInfo]:
+        coll = self._get(name)
+        info = self._run(coll, lambda s: s.info())
+        return {key: IndexInfo(_KIND_OF.get(str(v.data_type), str(v.data_type)), int(v.points))
+                for key, v in info.payload_schema.items()}
 
     def optimize(self, name: str) -> None:
         """Build HNSW / sparse indexes now (returns when the new indexes are in use)."""
@@ -424,6 +516,47 @@ class EdgeStore(Store):
         request = qe.CountRequest(exact=True, filter=convert_filter(filter))
         return int(self._run(coll, lambda s: s.count(request)))
 
+    def scroll(
+        self,
+        name: str,
+        *,
+        filter: Filter | None = None,
+        limit: int = 256,
+        cursor: str | None = None,
+        with_payload: WithPayload = True,
+        with_vectors: bool = False,
+    ) -> tuple[list[PointRecord], str | None]:
+        coll = self._get(name)
+        check_paging(limit, 0)
+        request = qe.ScrollRequest(offset=None if cursor is None else normalize_id(cursor), limit=limit,
+                                   filter=convert_filter(filter), with_payload=_with_payload(with_payload),
+                                   with_vector=with_vectors)
+        records, nxt = self._run(coll, lambda s: s.scroll(request))
+        page = [to_point_record(r, with_vectors, qe.SparseVector) for r in records]
+        return page, None if nxt is None else str(nxt)
+
+    def update_sparse(self, name: str, vector_name: str, vectors: Sequence[tuple[str, SparseVec]]) -> None:
+        coll = self._get(name)
+        updates, removed = [], []
+        for pid, sv in vectors:
+            checked = self._check_sparse(coll, vector_name, sv)
+            if sv.indices:
+                updates.append(qe.PointVectors(normalize_id(pid), {vector_name: checked}))
+            else:
+                removed.append(normalize_id(pid))
+        with coll.write_gate:
+            if updates:
+                self._run(coll, lambda s: s.update(qe.UpdateOperation.update_vectors(updates)))
+            if removed:
+                # re-written without the vector: deleting it alone would leave it counted in BM25's N
+                records = self._run(coll, lambda s: s.retrieve(removed, with_payload=True, with_vector=True))
+                points = []
+                for rec in records_in_order(removed, records, True, qe.SparseVector):
+                    rec.sparse.pop(vector_name, None)
+                    points.append(self._point(coll, rec))
+                if points:
+                    self._run(coll, lambda s: s.update(qe.UpdateOperation.upsert_points(points)))
+
     # -- search ------------------------------------------------------------------------------
     def search_dense(
         self,
@@ -435,10 +568,40 @@ class EdgeStore(Store):
         limit: int = 10,
         offset: int = 0,
         with_payload: WithPayload = True,
+        mmr: Mmr | None = None,
     ) -> list[Hit]:
         coll = self._get(name)
-        query = qe.Query.Nearest(self._check_dense(coll, vector_name, vector), using=vector_name)
+        values = self._check_dense(coll, vector_name, vector)
+        check_mmr(mmr, limit, offset)
+        if mmr is None:
+            query: Any = qe.Query.Nearest(values, using=vector_name)
+        else:
+            query = qe.Mmr(values, float(mmr.lambda_), mmr.candidates, using=vector_name)
         return self._nearest(coll, query, filter, limit, offset, with_payload, params=self._params)
+
+    def browse(
+        self,
+        name: str,
+        *,
+        filter: Filter | None = None,
+        order_by: OrderBy | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        with_payload: WithPayload = True,
+    ) -> list[Hit]:
+        coll = self._get(name)
+        check_order_by(order_by)
+        query = None if order_by is None else qe.OrderBy(order_by.key, _DIRECTION[order_by.direction])
+        hits = self._nearest(coll, query, filter, limit, offset, with_payload)
+        return [Hit(h.id, 0.0, h.payload) for h in hits]
+
+    def facet(self, name: str, key: str, *, filter: Filter | None = None, limit: int = 10,
+              exact: bool = False) -> list[FacetValue]:
+        coll = self._get(name)
+        check_paging(limit, 0)
+        request = qe.FacetRequest(key, limit=limit, exact=bool(exact), filter=convert_filter(filter))
+        response = self._run(coll, lambda s: s.facet(request))
+        return [FacetValue(_facet_value(h.value), int(h.count)) for h in response.hits]
 
     def search_sparse(
         self,
@@ -597,6 +760,12 @@ class EdgeStore(Store):
                     coll.shard.flush()
                 finally:
                     coll.shard.close()
+
+
+def _facet_value(value: Any) -> str | int | bool:
+    if isinstance(value, bool | int | str):
+        return value
+    return str(value)  # a UUID
 
 
 def _id_key(point_id: Any) -> Any:

@@ -29,22 +29,40 @@ from gateway.storage.base import (
     CollectionNotFound,
     CollectionSchema,
     Condition,
+    FacetValue,
     FieldAny,
+    FieldDatetimeRange,
+    FieldGeoBox,
+    FieldGeoRadius,
+    FieldIsEmpty,
+    FieldIsNull,
     FieldMatch,
+    FieldPrefix,
     FieldRange,
+    FieldText,
+    FieldValuesCount,
     Filter,
+    GeoPoint,
     Hit,
+    IndexInfo,
+    Mmr,
+    OrderBy,
+    PayloadIndex,
     PointRecord,
     SparseVec,
     Store,
     StoreError,
     StoreUnavailable,
     WithPayload,
+    check_mmr,
+    check_order_by,
     check_paging,
     definition_point_id,
+    index_spec,
     normalize_id,
     plan_hybrid,
     records_in_order,
+    to_point_record,
     validate_collection_name,
 )
 from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse
@@ -62,7 +80,33 @@ _INDEX_KINDS = {
     "integer": models.PayloadSchemaType.INTEGER,
     "float": models.PayloadSchemaType.FLOAT,
     "bool": models.PayloadSchemaType.BOOL,
+    "datetime": models.PayloadSchemaType.DATETIME,
+    "uuid": models.PayloadSchemaType.UUID,
+    "text": models.PayloadSchemaType.TEXT,
+    "geo": models.PayloadSchemaType.GEO,
 }
+_KIND_OF = {v.value: k for k, v in _INDEX_KINDS.items()}
+_STOPWORDS = {v.value: v for v in models.Language}
+_STEMMERS = {v.value: v for v in models.SnowballLanguage}
+_DIRECTION = {"asc": models.Direction.ASC, "desc": models.Direction.DESC}
+
+
+def index_schema(spec: PayloadIndex) -> Any:
+    """The qdrant-client schema of a payload index: a type, or TextIndexParams for text (word tokens,
+    lowercased, phrase matching on; with a language, its stopwords and Snowball stemmer)."""
+    if spec.kind != "text":
+        return _INDEX_KINDS[spec.kind]
+    kwargs: dict[str, Any] = {"type": models.TextIndexType.TEXT, "tokenizer": models.TokenizerType.WORD,
+                              "lowercase": True, "phrase_matching": True}
+    if spec.language is not None:
+        if spec.language not in _STOPWORDS and spec.language not in _STEMMERS:
+            raise StoreError(f"language: unknown language {spec.language!r}")
+        if spec.language in _STOPWORDS:
+            kwargs["stopwords"] = _STOPWORDS[spec.language]
+        if spec.language in _STEMMERS:
+            kwargs["stemmer"] = models.SnowballParams(type=models.Snowball.SNOWBALL,
+                                                      language=_STEMMERS[spec.language])
+    return models.TextIndexParams(**kwargs)
 
 
 def convert_filter(flt: Filter | None) -> models.Filter | None:
@@ -91,7 +135,40 @@ def _condition(cond: Condition) -> Any:
         return models.FieldCondition(
             key=cond.key, range=models.Range(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
         )
+    if isinstance(cond, FieldDatetimeRange):
+        return models.FieldCondition(
+            key=cond.key, range=models.DatetimeRange(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
+        )
+    if isinstance(cond, FieldText):
+        if cond.mode == "any":
+            match: Any = models.MatchTextAny(text_any=cond.text)
+        elif cond.mode == "all":
+            match = models.MatchText(text=cond.text)
+        else:
+            match = models.MatchPhrase(phrase=cond.text)
+        return models.FieldCondition(key=cond.key, match=match)
+    if isinstance(cond, FieldPrefix):
+        return models.FieldCondition(key=cond.key, match=models.MatchPrefix(prefix=cond.prefix))
+    if isinstance(cond, FieldGeoRadius):
+        return models.FieldCondition(
+            key=cond.key, geo_radius=models.GeoRadius(center=_geo(cond.center), radius=float(cond.meters))
+        )
+    if isinstance(cond, FieldGeoBox):
+        return models.FieldCondition(key=cond.key, geo_bounding_box=models.GeoBoundingBox(
+            top_left=_geo(cond.top_left), bottom_right=_geo(cond.bottom_right)))
+    if isinstance(cond, FieldIsEmpty):
+        return models.IsEmptyCondition(is_empty=models.PayloadField(key=cond.key))
+    if isinstance(cond, FieldIsNull):
+        return models.IsNullCondition(is_null=models.PayloadField(key=cond.key))
+    if isinstance(cond, FieldValuesCount):
+        return models.FieldCondition(
+            key=cond.key, values_count=models.ValuesCount(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
+        )
     raise StoreError(f"filter: unsupported condition {cond!r}")
+
+
+def _geo(point: GeoPoint) -> models.GeoPoint:
+    return models.GeoPoint(lat=float(point.lat), lon=float(point.lon))
 
 
 def _with_payload(with_payload: WithPayload) -> Any:
@@ -212,6 +289,8 @@ class QdrantStore(Store):
         # name -> ({dense name: size}, {sparse names}); refreshed when a check fails (another gateway
         # may have re-created the collection)
         self._vectors_cache: dict[str, tuple[dict[str, int], set[str]]] = {}
+        # local mode has no payload indexes (filters scan): the indexes asked for, kept to report them
+        self._local_indexes: dict[str, dict[str, str]] = {}
 
     # -- internals ---------------------------------------------------------------------------
     def _call(self, name: str | None, fn: Callable[[], T]) -> T:
@@ -321,10 +400,12 @@ class QdrantStore(Store):
             )
 
         self._vectors_cache.pop(schema.name, None)
+        self._local_indexes.pop(schema.name, None)
         self._call(schema.name, create)
 
     def delete_collection(self, name: str) -> bool:
         self._vectors_cache.pop(name, None)
+        self._local_indexes.pop(name, None)
         if not self.collection_exists(name):
             return False
         return bool(self._call(name, lambda: self.client.delete_collection(name)))
@@ -334,19 +415,32 @@ class QdrantStore(Store):
             return False
         return bool(self._call(name, lambda: self.client.collection_exists(name)))
 
-    def create_payload_index(self, name: str, key: str, kind: str) -> None:
-        """Index payload field ``key`` ("keyword" | "integer" | "float" | "bool") for fast filtering."""
+    def create_payload_index(self, name: str, key: str, kind: str | PayloadIndex) -> None:
+        """Index payload field ``key`` for fast filtering (waits until the server applied it). Local mode
+        has no payload indexes: the request is only recorded, for :meth:`payload_indexes`."""
         self._require(name)
-        if kind not in _INDEX_KINDS:
-            raise StoreError(f"kind: must be one of {', '.join(_INDEX_KINDS)}, got {kind!r}")
-        if self._local:  # local mode has no payload indexes (it would only warn)
+        spec = index_spec(kind)
+        if not isinstance(key, str) or not key:
+            raise StoreError("key: must be a non-empty field name")
+        schema = index_schema(spec)
+        if self._local:
             if not self.collection_exists(name):
                 raise CollectionNotFound(name)
+            self._local_indexes.setdefault(name, {})[key] = spec.kind
             return
-        self._call(
-            name,
-            lambda: self.client.create_payload_index(name, key, field_schema=_INDEX_KINDS[kind], wait=True),
-        )
+        self._call(name, lambda: self.client.create_payload_index(name, key, field_schema=schema, wait=True))
+
+    def payload_indexes(self, name: str) -> dict[str, IndexInfo]:
+        self._require(name)
+        info = self._call(name, lambda: self.client.get_collection(name))
+        if self._local:
+            return {k: IndexInfo(kind) for k, kind in self._local_indexes.get(name, {}).items()}
+        out: dict[str, IndexInfo] = {}
+        for key, schema in (info.payload_schema or {}).items():
+            kind = schema.data_type.value if hasattr(schema.data_type, "value") else str(schema.data_type)
+            points = None if schema.points is None else int(schema.points)
+            out[key] = IndexInfo(_KIND_OF.get(kind, kind), points)
+        return out
 
     def optimize(self, name: str) -> None:
         """Qdrant servers build indexes themselves; only checks the collection exists."""
@@ -387,12 +481,47 @@ class QdrantStore(Store):
         qfilter = convert_filter(filter)
         return int(self._call(name, lambda: self.client.count(name, count_filter=qfilter, exact=True).count))
 
+    def scroll(
+        self,
+        name: str,
+        *,
+        filter: Filter | None = None,
+        limit: int = 256,
+        cursor: str | None = None,
+        with_payload: WithPayload = True,
+        with_vectors: bool = False,
+    ) -> tuple[list[PointRecord], str | None]:
+        self._require(name)
+        check_paging(limit, 0)
+        start = None if cursor is None else normalize_id(cursor)
+        qfilter = convert_filter(filter)
+        records, nxt = self._call(name, lambda: self.client.scroll(
+            name, scroll_filter=qfilter, limit=limit, offset=start, with_payload=_with_payload(with_payload),
+            with_vectors=with_vectors))
+        page = [to_point_record(r, with_vectors, models.SparseVector) for r in records]
+        return page, None if nxt is None else str(nxt)
+
+    def update_sparse(self, name: str, vector_name: str, vectors: Sequence[tuple[str, SparseVec]]) -> None:
+        self._require(name)
+        updates, removed = [], []
+        for pid, sv in vectors:
+            checked = self._check_sparse(name, vector_name, sv)
+            if sv.indices:
+                updates.append(models.PointVectors(id=normalize_id(pid), vector={vector_name: checked}))
+            else:
+                removed.append(normalize_id(pid))
+        if updates:
+            self._call(name, lambda: self.client.update_vectors(name, points=updates, wait=True))
+        if removed:
+            self._call(name, lambda: self.client.delete_vectors(
+                name, vectors=[vector_name], points=models.PointIdsList(points=removed), wait=True))
+
     # -- search ------------------------------------------------------------------------------
     def _query(
         self,
         name: str,
         query: Any,
-        using: str,
+        using: str | None,
         *,
         filter: Filter | None,
         limit: int,
@@ -428,12 +557,46 @@ class QdrantStore(Store):
         limit: int = 10,
         offset: int = 0,
         with_payload: WithPayload = True,
+        mmr: Mmr | None = None,
     ) -> list[Hit]:
         self._require(name)
-        query = self._check_dense(name, vector_name, vector)
+        values = self._check_dense(name, vector_name, vector)
+        check_mmr(mmr, limit, offset)
+        query: Any = values
+        if mmr is not None:
+            query = models.NearestQuery(nearest=values, mmr=models.Mmr(
+                diversity=1.0 - float(mmr.lambda_), candidates_limit=mmr.candidates))
         return self._query(
             name, query, vector_name, filter=filter, limit=limit, offset=offset, with_payload=with_payload
         )
+
+    def browse(
+        self,
+        name: str,
+        *,
+        filter: Filter | None = None,
+        order_by: OrderBy | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        with_payload: WithPayload = True,
+    ) -> list[Hit]:
+        self._require(name)
+        check_order_by(order_by)
+        query = None if order_by is None else models.OrderByQuery(
+            order_by=models.OrderBy(key=order_by.key, direction=_DIRECTION[order_by.direction]))
+        hits = self._query(name, query, None, filter=filter, limit=limit, offset=offset,
+                           with_payload=with_payload)
+        return [Hit(h.id, 0.0, h.payload) for h in hits]
+
+    def facet(self, name: str, key: str, *, filter: Filter | None = None, limit: int = 10,
+              exact: bool = False) -> list[FacetValue]:
+        self._require(name)
+        check_paging(limit, 0)
+        qfilter = convert_filter(filter)
+        response = self._call(name, lambda: self.client.facet(
+            name, key, facet_filter=qfilter, limit=limit, exact=bool(exact)))
+        return [FacetValue(h.value if isinstance(h.value, bool | int | str) else str(h.value), int(h.count))
+                for h in response.hits]
 
     def search_sparse(
         self,
