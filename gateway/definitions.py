@@ -45,6 +45,7 @@ from gateway.bm25 import (
     make_encoder,
 )
 from gateway.errors import BadRequest
+from gateway.fields import TYPE_NAMES, FieldType
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}(\.[A-Za-z_][A-Za-z0-9_-]{0,127})*$")
@@ -247,6 +248,59 @@ class Bm25Config(_Strict):
             avg_len=DEFAULT_AVG_LEN if self.avg_len is None else self.avg_len)
 
 
+class FieldDeclaration(_Strict):
+    """A declared field: its type (``keyword``, ``float``, ``text``, ``keyword[]``, ...) and, for text, the
+    language of its full-text index."""
+
+    type: str = Field(..., description="keyword | integer | float | bool | datetime | uuid | text | geo, "
+                                       "or T[] for a list of T")
+    language: str | None = Field(None, description="text fields: stopwords and stemmer of this language")
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, name: str) -> str:
+        if name not in TYPE_NAMES:
+            raise ValueError(f"unknown type {name!r}; one of {', '.join(TYPE_NAMES)}")
+        return name
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if name is None:
+            return None
+        if not str(info.data.get("type", "")).startswith("text"):
+            raise ValueError("only text fields take a language")
+        if name not in STOPWORD_LANGUAGES and name not in STEMMER_LANGUAGES:
+            known = sorted(set(STOPWORD_LANGUAGES) | set(STEMMER_LANGUAGES))
+            raise ValueError(f"unknown language {name!r}; one of {', '.join(known)}")
+        return name
+
+    def field_type(self) -> FieldType:
+        return FieldType.parse(self.type, self.language)
+
+
+def parse_field_declarations(value: Any) -> Any:
+    """``{"price": "float"}`` -> ``{"price": {"type": "float"}}``; checks the field names."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError('must be an object: {"field": "type" or {"type": ..., "language": ...}}')
+    names = list(value)
+    for name in names:
+        try:
+            _check_field_names([name])
+        except ValueError as exc:
+            raise ValueError(f"{name!r}: {exc}") from None
+        if not isinstance(value[name], str | dict):
+            raise ValueError(f"{name!r}: give a type name or {{\"type\": ..., \"language\": ...}}")
+    for name in names:
+        for other in names:
+            if other.startswith(name + "."):
+                raise ValueError(f"{other!r} is inside {name!r}: a field cannot be both a value and an "
+                                 "object")
+    return {k: ({"type": v} if isinstance(v, str) else v) for k, v in value.items()}
+
+
 class CollectionDefinition(_Strict):
     name: str = Field(..., description="letters, digits, _ and -, starting with a letter, at most 63 chars")
     vectorizers: dict[str, VectorizerConfig] = Field(default_factory=dict)
@@ -256,6 +310,14 @@ class CollectionDefinition(_Strict):
     replication_factor: int | None = Field(None, ge=1, le=64)
     hnsw_m: int | None = Field(None, ge=0, le=512)
     hnsw_ef_construct: int | None = Field(None, ge=4, le=4096)
+    fields: dict[str, FieldDeclaration] = Field(
+        default_factory=dict, description="declared field types: each gets a payload index, imports check "
+                                          "them, and filters may only name declared fields")
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _declarations(cls, value: Any) -> Any:
+        return parse_field_declarations(value)
 
     @field_validator("name")
     @classmethod
@@ -299,6 +361,10 @@ class CollectionDefinition(_Strict):
 
     def vector_distance(self, vector: str) -> str:
         return self.vectorizers[vector].distance or self.distance
+
+    def field_types(self) -> dict[str, FieldType]:
+        """Declared fields and their types (empty: the collection declares none)."""
+        return {name: decl.field_type() for name, decl in self.fields.items()}
 
     def vectorized_fields(self) -> set[str]:
         """Every property whose value feeds a vector (dense or BM25)."""

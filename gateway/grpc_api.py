@@ -67,11 +67,20 @@ def _collection_message(public: dict[str, Any]) -> gateway_pb2.Collection:
     data = dict(public)
     count = data.pop("count", None)
     created_at = data.pop("created_at", 0.0)
+    indexes = data.pop("indexes", {})
     definition = json_format.ParseDict(data, gateway_pb2.CollectionDefinition(), ignore_unknown_fields=True)
     msg = gateway_pb2.Collection(definition=definition, created_at=float(created_at or 0.0))
+    for key, state in indexes.items():
+        msg.indexes[key].CopyFrom(json_format.ParseDict(state, gateway_pb2.IndexState()))
     if count is not None:
         msg.count = int(count)
     return msg
+
+
+def _value(value: Any) -> struct_pb2.Value:
+    holder = struct_pb2.Struct()
+    holder.update({"v": value})
+    return holder.fields["v"]
 
 
 def _abort_code(exc: GatewayError) -> grpc.StatusCode:
@@ -197,11 +206,56 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             body["offset"] = request.offset
         if request.HasField("properties"):
             body["properties"] = list(request.properties.names)
+        if request.HasField("order_by"):
+            body["order_by"] = {"field": request.order_by.field}
+            if request.order_by.HasField("direction"):
+                body["order_by"]["direction"] = request.order_by.direction
+        if request.HasField("diversity"):
+            mmr: dict[str, Any] = {}
+            if request.diversity.mmr.HasField("lambda"):
+                mmr["lambda"] = getattr(request.diversity.mmr, "lambda")
+            if request.diversity.mmr.HasField("candidates"):
+                mmr["candidates"] = request.diversity.mmr.candidates
+            body["diversity"] = {"mmr": mmr}
         out = await self.service.search(request.collection, body)
         return gateway_pb2.SearchResponse(
             hits=[gateway_pb2.Hit(id=h["id"], score=h["score"], properties=dict_to_struct(h["properties"]))
                   for h in out["hits"]],
             took_ms=out["took_ms"])
+
+
+    @_rpc
+    async def UpdateCollection(self, request, context):  # noqa: N802
+        fields = {k: json_format.MessageToDict(v, preserving_proto_field_name=True)
+                  for k, v in request.fields.items()}
+        return _collection_message(await self.service.update_collection(request.name, {"fields": fields}))
+
+    @_rpc
+    async def Facets(self, request, context):  # noqa: N802
+        body: dict[str, Any] = {"field": request.field}
+        if request.HasField("filter"):
+            body["filter"] = struct_to_dict(request.filter)
+        if request.HasField("limit"):
+            body["limit"] = request.limit
+        if request.HasField("exact"):
+            body["exact"] = request.exact
+        out = await self.service.facets(request.collection, body)
+        return gateway_pb2.FacetsResponse(
+            values=[gateway_pb2.FacetValue(value=_value(v["value"]), count=v["count"])
+                    for v in out["values"]],
+            took_ms=out["took_ms"])
+
+    @_rpc
+    async def ReindexBm25(self, request, context):  # noqa: N802
+        body: dict[str, Any] = {}
+        if request.HasField("avg_len"):
+            body["avg_len"] = request.avg_len
+        if request.HasField("bm25"):
+            body["bm25"] = json_format.MessageToDict(request.bm25, preserving_proto_field_name=True)
+        out = await self.service.reindex_bm25(request.collection, body)
+        return gateway_pb2.ReindexBm25Response(
+            collection=out["collection"], objects=out["objects"], avg_len=out["avg_len"],
+            bm25=json_format.ParseDict(out["bm25"], gateway_pb2.Bm25()), took_ms=out["took_ms"])
 
 
 async def start_grpc_server(service: GatewayService, host: str, port: int, *,

@@ -22,7 +22,15 @@ from gateway.api_keys import check_api_key
 from gateway.definitions import CollectionDefinition, loc_to_field
 from gateway.errors import GatewayError
 from gateway.service import GatewayService
-from gateway.service.requests import QUERY_KINDS, ImportRequest, ObjectPut, SearchRequest
+from gateway.service.requests import (
+    QUERY_KINDS,
+    CollectionPatch,
+    FacetsRequest,
+    ImportRequest,
+    ObjectPut,
+    ReindexBm25Request,
+    SearchRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +110,8 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):
         started = time.perf_counter()
-        if request.method in ("POST", "PUT") and "json" not in request.headers.get("content-type", ""):
+        json_body = "json" in request.headers.get("content-type", "")
+        if request.method in ("POST", "PUT", "PATCH") and not json_body:
             # bodies are always JSON (curl -d sends form encoding by default)
             headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
             request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
@@ -148,6 +157,15 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
     async def get_collection(name: str, request: Request) -> dict[str, Any]:
         return await svc(request).get_collection(name)
 
+    @app.patch("/v1/collections/{name}", dependencies=v1, tags=["collections"])
+    async def update_collection(name: str, body: CollectionPatch, request: Request) -> dict[str, Any]:
+        return await svc(request).update_collection(name, body)
+
+    @app.post("/v1/collections/{name}/bm25/reindex", dependencies=v1, tags=["collections"])
+    async def reindex_bm25(name: str, request: Request,
+                           body: ReindexBm25Request | None = None) -> dict[str, Any]:
+        return await svc(request).reindex_bm25(name, body)
+
     @app.delete("/v1/collections/{name}", dependencies=v1, tags=["collections"])
     async def delete_collection(name: str, request: Request) -> dict[str, Any]:
         return await svc(request).delete_collection(name)
@@ -173,5 +191,9 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
     @app.post("/v1/collections/{name}/search", dependencies=v1, tags=["search"])
     async def search(name: str, body: SearchRequest, request: Request) -> dict[str, Any]:
         return await svc(request).search(name, body)
+
+    @app.post("/v1/collections/{name}/facets", dependencies=v1, tags=["search"])
+    async def facets(name: str, body: FacetsRequest, request: Request) -> dict[str, Any]:
+        return await svc(request).facets(name, body)
 
     return app

@@ -60,8 +60,16 @@ class Bm25(_message.Message):
     ascii_folding: bool
     def __init__(self, fields: _Optional[_Iterable[str]] = ..., k1: _Optional[float] = ..., b: _Optional[float] = ..., avg_len: _Optional[float] = ..., analyzer: _Optional[str] = ..., language: _Optional[str] = ..., tokenizer: _Optional[str] = ..., stemmer: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., stopwords: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., ascii_folding: _Optional[bool] = ...) -> None: ...
 
+class FieldDeclaration(_message.Message):
+    __slots__ = ("type", "language")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    language: str
+    def __init__(self, type: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
+
 class CollectionDefinition(_message.Message):
-    __slots__ = ("name", "vectorizers", "bm25", "distance", "shard_number", "replication_factor", "hnsw_m", "hnsw_ef_construct")
+    __slots__ = ("name", "vectorizers", "bm25", "distance", "shard_number", "replication_factor", "hnsw_m", "hnsw_ef_construct", "fields")
     class VectorizersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +77,13 @@ class CollectionDefinition(_message.Message):
         key: str
         value: Vectorizer
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Vectorizer, _Mapping]] = ...) -> None: ...
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FieldDeclaration
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FieldDeclaration, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     VECTORIZERS_FIELD_NUMBER: _ClassVar[int]
     BM25_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +92,7 @@ class CollectionDefinition(_message.Message):
     REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
     HNSW_M_FIELD_NUMBER: _ClassVar[int]
     HNSW_EF_CONSTRUCT_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     vectorizers: _containers.MessageMap[str, Vectorizer]
     bm25: Bm25
@@ -85,17 +101,78 @@ class CollectionDefinition(_message.Message):
     replication_factor: int
     hnsw_m: int
     hnsw_ef_construct: int
-    def __init__(self, name: _Optional[str] = ..., vectorizers: _Optional[_Mapping[str, Vectorizer]] = ..., bm25: _Optional[_Union[Bm25, _Mapping]] = ..., distance: _Optional[str] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., hnsw_m: _Optional[int] = ..., hnsw_ef_construct: _Optional[int] = ...) -> None: ...
+    fields: _containers.MessageMap[str, FieldDeclaration]
+    def __init__(self, name: _Optional[str] = ..., vectorizers: _Optional[_Mapping[str, Vectorizer]] = ..., bm25: _Optional[_Union[Bm25, _Mapping]] = ..., distance: _Optional[str] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., hnsw_m: _Optional[int] = ..., hnsw_ef_construct: _Optional[int] = ..., fields: _Optional[_Mapping[str, FieldDeclaration]] = ...) -> None: ...
+
+class IndexState(_message.Message):
+    __slots__ = ("type", "state", "points", "error")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    state: str
+    points: int
+    error: str
+    def __init__(self, type: _Optional[str] = ..., state: _Optional[str] = ..., points: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("definition", "count", "created_at")
+    __slots__ = ("definition", "count", "created_at", "indexes")
+    class IndexesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: IndexState
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[IndexState, _Mapping]] = ...) -> None: ...
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
     definition: CollectionDefinition
     count: int
     created_at: float
-    def __init__(self, definition: _Optional[_Union[CollectionDefinition, _Mapping]] = ..., count: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...
+    indexes: _containers.MessageMap[str, IndexState]
+    def __init__(self, definition: _Optional[_Union[CollectionDefinition, _Mapping]] = ..., count: _Optional[int] = ..., created_at: _Optional[float] = ..., indexes: _Optional[_Mapping[str, IndexState]] = ...) -> None: ...
+
+class UpdateCollectionRequest(_message.Message):
+    __slots__ = ("name", "fields")
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FieldDeclaration
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FieldDeclaration, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    fields: _containers.MessageMap[str, FieldDeclaration]
+    def __init__(self, name: _Optional[str] = ..., fields: _Optional[_Mapping[str, FieldDeclaration]] = ...) -> None: ...
+
+class ReindexBm25Request(_message.Message):
+    __slots__ = ("collection", "avg_len", "bm25")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    AVG_LEN_FIELD_NUMBER: _ClassVar[int]
+    BM25_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    avg_len: float
+    bm25: Bm25
+    def __init__(self, collection: _Optional[str] = ..., avg_len: _Optional[float] = ..., bm25: _Optional[_Union[Bm25, _Mapping]] = ...) -> None: ...
+
+class ReindexBm25Response(_message.Message):
+    __slots__ = ("collection", "objects", "avg_len", "bm25", "took_ms")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    AVG_LEN_FIELD_NUMBER: _ClassVar[int]
+    BM25_FIELD_NUMBER: _ClassVar[int]
+    TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    objects: int
+    avg_len: float
+    bm25: Bm25
+    took_ms: float
+    def __init__(self, collection: _Optional[str] = ..., objects: _Optional[int] = ..., avg_len: _Optional[float] = ..., bm25: _Optional[_Union[Bm25, _Mapping]] = ..., took_ms: _Optional[float] = ...) -> None: ...
 
 class GetCollectionRequest(_message.Message):
     __slots__ = ("name",)
@@ -296,6 +373,27 @@ class HybridQuery(_message.Message):
     fusion: str
     def __init__(self, query: _Optional[str] = ..., alpha: _Optional[float] = ..., fusion: _Optional[str] = ...) -> None: ...
 
+class OrderBy(_message.Message):
+    __slots__ = ("field", "direction")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    direction: str
+    def __init__(self, field: _Optional[str] = ..., direction: _Optional[str] = ...) -> None: ...
+
+class Mmr(_message.Message):
+    __slots__ = ("candidates",)
+    LAMBDA_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    candidates: int
+    def __init__(self, candidates: _Optional[int] = ..., **kwargs) -> None: ...
+
+class Diversity(_message.Message):
+    __slots__ = ("mmr",)
+    MMR_FIELD_NUMBER: _ClassVar[int]
+    mmr: Mmr
+    def __init__(self, mmr: _Optional[_Union[Mmr, _Mapping]] = ...) -> None: ...
+
 class PropertyList(_message.Message):
     __slots__ = ("names",)
     NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -303,7 +401,7 @@ class PropertyList(_message.Message):
     def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "near_text", "near_image", "near_vector", "bm25", "hybrid", "vector", "filter", "limit", "offset", "properties")
+    __slots__ = ("collection", "near_text", "near_image", "near_vector", "bm25", "hybrid", "vector", "filter", "limit", "offset", "properties", "order_by", "diversity")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     NEAR_TEXT_FIELD_NUMBER: _ClassVar[int]
     NEAR_IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +413,8 @@ class SearchRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     collection: str
     near_text: NearText
     near_image: NearImage
@@ -326,7 +426,9 @@ class SearchRequest(_message.Message):
     limit: int
     offset: int
     properties: PropertyList
-    def __init__(self, collection: _Optional[str] = ..., near_text: _Optional[_Union[NearText, _Mapping]] = ..., near_image: _Optional[_Union[NearImage, _Mapping]] = ..., near_vector: _Optional[_Union[NearVector, _Mapping]] = ..., bm25: _Optional[_Union[Bm25Query, _Mapping]] = ..., hybrid: _Optional[_Union[HybridQuery, _Mapping]] = ..., vector: _Optional[str] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., properties: _Optional[_Union[PropertyList, _Mapping]] = ...) -> None: ...
+    order_by: OrderBy
+    diversity: Diversity
+    def __init__(self, collection: _Optional[str] = ..., near_text: _Optional[_Union[NearText, _Mapping]] = ..., near_image: _Optional[_Union[NearImage, _Mapping]] = ..., near_vector: _Optional[_Union[NearVector, _Mapping]] = ..., bm25: _Optional[_Union[Bm25Query, _Mapping]] = ..., hybrid: _Optional[_Union[HybridQuery, _Mapping]] = ..., vector: _Optional[str] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., properties: _Optional[_Union[PropertyList, _Mapping]] = ..., order_by: _Optional[_Union[OrderBy, _Mapping]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "score", "properties")
@@ -345,3 +447,33 @@ class SearchResponse(_message.Message):
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     took_ms: float
     def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., took_ms: _Optional[float] = ...) -> None: ...
+
+class FacetsRequest(_message.Message):
+    __slots__ = ("collection", "field", "filter", "limit", "exact")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    field: str
+    filter: _struct_pb2.Struct
+    limit: int
+    exact: bool
+    def __init__(self, collection: _Optional[str] = ..., field: _Optional[str] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., limit: _Optional[int] = ..., exact: _Optional[bool] = ...) -> None: ...
+
+class FacetValue(_message.Message):
+    __slots__ = ("value", "count")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    value: _struct_pb2.Value
+    count: int
+    def __init__(self, value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class FacetsResponse(_message.Message):
+    __slots__ = ("values", "took_ms")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[FacetValue]
+    took_ms: float
+    def __init__(self, values: _Optional[_Iterable[_Union[FacetValue, _Mapping]]] = ..., took_ms: _Optional[float] = ...) -> None: ...

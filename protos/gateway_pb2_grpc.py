@@ -79,6 +79,21 @@ class GatewayStub:
                 request_serializer=protos_dot_gateway__pb2.SearchRequest.SerializeToString,
                 response_deserializer=protos_dot_gateway__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.UpdateCollection = channel.unary_unary(
+                '/polyvec.gateway.v1.Gateway/UpdateCollection',
+                request_serializer=protos_dot_gateway__pb2.UpdateCollectionRequest.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.Collection.FromString,
+                _registered_method=True)
+        self.Facets = channel.unary_unary(
+                '/polyvec.gateway.v1.Gateway/Facets',
+                request_serializer=protos_dot_gateway__pb2.FacetsRequest.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.FacetsResponse.FromString,
+                _registered_method=True)
+        self.ReindexBm25 = channel.unary_unary(
+                '/polyvec.gateway.v1.Gateway/ReindexBm25',
+                request_serializer=protos_dot_gateway__pb2.ReindexBm25Request.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.ReindexBm25Response.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -147,6 +162,27 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateCollection(self, request, context):
+        """PATCH /v1/collections/{name}: declare more fields (their indexes are built in the background)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Facets(self, request, context):
+        """POST /v1/collections/{name}/facets
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReindexBm25(self, request, context):
+        """POST /v1/collections/{name}/bm25/reindex: measure avg_len, rewrite the BM25 vectors
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +230,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=protos_dot_gateway__pb2.SearchRequest.FromString,
                     response_serializer=protos_dot_gateway__pb2.SearchResponse.SerializeToString,
+            ),
+            'UpdateCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCollection,
+                    request_deserializer=protos_dot_gateway__pb2.UpdateCollectionRequest.FromString,
+                    response_serializer=protos_dot_gateway__pb2.Collection.SerializeToString,
+            ),
+            'Facets': grpc.unary_unary_rpc_method_handler(
+                    servicer.Facets,
+                    request_deserializer=protos_dot_gateway__pb2.FacetsRequest.FromString,
+                    response_serializer=protos_dot_gateway__pb2.FacetsResponse.SerializeToString,
+            ),
+            'ReindexBm25': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReindexBm25,
+                    request_deserializer=protos_dot_gateway__pb2.ReindexBm25Request.FromString,
+                    response_serializer=protos_dot_gateway__pb2.ReindexBm25Response.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +490,87 @@ class Gateway:
             '/polyvec.gateway.v1.Gateway/Search',
             protos_dot_gateway__pb2.SearchRequest.SerializeToString,
             protos_dot_gateway__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyvec.gateway.v1.Gateway/UpdateCollection',
+            protos_dot_gateway__pb2.UpdateCollectionRequest.SerializeToString,
+            protos_dot_gateway__pb2.Collection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Facets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyvec.gateway.v1.Gateway/Facets',
+            protos_dot_gateway__pb2.FacetsRequest.SerializeToString,
+            protos_dot_gateway__pb2.FacetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReindexBm25(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyvec.gateway.v1.Gateway/ReindexBm25',
+            protos_dot_gateway__pb2.ReindexBm25Request.SerializeToString,
+            protos_dot_gateway__pb2.ReindexBm25Response.FromString,
             options,
             channel_credentials,
             insecure,

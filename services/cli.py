@@ -11,6 +11,7 @@ commands:
   inference   run one inference service (one model per process)
   gateway     run the gateway (HTTP + gRPC) on Qdrant
   up          run everything on this machine: embedded store, inference services, gateway
+  reindex-bm25  rebuild a collection's BM25 vectors through a running gateway (measures avg_len)
 
 Run 'polyvec COMMAND --help' for the options of one command."""
 
@@ -20,6 +21,7 @@ COMMANDS = {
     "inference": ("services.inference.main", "inference"),
     "gateway": ("gateway.main", "gateway"),
     "up": ("services.up", "all"),
+    "reindex-bm25": ("gateway.reindex_cli", "gateway"),
 }
 FIRST_PARTY = ("services", "gateway", "protos")
 

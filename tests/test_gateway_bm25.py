@@ -215,3 +215,132 @@ def test_grpc_carries_analyzer_settings(tmp_path):
             await closing(svc)
 
     run(scenario())
+
+
+def fidelity_corpus() -> tuple[list[str], list[str]]:
+    from tests.test_bm25_fidelity import QUERIES, catalogue
+
+    return catalogue()[:160] + ["the and of", "For the"], QUERIES  # two documents of stopwords only
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_reindex_measures_avg_len_and_then_scores_exactly_like_okapi_bm25(kind, tmp_path):
+    import numpy as np
+
+    from gateway.bm25 import Bm25Settings, make_encoder, mean_length
+    from tests.test_bm25_fidelity import QdrantIdfBM25, analysed
+
+    docs, queries = fidelity_corpus()
+    keys = [f"d{i}" for i in range(len(docs))]
+
+    async def scenario():
+        svc = service(kind, tmp_path)
+        try:
+            old_code_path_collection(svc.store, "cat", dict(zip(keys, docs, strict=True)))
+            out = await svc.reindex_bm25("cat")
+            probe = make_encoder(Bm25Settings())
+            mean = mean_length(probe, docs)
+            assert out["objects"] == len(docs) and out["avg_len"] == pytest.approx(mean)
+            assert out["bm25"]["analyzer"] == "qdrant" and out["bm25"]["language"] == "english"
+            got = await svc.get_collection("cat")
+            assert got["bm25"]["analyzer"] == "qdrant" and got["bm25"]["avg_len"] == pytest.approx(mean)
+            # Okapi BM25 over the analysed corpus; documents without any term have no BM25 vector
+            # (and are not part of N), so rank-bm25 gets only the others
+            corpus = [(key, analysed(probe, d)) for key, d in zip(keys, docs, strict=True)]
+            corpus = [(key, terms) for key, terms in corpus if terms]
+            assert len(corpus) == len(docs) - 2
+            reference = QdrantIdfBM25([terms for _, terms in corpus], k1=1.2, b=0.75)
+            assert reference.avgdl == pytest.approx(mean)
+            compared = 0
+            for query in queries:
+                expected = np.asarray(reference.get_scores(probe.query(query).indices))
+                want = sorted((-expected[j], corpus[j][0]) for j in range(len(corpus)) if expected[j] > 0)
+                res = await svc.search("cat", {"bm25": {"query": query}, "limit": 10})
+                top = [-s for s, _ in want[:10]]
+                assert [h["score"] for h in res["hits"]] == pytest.approx(top, rel=1e-4)
+                by_key = {key: -s for s, key in want}
+                for hit in res["hits"]:
+                    assert hit["score"] == pytest.approx(by_key[hit["id"]], rel=1e-4)
+                    compared += 1
+            assert compared > 100
+            # the stopword-only documents lost their vector; new objects use the new settings
+            assert ids(await svc.search("cat", {"bm25": {"query": "lamps"}, "limit": 200}))
+            await svc.import_objects("cat", {"objects": [{"id": "new", "properties": {"text": "zeppelins"}}]})
+            assert ids(await svc.search("cat", {"bm25": {"query": "zeppelin"}})) == ["new"]
+        finally:
+            await closing(svc)
+
+    run(scenario())
+
+
+def test_reindex_options_and_errors(tmp_path):
+    async def scenario():
+        svc = service("edge", tmp_path)
+        try:
+            await svc.create_collection({"name": "c", "bm25": {"fields": ["t"]}})
+            await svc.import_objects("c", {"objects": [
+                {"id": "a", "properties": {"t": "Die großen Häuser"}},
+                {"id": "b", "properties": {"t": "ein Haus"}}]})
+            out = await svc.reindex_bm25("c", {"bm25": {"language": "german", "ascii_folding": True},
+                                                "avg_len": 7})
+            assert out["avg_len"] == 7 and out["bm25"]["language"] == "german"
+            assert set(ids(await svc.search("c", {"bm25": {"query": "haus"}}))) == {"a", "b"}
+            assert ids(await svc.search("c", {"bm25": {"query": "grossen"}})) == ["a"]
+            for body, field in [({"bm25": {"language": "klingon"}}, "bm25.language"),
+                                ({"bm25": {"avg_len": 3}}, "bm25.avg_len"),
+                                ({"bm25": {"fields": []}}, "bm25.fields"),
+                                ({"avg_len": -1}, "avg_len"),
+                                ({"bm25": {"analyzer": "legacy", "language": "german"}}, "bm25.language")]:
+                with pytest.raises(BadRequest) as info:
+                    await svc.reindex_bm25("c", body)
+                assert info.value.field == field, body
+            await svc.create_collection({"name": "nobm25", "vectorizers": {"v": {"dimensions": 2}},
+                                         "bm25": {"fields": []}})
+            with pytest.raises(BadRequest) as info:
+                await svc.reindex_bm25("nobm25")
+            assert info.value.field == "bm25"
+        finally:
+            await closing(svc)
+
+    run(scenario())
+
+
+def test_reindex_bm25_command_through_a_running_gateway(tmp_path, capsys):
+    import threading
+
+    import uvicorn
+
+    from gateway.http_api import create_app
+    from services.cli import main as polyvec
+    from services.up import free_port
+
+    svc = service("edge", tmp_path)
+    old_code_path_collection(svc.store, "old", {"a": "running shoes for the road", "b": "shoes for work"})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(svc, api_keys=["k1"]), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        url = f"http://127.0.0.1:{port}"
+        assert polyvec(["reindex-bm25", "old", "--url", url, "--api-key", "k1"]) == 0
+        printed = capsys.readouterr().out
+        assert "2 objects of 'old'" in printed and "analyzer qdrant (english)" in printed
+        assert "avg_len 2.50" in printed  # run shoe road / shoe work: 3 and 2 terms
+        assert polyvec(["reindex-bm25", "old", "--url", url, "--api-key", "k1", "--stemmer", "false",
+                        "--stopwords", "[]"]) == 0
+        assert "avg_len 4.00" in capsys.readouterr().out  # nothing dropped or merged: 5 and 3 words
+        assert polyvec(["reindex-bm25", "ghost", "--url", url, "--api-key", "k1"]) == 1
+        assert "404" in capsys.readouterr().err
+        assert polyvec(["reindex-bm25", "old", "--url", url]) == 1  # no API key
+        assert "401" in capsys.readouterr().err
+        assert polyvec(["reindex-bm25", "old", "--url", url, "--api-key", "k1", "--language", "elvish"]) == 1
+        assert "bm25.language" in capsys.readouterr().err
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        run(closing(svc))

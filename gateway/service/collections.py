@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.bm25 import Bm25Encoder, make_encoder
 from gateway.definitions import BM25_VECTOR, CollectionDefinition
+from gateway.fields import FieldType
 from gateway.storage.base import CollectionSchema, DenseVectorConfig
 
 
@@ -26,6 +27,8 @@ class StoredCollection:
     definition: CollectionDefinition
     vectors: dict[str, VectorInfo]
     created_at: float = field(default_factory=time.time)
+    # declared field -> why building its payload index failed (cleared when a build succeeds)
+    index_errors: dict[str, str] = field(default_factory=dict)
 
     # -- persistence --------------------------------------------------------------------------------------
     def to_record(self) -> dict[str, Any]:
@@ -34,6 +37,7 @@ class StoredCollection:
             "definition": self.definition.model_dump(mode="json"),
             "vectors": {k: asdict(v) for k, v in self.vectors.items()},
             "created_at": self.created_at,
+            "index_errors": dict(self.index_errors),
         }
 
     @classmethod
@@ -47,6 +51,7 @@ class StoredCollection:
             definition=CollectionDefinition.model_validate(definition),
             vectors={k: VectorInfo(**v) for k, v in record.get("vectors", {}).items()},
             created_at=float(record.get("created_at", 0.0)),
+            index_errors=dict(record.get("index_errors") or {}),
         )
 
     # -- views --------------------------------------------------------------------------------------------
@@ -76,6 +81,11 @@ class StoredCollection:
             hnsw_m=d.hnsw_m,
             hnsw_ef_construct=d.hnsw_ef_construct,
         )
+
+    @cached_property
+    def field_types(self) -> dict[str, FieldType]:
+        """Declared fields and their types (empty when the collection declares none)."""
+        return self.definition.field_types()
 
     @cached_property
     def bm25_encoder(self) -> Bm25Encoder | None:

@@ -13,16 +13,42 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from gateway.config import GatewaySettings
-from gateway.definitions import BM25_VECTOR, CollectionDefinition, VectorizerConfig, parse_definition
+from gateway.definitions import (
+    BM25_VECTOR,
+    CollectionDefinition,
+    VectorizerConfig,
+    parse_definition,
+    parse_field_declarations,
+)
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, Unavailable
 from gateway.image_urls import ImageFetcher, ImageFetchError, is_image_url
 from gateway.inference_client import InferenceClient, InferencePool, InferenceRejected, InferenceUnavailable
 from gateway.service import objects as obj
 from gateway.service.collections import StoredCollection, VectorInfo
 from gateway.service.filters import parse_filter
-from gateway.service.requests import ImportRequest, ObjectPut, SearchRequest, parse
+from gateway.service.indexes import IndexBuilder, index_states, missing
+from gateway.service.reindex import reindex_bm25
+from gateway.service.requests import (
+    DEFAULT_MMR_CANDIDATES,
+    DENSE_KINDS,
+    CollectionPatch,
+    FacetsRequest,
+    ImportRequest,
+    ObjectPut,
+    ReindexBm25Request,
+    SearchRequest,
+    parse,
+)
 from gateway.service.vectors import check_vector, get_path, object_uuid
-from gateway.storage.base import CollectionNotFound, Hit, Store, StoreError, StoreUnavailable
+from gateway.storage.base import (
+    CollectionNotFound,
+    Hit,
+    Mmr,
+    OrderBy,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,8 +69,10 @@ class GatewayService:
         self.pool = pool or InferencePool(timeout_s=s.inference_timeout_s,
                                           concurrency=s.inference_concurrency,
                                           retries=s.inference_retries, batch_size=s.inference_batch_size)
+        self.indexes = IndexBuilder(store, self._db, lambda name: self._definitions.pop(name, None))
 
     async def close(self) -> None:
+        await self.indexes.close()
         await self.pool.close()
         await self.images.aclose()
 
@@ -131,13 +159,22 @@ class GatewayService:
         stored = StoredCollection(definition=definition, vectors=vectors)
         await self._db(self.store.create_collection, stored.schema())
         try:
+            for key, ftype in stored.field_types.items():  # the collection is empty: instant
+                await self._db(self.store.create_payload_index, name, key, ftype.index())
             await self._db(self.store.save_definition, name, stored.to_record())
         except GatewayError:
             await self._db(self.store.delete_collection, name)
             raise
         self._definitions.pop(name, None)
         log.info("created collection %s", name)
-        return stored.public()
+        return await self._with_indexes(stored, stored.public())
+
+    async def _with_indexes(self, stored: StoredCollection, out: dict[str, Any]) -> dict[str, Any]:
+        """``out`` plus the state of each declared field's index (when the collection declares fields)."""
+        if stored.field_types:
+            existing = await self._db(self.store.payload_indexes, stored.definition.name)
+            out["indexes"] = index_states(stored, existing)
+        return out
 
     async def _probe(self, vname: str, vec: VectorizerConfig) -> VectorInfo:
         """Ask a vectorizer's inference service for its Meta and check it fits the definition."""
@@ -165,7 +202,49 @@ class GatewayService:
         stored = await self._load(name)
         out = stored.public()
         out["count"] = await self._db(self.store.count, name)
+        return await self._with_indexes(stored, out)
+
+    async def update_collection(self, name: str, body: CollectionPatch | dict) -> dict[str, Any]:
+        """Declare more fields (``{"fields": {...}}``); their payload indexes are built in the background.
+
+        A field already declared the same way is left as it is, but its index is built again if it is
+        missing (after a failed build, or a gateway that stopped during one); changing a declared type is
+        an error.
+        """
+        request = parse(CollectionPatch, body)
+        try:
+            given = parse_field_declarations(request.fields)
+        except ValueError as exc:
+            raise BadRequest("fields", str(exc)) from None
+        stored = await self._fresh(name)
+        current = stored.definition.model_dump(mode="json", exclude_none=True)
+        declared = current.get("fields", {})
+        for key, decl in given.items():
+            old = declared.get(key)
+            if old is not None and isinstance(decl, dict) and old != decl:
+                was = old["type"] + (f" ({old['language']})" if old.get("language") else "")
+                raise BadRequest(f"fields.{key}", f"already declared as {was}; a declared type cannot change")
+        current["fields"] = {**declared, **given}
+        definition = parse_definition(current)
+        updated = StoredCollection(definition=definition, vectors=stored.vectors,
+                                   created_at=stored.created_at,
+                                   index_errors={k: v for k, v in stored.index_errors.items()
+                                                 if k not in given})
+        existing = await self._db(self.store.payload_indexes, name)
+        todo = {k: t for k, t in missing(updated, existing).items() if k in given}
+        await self._db(self.store.save_definition, name, updated.to_record())
+        self._definitions.pop(name, None)
+        self.indexes.start(name, todo)
+        log.info("collection %s declares %s; building indexes of %s", name, sorted(given), sorted(todo))
+        out = updated.public()
+        out["count"] = await self._db(self.store.count, name)
+        out["indexes"] = index_states(updated, existing)
         return out
+
+    async def _fresh(self, name: str) -> StoredCollection:
+        """The definition as stored now (not a cached copy): for changes to it."""
+        self._definitions.pop(name, None)
+        return await self._load(name)
 
     async def list_collections(self) -> list[dict[str, Any]]:
         records = await self._db(self.store.list_definitions)
@@ -320,12 +399,17 @@ class GatewayService:
         started = time.perf_counter()
         req: SearchRequest = parse(SearchRequest, body)
         stored = await self._load(name)
-        flt = parse_filter(req.filter)
+        flt = parse_filter(req.filter, "filter", stored.field_types)
         with_payload: bool | list[str] = True if req.properties is None else [*req.properties, obj.ID_KEY]
         common = dict(filter=flt, limit=req.limit, offset=req.offset, with_payload=with_payload)
         kind = req.kind
+        if req.order_by is not None and kind != "browse":
+            raise BadRequest("order_by", f"orders searches without a query; {kind} hits come best first")
+        mmr = self._mmr(req, kind)
         hits: list[Hit]
-        if kind == "bm25":
+        if kind == "browse":
+            hits = await self._browse(stored, req, common)
+        elif kind == "bm25":
             if req.vector is not None:
                 self._vector_name(stored, req.vector)  # a named vector that does not exist is an error
             sparse = self._bm25_query(stored, req.bm25.query, "bm25")
@@ -355,7 +439,7 @@ class GatewayService:
                 hits = await self._db(self.store.search_hybrid, name, vector, values, BM25_VECTOR, sparse,
                                       alpha=h.alpha, fusion=h.fusion, **common)
             if kind != "hybrid":
-                hits = await self._db(self.store.search_dense, name, vector, values, **common)
+                hits = await self._db(self.store.search_dense, name, vector, values, mmr=mmr, **common)
         wanted = None if req.properties is None else set(req.properties)
         out_hits = []
         for hit in hits:
@@ -365,6 +449,77 @@ class GatewayService:
             out_hits.append({"id": obj.external_id(hit.id, hit.payload), "score": float(hit.score),
                              "properties": props})
         return {"hits": out_hits, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    def _mmr(self, req: SearchRequest, kind: str) -> Mmr | None:
+        if req.diversity is None:
+            return None
+        if kind not in DENSE_KINDS:
+            raise BadRequest("diversity", f"applies to {', '.join(DENSE_KINDS)} searches, not {kind}")
+        mmr = req.diversity.mmr
+        need = req.limit + req.offset
+        candidates = mmr.candidates if mmr.candidates is not None else max(DEFAULT_MMR_CANDIDATES, need)
+        if candidates < need:
+            raise BadRequest("diversity.mmr.candidates", f"must be at least limit + offset ({need})")
+        return Mmr(float(mmr.lambda_), candidates)
+
+    async def _browse(self, stored: StoredCollection, req: SearchRequest,
+                      common: dict[str, Any]) -> list[Hit]:
+        """A search without a query: objects matching the filter, in order_by order (else by id)."""
+        order = None
+        if req.order_by is not None:
+            key = req.order_by.field
+            ftype = stored.field_types.get(key)
+            if ftype is None:
+                raise BadRequest("order_by.field", f"{key!r} is not a declared field; declare it as integer, "
+                                                   "float or datetime (PATCH fields) to order by it")
+            if not ftype.orderable:
+                raise BadRequest("order_by.field", f"{key!r} is a {ftype.name} field; only integer, float "
+                                                   "and datetime fields can be ordered by")
+            order = OrderBy(key, req.order_by.direction)
+        try:
+            return await self._db(self.store.browse, stored.definition.name, order_by=order, **common)
+        except BadRequest as exc:
+            if order is not None and "index" in exc.message.lower():
+                raise BadRequest("order_by.field", f"the index of {order.key!r} is not ready yet (GET the "
+                                                   "collection to see its state)") from None
+            raise
+
+    async def facets(self, name: str, body: FacetsRequest | dict) -> dict[str, Any]:
+        """The most frequent values of a declared keyword / integer / bool / uuid field, with counts."""
+        started = time.perf_counter()
+        req: FacetsRequest = parse(FacetsRequest, body)
+        stored = await self._load(name)
+        ftype = stored.field_types.get(req.field)
+        if ftype is None:
+            raise BadRequest("field", f"{req.field!r} is not a declared field; declare it as keyword, "
+                                      "integer, bool or uuid (PATCH fields) to count its values")
+        if not ftype.facetable:
+            raise BadRequest("field", f"{req.field!r} is a {ftype.name} field; facets count keyword, "
+                                      "integer, bool and uuid fields")
+        flt = parse_filter(req.filter, "filter", stored.field_types)
+        try:
+            values = await self._db(self.store.facet, name, req.field, filter=flt, limit=req.limit,
+                                    exact=req.exact)
+        except BadRequest as exc:
+            if "index" in exc.message.lower():
+                raise BadRequest("field", f"the index of {req.field!r} is not ready yet (GET the collection "
+                                          "to see its state)") from None
+            raise
+        return {"values": [{"value": v.value, "count": v.count} for v in values],
+                "took_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    async def reindex_bm25(self, name: str, body: ReindexBm25Request | dict | None = None) -> dict[str, Any]:
+        """Measure the corpus's mean length and rewrite every BM25 vector (see gateway.service.reindex)."""
+        request: ReindexBm25Request = parse(ReindexBm25Request, body or {})
+        stored = await self._fresh(name)
+
+        async def save(updated: StoredCollection) -> None:
+            await self._db(self.store.save_definition, name, updated.to_record())
+            self._definitions.pop(name, None)
+
+        log.info("rebuilding the BM25 vectors of %s", name)
+        return await reindex_bm25(self._db, self.store, stored, request, save,
+                                  self.settings.definition_cache_s)
 
     def _bm25_query(self, stored: StoredCollection, text: str, field: str):
         encoder = stored.bm25_encoder

@@ -142,6 +142,12 @@ def start(index: int, raw: Any, stored: StoredCollection, prefix: str) -> Pendin
             pending.fail(f"{prefix}.properties.{key}",
                          f"property names starting with {RESERVED_PREFIX!r} are reserved")
             return pending
+    for name, ftype in stored.field_types.items():  # declared fields must hold their type
+        problem = ftype.check(get_path(obj.properties, name))
+        if problem:
+            sub, message = problem
+            pending.fail(f"{prefix}.properties.{name}{sub}", message)
+            return pending
     pending.properties = obj.properties
     for name, values in (obj.vectors or {}).items():
         if name not in stored.definition.vectorizers:

@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.definitions import bad_request_from
 
 MAX_LIMIT = 10_000
+MAX_FACET_LIMIT = 1_000
+DEFAULT_MMR_CANDIDATES = 100
 QUERY_KINDS = ("near_text", "near_image", "near_vector", "bm25", "hybrid")
+DENSE_KINDS = ("near_text", "near_image", "near_vector")
 
 
 class _Strict(BaseModel):
@@ -68,6 +71,23 @@ class HybridQuery(_Strict):
         return value
 
 
+class OrderByIn(_Strict):
+    field: str = Field(..., min_length=1, description="a declared integer, float or datetime field")
+    direction: Literal["asc", "desc"] = "asc"
+
+
+class MmrIn(_Strict):
+    lambda_: float = Field(0.5, alias="lambda", ge=0, le=1,
+                           description="1 = pure relevance, 0 = pure diversity")
+    candidates: int | None = Field(None, ge=1, le=MAX_LIMIT,
+                                   description="how many nearest hits to choose from (default: max(100, "
+                                               "limit + offset))")
+
+
+class Diversity(_Strict):
+    mmr: MmrIn
+
+
 class SearchRequest(_Strict):
     near_text: NearText | None = None
     near_image: NearImage | None = None
@@ -79,20 +99,40 @@ class SearchRequest(_Strict):
     limit: int = Field(10, ge=1, le=MAX_LIMIT)
     offset: int = Field(0, ge=0, le=MAX_LIMIT)
     properties: list[str] | None = Field(None, description="properties to return (default: all)")
+    order_by: OrderByIn | None = Field(None, description="browse without a query: order by this field")
+    diversity: Diversity | None = Field(None, description="near_text / near_image / near_vector: MMR")
 
     @model_validator(mode="after")
     def _one_kind(self) -> SearchRequest:
         given = [k for k in QUERY_KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of {', '.join(QUERY_KINDS)}"
-                + (f" (got {', '.join(given)})" if given else "")
-            )
+        if len(given) > 1:
+            raise ValueError(f"give exactly one of {', '.join(QUERY_KINDS)} (got {', '.join(given)})")
+        if not given and self.filter is None and self.order_by is None:
+            raise ValueError(f"give exactly one of {', '.join(QUERY_KINDS)}, or browse with filter / "
+                             "order_by")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in QUERY_KINDS if getattr(self, k) is not None)
+        """The query kind, or "browse" for a search without a query (filter and/or order_by only)."""
+        return next((k for k in QUERY_KINDS if getattr(self, k) is not None), "browse")
+
+
+class FacetsRequest(_Strict):
+    field: str = Field(..., min_length=1, description="a declared keyword, integer, bool or uuid field")
+    filter: dict[str, Any] | None = Field(None, description="count only objects matching this filter")
+    limit: int = Field(10, ge=1, le=MAX_FACET_LIMIT, description="how many values (most frequent first)")
+    exact: bool = Field(False, description="exact counts (else they may be estimated on large collections)")
+
+
+class CollectionPatch(_Strict):
+    fields: dict[str, Any] = Field(..., description="fields to declare (existing ones unchanged)")
+
+
+class ReindexBm25Request(_Strict):
+    avg_len: float | None = Field(None, gt=0, description="use this mean length (default: measured)")
+    bm25: dict[str, Any] | None = Field(None, description="analyzer settings to change (language, stemmer, "
+                                                          "stopwords, ...); the analyzer becomes qdrant")
 
 
 def parse(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
