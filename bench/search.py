@@ -1,7 +1,8 @@
 """Search benchmark: ratios measured side by side in one run (not a test).
 
-    python bench/search.py                 # 10k and 100k objects, 384-d
-    python bench/search.py --sizes 10000 --dim 128 --queries 100
+    python bench/search.py                 # 10k and 100k objects, 384-d; filtered search at 100k
+    python bench/search.py --sizes 10000 --dim 128 --queries 100 --filter-sizes 20000
+    python bench/search.py --sizes --import-texts 0 --filter-sizes 1000000 --filter-stores edge   # 1M
 
 For each size: clustered random unit vectors + generated catalogue texts (BM25 sparse vectors from
 gateway.bm25, Qdrant's analyzer) are loaded into EdgeStore (qdrant-edge, HNSW built with optimize())
@@ -18,6 +19,16 @@ and QdrantStore(":memory:") (qdrant-client local mode: exact numpy search). Repo
   process serving all-MiniLM-L6-v2, BM25, upsert into EdgeStore) vs the inference service's own
   throughput on the same texts through the same client settings (batch 64, 4 calls in flight).
 
+- filtered near-vector search (``--filter-sizes``, default 100k; ``--filter-sizes 1000000 --filter-stores
+  edge`` for the 1M run, whose HNSW builds take ~7.5 min each on 2 cores): a keyword filter matching ~1%
+  (``brand`` = one of 100 values) and a float range matching ~10% (``price`` < 100 of 0..1000), on a
+  collection without payload indexes and on one whose fields were declared (keyword / float indexes,
+  created before the HNSW build so the graph gets Qdrant's extra payload links), against the unfiltered
+  search of the same collection; with the recall@10 of the filtered hits against exact filtered search.
+  QdrantStore(:memory:) (qdrant-client's local mode) keeps no payload indexes and filters in Python: it
+  is measured once, for reference (a Qdrant server builds the same indexes as the embedded engine).
+- facets over the same collections: the 10 most frequent brands, estimated and exact counts.
+
 Latency = wall time of one synchronous store call (single thread), after a short warm-up.
 """
 
@@ -32,13 +43,22 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.bm25 import Bm25Encoder, Bm25Settings, make_encoder, mean_length  # noqa: E402
-from gateway.storage.base import CollectionSchema, DenseVectorConfig, PointRecord, Store  # noqa: E402
+from gateway.storage.base import (  # noqa: E402
+    CollectionSchema,
+    DenseVectorConfig,
+    FieldMatch,
+    FieldRange,
+    Filter,
+    PointRecord,
+    Store,
+)
 from gateway.storage.edge_store import EdgeStore  # noqa: E402
 from gateway.storage.qdrant_store import QdrantStore  # noqa: E402
 
@@ -223,6 +243,125 @@ def run_size(n: int, dim: int, n_queries: int, rank_bm25_queries: int) -> list[t
     return rows
 
 
+FILTER_COLLECTION = "filtered"
+FILTERS = {
+    "keyword ~1%": Filter(must=[FieldMatch("brand", "b7")]),
+    "float range ~10%": Filter(must=[FieldRange("price", lt=100.0)]),
+}
+
+
+def catalogue_payloads(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"i": i, "brand": f"b{rng.randrange(100)}", "price": round(rng.uniform(0, 1000), 2)}
+            for i in range(n)]
+
+
+def load_filtered(store: Store, name: str, vectors: np.ndarray, payloads: list[dict], indexed: bool,
+                  batch: int = 1000) -> float:
+    """Create + load (+ declare brand/price first when ``indexed``) + build the HNSW index; seconds."""
+    t0 = time.perf_counter()
+    dense = {"v": DenseVectorConfig(vectors.shape[1], "cosine")}
+    store.create_collection(CollectionSchema(name, dense=dense, hnsw_m=16, hnsw_ef_construct=100))
+    if indexed:  # as the gateway does for declared fields: before any object, so HNSW gets payload links
+        store.create_payload_index(name, "brand", "keyword")
+        store.create_payload_index(name, "price", "float")
+    for start in range(0, len(vectors), batch):
+        store.upsert(name, [
+            PointRecord(str(uuid.UUID(int=i + 1)), payloads[i], {"v": vectors[i].tolist()})
+            for i in range(start, min(start + batch, len(vectors)))])
+    store.optimize(name)
+    return time.perf_counter() - t0
+
+
+def filtered_recall(store: Store, name: str, vectors: np.ndarray, payloads: list[dict],
+                    queries: np.ndarray, flt: Filter, predicate: Callable[[dict], bool],
+                    count: int = 20) -> float:
+    allowed = np.array([predicate(p) for p in payloads])
+    scores = vectors @ queries[:count].T
+    scores[~allowed] = -np.inf
+    recall = []
+    for q in range(count):
+        exact = set(np.argsort(-scores[:, q])[:10].tolist())
+        got = {int(uuid.UUID(h.id).int) - 1
+               for h in store.search_dense(name, "v", queries[q].tolist(), filter=flt, limit=10,
+                                           with_payload=False)}
+        recall.append(len(got & exact) / 10)
+    return float(np.mean(recall))
+
+
+PREDICATES: dict[str, Callable[[dict], bool]] = {
+    "keyword ~1%": lambda p: p["brand"] == "b7",
+    "float range ~10%": lambda p: p["price"] < 100.0,
+}
+
+
+def ms(arr: np.ndarray) -> str:
+    return f"{p(arr, 50):.3f} / {p(arr, 99):.3f}"
+
+
+def measure_filtered(kind: str, indexed: bool, folder: Path, vectors: np.ndarray, payloads: list[dict],
+                     queries: np.ndarray, n_queries: int) -> dict[str, Any]:
+    """One store, with or without the declared indexes: latencies, recalls and facet times."""
+    n = len(vectors)
+    if kind == "edge":
+        store: Store = EdgeStore(folder / f"edge-{indexed}", auto_optimize_points=0)
+        count = n_queries
+    else:
+        store = QdrantStore(location=":memory:")
+        count = min(n_queries, 10 if n > 20_000 else 50)  # local mode filters in Python: seconds at 100k
+    took = load_filtered(store, FILTER_COLLECTION, vectors, payloads, indexed)
+    print(f"{kind} {'indexed' if indexed else 'no index'}: load + index build {took:.1f}s", flush=True)
+
+    def search(i: int, flt: Filter | None = None) -> object:
+        return store.search_dense(FILTER_COLLECTION, "v", queries[i].tolist(), filter=flt, limit=10,
+                                  with_payload=False)
+
+    out: dict[str, Any] = {"unfiltered": timed(search, count)}
+    for label, flt in FILTERS.items():
+        out[label] = timed(lambda i, flt=flt: search(i, flt), count)
+        out[f"recall {label}"] = filtered_recall(store, FILTER_COLLECTION, vectors, payloads, queries, flt,
+                                                 PREDICATES[label])
+    if indexed or kind != "edge":  # the embedded engine facets indexed fields only
+        for exact in (False, True):
+            out[f"facet {exact}"] = timed(
+                lambda i, exact=exact: store.facet(FILTER_COLLECTION, "brand", limit=10, exact=exact),
+                min(count, 20))
+    store.close()
+    return out
+
+
+def run_filtered(n: int, dim: int, n_queries: int, stores: list[str]) -> list[tuple[str, ...]]:
+    """Filtered near-vector search and facets, with and without payload indexes (see the docstring)."""
+    print(f"\n== filtered search and facets, {n} objects, {dim}-d ==", flush=True)
+    vectors = unit_vectors(n, dim, seed=n + 7)
+    payloads = catalogue_payloads(n, seed=n)
+    queries = query_vectors(vectors, n_queries + 10, seed=n + 8)
+    rows: list[tuple[str, ...]] = []
+    with tempfile.TemporaryDirectory(prefix="polyvec-bench-filter-") as tmp:
+        for kind in stores:
+            name = "EdgeStore" if kind == "edge" else "QdrantStore(:memory:)"
+            plain = measure_filtered(kind, False, Path(tmp), vectors, payloads, queries, n_queries)
+            if kind == "edge":
+                declared = measure_filtered(kind, True, Path(tmp), vectors, payloads, queries, n_queries)
+            else:  # local mode keeps no payload indexes: "declared" would measure the same store again
+                declared = plain
+            show = ms if kind == "edge" else (lambda _: "n/a (local mode: no indexes)")
+            base = p(declared["unfiltered"], 50)
+            rows.append((f"{name} near-vector, unfiltered ({n})", ms(plain["unfiltered"]),
+                         show(declared["unfiltered"]), "1.00x", "-"))
+            for label in FILTERS:
+                ratio = p(declared[label], 50) / base
+                recall = f"{plain[f'recall {label}']:.2f} / {declared[f'recall {label}']:.2f}"
+                rows.append((f"{name} near-vector, {label} ({n})", ms(plain[label]), show(declared[label]),
+                             f"{ratio:.2f}x", recall))
+            for exact in (False, True):
+                key = f"facet {exact}"
+                rows.append((f"{name} facets brand top-10, {'exact' if exact else 'estimated'} ({n})",
+                             ms(plain[key]) if key in plain else "- (needs the index)", show(declared[key]),
+                             "-", "-"))
+    return rows
+
+
 async def _import_vs_inference(n_texts: int) -> tuple[float, float]:
     """(inference-only texts/s, end-to-end import objects/s), measured alternately, best of 2 each."""
     from bench.inference import Server, minilm_env
@@ -278,25 +417,42 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rank-bm25-queries", type=int, default=20)
     parser.add_argument("--import-texts", type=int, default=960, help="0 skips the import measurement")
+    parser.add_argument("--filter-sizes", type=int, nargs="*", default=[100_000],
+                        help="sizes of the filtered-search / facet runs (none: skip them); 1000000 takes "
+                             "~20 min on 2 cores (two HNSW builds)")
+    parser.add_argument("--filter-stores", nargs="+", choices=["edge", "qdrant"], default=["edge", "qdrant"])
+    parser.add_argument("--filter-queries", type=int, default=200)
     args = parser.parse_args(argv)
     rows: list[tuple[str, str, str, str]] = []
     for n in args.sizes:
         rows.extend(run_size(n, args.dim, args.queries, args.rank_bm25_queries))
     if args.import_texts:
         rows.extend(run_import(args.import_texts))
-    header = ("measure", "EdgeStore", "baseline", "ratio")
-    print("\nbaselines: near-vector -> QdrantStore(:memory:); BM25 -> rank-bm25 get_scores; "
-          "hybrid -> EdgeStore near-vector (ratio = hybrid / near-vector); "
-          "import -> the inference service alone on the same texts (ratio = import / inference)")
-    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(4)]
+    filtered: list[tuple[str, ...]] = []
+    for n in args.filter_sizes:
+        filtered.extend(run_filtered(n, args.dim, args.filter_queries, args.filter_stores))
+    if rows:
+        header = ("measure", "EdgeStore", "baseline", "ratio")
+        print("\nbaselines: near-vector -> QdrantStore(:memory:); BM25 -> rank-bm25 get_scores; "
+              "hybrid -> EdgeStore near-vector (ratio = hybrid / near-vector); "
+              "import -> the inference service alone on the same texts (ratio = import / inference)")
+        print_table(header, rows)
+    if filtered:
+        print("\nfiltered search: latency ms p50 / p99; ratio = filtered p50 with the index / unfiltered p50 "
+              "of the same collection; recall@10 against exact filtered search (no index / index)")
+        print_table(("measure", "no index", "declared (indexed)", "ratio", "recall@10"), filtered)
+    return 0
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
     for r in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-    return 0
 
 
 if __name__ == "__main__":
