@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/inference.proto\x12\x14polyvec.inference.v1\"W\n\x10VectorizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x16\n\tnormalize\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0c\n\n_normalize\"&\n\x07Vectors\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\xa1\x01\n\x11VectorizeResponse\x12\x33\n\x0ctext_vectors\x18\x01 \x01(\x0b\x32\x1d.polyvec.inference.v1.Vectors\x12\x34\n\rimage_vectors\x18\x02 \x01(\x0b\x32\x1d.polyvec.inference.v1.Vectors\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ndimensions\x18\x04 \x01(\r\"\r\n\x0bMetaRequest\"\x9e\x01\n\x06Limits\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x15\n\rbatch_wait_ms\x18\x02 \x01(\r\x12\x11\n\tmax_queue\x18\x03 \x01(\r\x12\x18\n\x10max_image_pixels\x18\x04 \x01(\x04\x12\x19\n\x11max_request_bytes\x18\x05 \x01(\x04\x12\x1d\n\x15max_items_per_request\x18\x06 \x01(\r\"\xcf\x01\n\x0cMetaResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12\x12\n\nmodalities\x18\x04 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x11\n\tprecision\x18\x06 \x01(\t\x12,\n\x06limits\x18\x07 \x01(\x0b\x32\x1c.polyvec.inference.v1.Limits\x12\x11\n\tnormalize\x18\x08 \x01(\x08\x12\x17\n\x0fmax_text_tokens\x18\t \x01(\r2\xb8\x01\n\tInference\x12\\\n\tVectorize\x12&.polyvec.inference.v1.VectorizeRequest\x1a\'.polyvec.inference.v1.VectorizeResponse\x12M\n\x04Meta\x12!.polyvec.inference.v1.MetaRequest\x1a\".polyvec.inference.v1.MetaResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/inference.proto\x12\x14polyvec.inference.v1\"W\n\x10VectorizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x16\n\tnormalize\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0c\n\n_normalize\"&\n\x07Vectors\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\xa1\x01\n\x11VectorizeResponse\x12\x33\n\x0ctext_vectors\x18\x01 \x01(\x0b\x32\x1d.polyvec.inference.v1.Vectors\x12\x34\n\rimage_vectors\x18\x02 \x01(\x0b\x32\x1d.polyvec.inference.v1.Vectors\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ndimensions\x18\x04 \x01(\r\"\r\n\x0bMetaRequest\"\x9e\x01\n\x06Limits\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x15\n\rbatch_wait_ms\x18\x02 \x01(\r\x12\x11\n\tmax_queue\x18\x03 \x01(\r\x12\x18\n\x10max_image_pixels\x18\x04 \x01(\x04\x12\x19\n\x11max_request_bytes\x18\x05 \x01(\x04\x12\x1d\n\x15max_items_per_request\x18\x06 \x01(\r\"\xe7\x01\n\x0cMetaResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12\x12\n\nmodalities\x18\x04 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x11\n\tprecision\x18\x06 \x01(\t\x12,\n\x06limits\x18\x07 \x01(\x0b\x32\x1c.polyvec.inference.v1.Limits\x12\x11\n\tnormalize\x18\x08 \x01(\x08\x12\x17\n\x0fmax_text_tokens\x18\t \x01(\r\x12\x16\n\x0emax_text_chars\x18\n \x01(\r2\xb8\x01\n\tInference\x12\\\n\tVectorize\x12&.polyvec.inference.v1.VectorizeRequest\x1a\'.polyvec.inference.v1.VectorizeResponse\x12M\n\x04Meta\x12!.polyvec.inference.v1.MetaRequest\x1a\".polyvec.inference.v1.MetaResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,7 +42,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LIMITS']._serialized_start=357
   _globals['_LIMITS']._serialized_end=515
   _globals['_METARESPONSE']._serialized_start=518
-  _globals['_METARESPONSE']._serialized_end=725
-  _globals['_INFERENCE']._serialized_start=728
-  _globals['_INFERENCE']._serialized_end=912
+  _globals['_METARESPONSE']._serialized_end=749
+  _globals['_INFERENCE']._serialized_start=752
+  _globals['_INFERENCE']._serialized_end=936
 # @@protoc_insertion_point(module_scope)

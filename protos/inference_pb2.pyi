@@ -57,7 +57,7 @@ class Limits(_message.Message):
     def __init__(self, max_batch_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_items_per_request: _Optional[int] = ...) -> None: ...
 
 class MetaResponse(_message.Message):
-    __slots__ = ("name", "type", "dimensions", "modalities", "device", "precision", "limits", "normalize", "max_text_tokens")
+    __slots__ = ("name", "type", "dimensions", "modalities", "device", "precision", "limits", "normalize", "max_text_tokens", "max_text_chars")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class MetaResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     dimensions: int
@@ -76,4 +77,5 @@ class MetaResponse(_message.Message):
     limits: Limits
     normalize: bool
     max_text_tokens: int
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., dimensions: _Optional[int] = ..., modalities: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., normalize: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ...) -> None: ...
+    max_text_chars: int
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., dimensions: _Optional[int] = ..., modalities: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., normalize: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., max_text_chars: _Optional[int] = ...) -> None: ...

@@ -60,3 +60,16 @@ def test_bf16_close_to_fp32(minilm, tmp_path):
     texts = ["a cat sits on the mat", "stock market crash"]
     a, b = bf16.encode_text(texts), minilm.encode_text(texts)
     assert ((a * b).sum(1)).min() >= 0.99
+
+
+def test_a_long_text_is_cut_before_tokenizing_without_changing_its_vector(minilm):
+    """The cut (16 characters a token, 4,096 here) keeps every token MiniLM reads, for plain prose and
+    for text of long words and URLs; the tokenizer never sees the rest."""
+    prose = ("The committee's preliminary recommendations, published on Thursday, emphasised "
+             "interdisciplinary collaboration, environmental sustainability and accountability; "
+             "see https://example.org/reports/2024/annual-summary?section=findings for details. ")
+    assert minilm.max_text_chars == 16 * 256
+    for text in (prose * 2000, "internationalization counterrevolutionaries " * 5000):
+        cut = minilm.encode_text([text])[0]
+        whole = minilm._finish(minilm.forward_texts(minilm.prepare_texts([text])), None)[0]
+        np.testing.assert_allclose(cut, whole, atol=1e-6)

@@ -86,6 +86,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 precision=meta["precision"],
                 normalize=meta["normalize"],
                 max_text_tokens=meta["max_text_tokens"],
+                max_text_chars=meta["max_text_chars"],
                 limits=inference_pb2.Limits(
                     max_batch_size=limits["max_batch_size"],
                     batch_wait_ms=int(round(limits["batch_wait_ms"])),

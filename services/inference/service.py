@@ -171,6 +171,7 @@ class InferenceService:
         images = list(images)
         self.validate(texts, images)
         encoder, batcher = self._require_ready()
+        texts = [encoder.cut_text(text) for text in texts]  # a huge text must not stall the tokenizer
         do_norm = encoder.info.normalize if normalize is None else bool(normalize)
         try:
             batcher.check_room(len(texts) + len(images))  # refuse before spending CPU on decoding
@@ -225,6 +226,7 @@ class InferenceService:
             "precision": info.precision,
             "normalize": bool(info.normalize),
             "max_text_tokens": int(info.max_text_tokens),
+            "max_text_chars": int(encoder.max_text_chars),
             "batching": self.batching,
             "limits": self.limits(),
         }

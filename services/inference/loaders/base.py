@@ -10,6 +10,9 @@ CPU work with the forward pass:
   the model thread and return float32 vectors, one row per input.
 
 ``encode_text`` / ``encode_image`` chain the two for callers that do not care.
+
+Texts are cut to :attr:`Encoder.max_text_chars` before ``prepare_texts`` sees them (by the service
+and by ``encode_text``), so no loader tokenizes more than a bounded prefix of a huge text.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from PIL import Image
 TEXT = "text"
 IMAGE = "image"
 
+#: A text is cut to this many characters per model token before it is tokenized
+#: (:attr:`Encoder.max_text_chars`). The model reads at most ``max_text_tokens`` tokens; a token of
+#: prose is 3-6 characters, so the cut drops only text the tokenizer would drop too, while a
+#: 15 MB text costs the tokenizer no more than a page.
+TEXT_CHARS_PER_TOKEN = 16
+
 
 @dataclass(frozen=True)
 class EncoderInfo:
@@ -36,7 +45,7 @@ class EncoderInfo:
     device: str  # what was actually chosen, e.g. "cpu", "cuda:0"
     precision: str  # fp32 | fp16 | bf16, what was actually used
     normalize: bool  # whether vectors are L2-normalised by default
-    max_text_tokens: int  # longer texts are truncated by the model's own tokenizer
+    max_text_tokens: int  # longer texts are truncated by the model's own tokenizer (0: no limit)
 
 
 class UnsupportedModality(ValueError):
@@ -78,11 +87,30 @@ class Encoder(ABC):  # noqa: B024 - every method has a default; loaders override
         """A cheap length estimate used to group texts of similar length into one batch."""
         return len(text)
 
+    # --- the text bound, the same for every loader ------------------------
+    @property
+    def max_text_chars(self) -> int:
+        """Texts are cut to this many characters before tokenizing (0: never cut).
+
+        ``TEXT_CHARS_PER_TOKEN`` x ``max_text_tokens``: far more than the tokens the model reads, so
+        the vector is the one of the whole text truncated by the tokenizer, unless the text's first
+        tokens average more than TEXT_CHARS_PER_TOKEN characters (long runs of white space, or
+        unbroken strings the tokenizer maps to one unknown token).
+        """
+        tokens = int(self.info.max_text_tokens or 0)
+        return TEXT_CHARS_PER_TOKEN * tokens if tokens > 0 else 0
+
+    def cut_text(self, text: str) -> str:
+        """``text`` cut to :attr:`max_text_chars` (the service applies this to every text it embeds)."""
+        limit = self.max_text_chars
+        return text[:limit] if limit and len(text) > limit else text
+
     # --- one-step helpers --------------------------------------------------
     def encode_text(self, texts: list[str], normalize: bool | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        return self._finish(self.forward_texts(self.prepare_texts(texts)), normalize)
+        prepared = self.prepare_texts([self.cut_text(t) for t in texts])
+        return self._finish(self.forward_texts(prepared), normalize)
 
     def encode_image(self, images: list[Image.Image], normalize: bool | None = None) -> np.ndarray:
         if not images:
