@@ -114,9 +114,11 @@ class GatewaySettings:
         return not self.qdrant_url
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> GatewaySettings:
-        """Read every setting from ``environ`` (default: os.environ); ``overrides`` (not None) win."""
-        return cls(**read_env(cls, _parse, environ, overrides)).validate()
+    def from_env(cls, environ: Mapping[str, str] | None = None, *,
+                 file_values: Mapping[str, str] | None = None, **overrides) -> GatewaySettings:
+        """Read every setting: ``overrides`` (flags, not None) > ``environ`` (default: os.environ) >
+        ``file_values`` (a config file, see services.env_settings.read_settings_file) > defaults."""
+        return cls(**read_env(cls, _parse, environ, overrides, file_values)).validate()
 
 
 def env_name(attr: str) -> str:

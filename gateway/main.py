@@ -12,12 +12,12 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import GatewaySettings, SettingsError
 from gateway.storage.base import Store
-from services.env_settings import add_setting_flags
+from services.env_settings import add_config_flag, add_setting_flags, read_settings_file
 
 if TYPE_CHECKING:
     import uvicorn
@@ -72,9 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="polyvec gateway",
         description="Run the polyvec gateway (HTTP + gRPC) on Qdrant: a server/cluster when QDRANT_URL is "
                     "set, else the embedded store under DATA_DIR. Every option can also be set by the "
-                    "environment variable shown; options win.")
+                    "environment variable shown, or in a --config file: options win over the environment, "
+                    "which wins over the file.")
+    add_config_flag(parser)
     add_setting_flags(parser, GatewaySettings, _HELP)
     return parser
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> GatewaySettings:
+    """Flags > environment > --config file > defaults."""
+    file_values = read_settings_file(args.config, GatewaySettings) if args.config else None
+    flags = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    return GatewaySettings.from_env(environ, file_values=file_values, **flags)
 
 
 def build_store(settings: GatewaySettings) -> Store:
@@ -92,7 +101,8 @@ def build_store(settings: GatewaySettings) -> Store:
     return EdgeStore(settings.data_dir)
 
 
-def describe(settings: GatewaySettings, http_port: int | None, grpc_port: int | None) -> str:
+def describe(settings: GatewaySettings, http_port: int | None, grpc_port: int | None, *,
+             models: bool = True) -> str:
     host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     lines = []
     if http_port is not None:
@@ -101,7 +111,7 @@ def describe(settings: GatewaySettings, http_port: int | None, grpc_port: int | 
         lines.append(f"  gRPC   {host}:{grpc_port}   (polyvec.gateway.v1.Gateway)")
     lines.append("  store  " + (f"Qdrant at {settings.qdrant_url}" if settings.qdrant_url
                                 else f"embedded, {settings.data_dir}"))
-    for name, address in settings.models.items():
+    for name, address in settings.models.items() if models else ():
         lines.append(f"  model  {name} -> {address}")
     return "\n".join(lines)
 
@@ -202,7 +212,7 @@ async def _drain_grpc_on_stop(grpc_server, stopping: Callable[[], bool], grace_s
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = GatewaySettings.from_env(**{k: v for k, v in vars(args).items() if v is not None})
+        settings = settings_from_args(args)
     except SettingsError as exc:
         print(f"polyvec gateway: {exc}", file=sys.stderr)
         return 2

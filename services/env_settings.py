@@ -11,6 +11,7 @@ import argparse
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 OFF_WORDS = ("off", "none", "disabled", "-1")
@@ -50,12 +51,16 @@ def read_env(
     parse: Callable[[str, str, str], Any],
     environ: Mapping[str, str] | None,
     overrides: Mapping[str, Any],
+    file_values: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Field values for ``cls(**values)``: overrides that are not None win (strings are parsed), then
-    non-empty environment variables; ``parse(attr, env, raw)`` turns a raw string into a value."""
+    """Field values for ``cls(**values)``, by the one precedence rule of every polyvec command:
+    a flag (``overrides`` not None; strings are parsed) wins over a non-empty environment variable,
+    which wins over the config file (``file_values``, see :func:`read_settings_file`), which wins over
+    the default. ``parse(attr, env, raw)`` turns a raw string into a value."""
     environ = os.environ if environ is None else environ
+    file_values = file_values or {}
     names = {f.name for f in fields(cls)}
-    unknown = set(overrides) - names
+    unknown = (set(overrides) | set(file_values)) - names
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
@@ -66,7 +71,15 @@ def read_env(
             values[f.name] = parse(f.name, env, value.strip()) if isinstance(value, str) else value
         elif environ.get(env, "") != "":
             values[f.name] = parse(f.name, env, environ[env].strip())
+        elif file_values.get(f.name, "") != "":
+            values[f.name] = parse(f.name, env, file_values[f.name].strip())
     return values
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML file of settings: the option names (http_port: 8000) or their variables "
+                             "(HTTP_PORT: 8000). Options win over the environment, which wins over the file")
 
 
 def parse_int(env: str, raw: str) -> int:
@@ -102,3 +115,47 @@ def parse_bool(env: str, raw: str) -> bool:
 def check_port(env: str, port: int | None) -> None:
     if port is not None and not 0 <= port <= 65535:
         raise SettingsError(f"{env} must be a port number 0-65535, not {port}")
+
+
+def read_settings_file(path: str, cls: type) -> dict[str, str]:
+    """Settings of ``cls`` from a YAML file: a mapping whose keys are field names (``http_port``) or their
+    variables (``HTTP_PORT``). Values become the strings a variable would hold (lists are joined with
+    commas, mappings as ``name=value,...``), so the class's own parser checks them. Unknown keys are
+    refused, naming the closest known one."""
+    import difflib
+
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise SettingsError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path} is not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{path}: the config must be a mapping of settings, not {type(raw).__name__}")
+    by_env = {f.metadata["env"]: f.name for f in fields(cls)}
+    names = {f.name for f in fields(cls)}
+    values: dict[str, str] = {}
+    for key, value in raw.items():
+        name = by_env.get(str(key), str(key))
+        if name not in names:
+            close = difflib.get_close_matches(str(key).lower(), sorted(names), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SettingsError(f"{path}: unknown setting {key!r}{hint}")
+        if value is None:
+            continue
+        values[name] = _as_setting_string(value)
+    return values
+
+
+def _as_setting_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)

@@ -1,9 +1,11 @@
 """``polyvec up``: everything on one machine.
 
-Reads a config file (default: services/up_default.yaml), starts one inference service per model as a
-child process on a free loopback port (``python -m services.cli inference`` with MODEL or
-MODEL_PROPERTIES, GRPC_PORT, HTTP_PORT=off), waits until each answers gRPC health SERVING, then runs
-the gateway on the embedded store with MODELS pointing at them and prints where to go. Ctrl-C or
+Reads a config file (default: services/up_default.yaml) with the environment and flags laid over it
+(:func:`apply_precedence`), starts one inference service per model as a child process on loopback
+(``python -m services.cli inference`` with MODEL or MODEL_PROPERTIES, GRPC_PORT a free port or the
+model's ``grpc_port``, HTTP_PORT off or the model's ``http_port``), waits until each answers gRPC health
+SERVING, then runs the gateway on the embedded store with MODELS pointing at them and prints where to go
+(each model's addresses included). Ctrl-C or
 SIGTERM stops the gateway and then every child (SIGTERM, then SIGKILL after a grace period). A child
 that dies while the gateway runs is restarted on the same port, with backoff (:func:`supervise`).
 """
@@ -22,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +46,8 @@ class ModelConfig:
     model: str | None = None
     model_properties: dict | str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    grpc_port: int | None = None  # None: a free loopback port
+    http_port: int | None = None  # the Weaviate-compatible HTTP API (+ /metrics); None: off
 
     def describe(self) -> str:
         if self.model:
@@ -87,17 +92,87 @@ def load_config(path: str | Path | None) -> UpConfig:
             spec = {"model": spec}
         if not isinstance(spec, dict) or not (spec.get("model") or spec.get("model_properties")):
             raise UpError(f"{path}: models.{name} needs model (a built-in name) or model_properties")
-        extra = set(spec) - {"model", "model_properties", "env"}
+        extra = set(spec) - {"model", "model_properties", "env", "grpc_port", "http_port"}
         if extra:
-            raise UpError(f"{path}: models.{name}: unknown key(s) {', '.join(sorted(extra))}")
+            raise UpError(f"{path}: models.{name}: unknown key(s) {', '.join(sorted(extra))}; "
+                          "known: env, grpc_port, http_port, model, model_properties")
+        where = f"{path}: models.{name}"
+        env = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
+        taken = {"GRPC_PORT", "HTTP_PORT", "HOST"} & set(env)
+        if taken:
+            raise UpError(f"{path}: models.{name}.env sets {', '.join(sorted(taken))}: "
+                          f"use models.{name}.grpc_port / http_port (the service always listens on loopback)")
         models.append(ModelConfig(name=str(name), model=spec.get("model"),
-                                  model_properties=spec.get("model_properties"),
-                                  env={str(k): str(v) for k, v in (spec.get("env") or {}).items()}))
+                                  model_properties=spec.get("model_properties"), env=env,
+                                  grpc_port=_config_port(spec.get("grpc_port"), f"{where}.grpc_port"),
+                                  http_port=_config_port(spec.get("http_port"), f"{where}.http_port")))
     cfg = UpConfig(models=models)
     for key in ("data_dir", "host", "http_port", "grpc_port", "startup_timeout_s"):
         if raw.get(key) is not None:
             setattr(cfg, key, raw[key])
     return cfg
+
+
+def _config_port(value: object, where: str) -> int | None:
+    """A fixed port from the config (1-65535), or None (unset, null, or off)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "none", "")):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise UpError(f"{where} must be a port number 1-65535 or off, not {value!r}")
+    try:
+        port = int(value)
+    except ValueError:
+        raise UpError(f"{where} must be a port number 1-65535 or off, not {value!r}") from None
+    if not 1 <= port <= 65535:
+        raise UpError(f"{where} must be a port number 1-65535 or off, not {port}")
+    return port
+
+
+#: `polyvec up` settings that the gateway's variables also set: flag > environment > config file.
+ENV_OVERRIDES = {"data_dir": "DATA_DIR", "host": "HOST", "http_port": "HTTP_PORT", "grpc_port": "GRPC_PORT"}
+
+
+def apply_precedence(cfg: UpConfig, flags: dict[str, object], environ: Mapping[str, str]) -> UpConfig:
+    """Lay the environment (DATA_DIR, HOST, HTTP_PORT, GRPC_PORT), then the flags, over the config file's
+    values: the same rule as `polyvec gateway` and `polyvec inference`."""
+    for key, env in ENV_OVERRIDES.items():
+        if environ.get(env, "").strip() != "":
+            setattr(cfg, key, environ[env].strip())
+    for key, value in flags.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    return cfg
+
+
+def check_ports(cfg: UpConfig, settings_http: int | None, settings_grpc: int | None) -> None:
+    """Refuse fixed ports used twice or already taken, before minutes of model loading."""
+    wanted: list[tuple[str, str, int]] = []
+    for name, port in (("http_port", settings_http), ("grpc_port", settings_grpc)):
+        if port:
+            wanted.append((name, str(cfg.host), port))
+    for m in cfg.models:
+        for kind in ("grpc_port", "http_port"):
+            port = getattr(m, kind)
+            if port:
+                wanted.append((f"models.{m.name}.{kind}", "127.0.0.1", port))
+    seen: dict[int, str] = {}
+    for what, host, port in wanted:
+        if port in seen:
+            raise UpError(f"{what} and {seen[port]} are both port {port}")
+        seen[port] = what
+        if not port_is_free(host, port):
+            raise UpError(f"{what}: port {port} on {host} is already in use")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def model_from_flag(value: str) -> ModelConfig:
@@ -124,9 +199,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Child:
     """One inference service process; its output is relayed with a [name] prefix and its tail kept."""
 
-    def __init__(self, model: ModelConfig, port: int, *, quiet: bool = False) -> None:
+    def __init__(self, model: ModelConfig, port: int, *, http_port: int | None = None,
+                 quiet: bool = False) -> None:
         self.model = model
         self.port = port
+        self.http_port = http_port
         self.address = f"127.0.0.1:{port}"
         self.quiet = quiet
         self.proc: asyncio.subprocess.Process | None = None
@@ -143,7 +220,8 @@ class Child:
         else:
             props = self.model.model_properties
             env["MODEL_PROPERTIES"] = props if isinstance(props, str) else json.dumps(props)
-        env.update({"GRPC_PORT": str(self.port), "HTTP_PORT": "off", "HOST": "127.0.0.1"})
+        env.update({"GRPC_PORT": str(self.port), "HTTP_PORT": str(self.http_port or "off"),
+                    "HOST": "127.0.0.1"})
         env.update(self.model.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -216,6 +294,12 @@ class Child:
                 await asyncio.wait_for(self._relay, 2)
             except (TimeoutError, asyncio.CancelledError):
                 self._relay.cancel()
+
+    def describe_addresses(self) -> str:
+        text = f"gRPC {self.address}"
+        if self.http_port:
+            text += f"   HTTP http://127.0.0.1:{self.http_port} (Weaviate multi2vec API, /metrics)"
+        return text
 
     def failure_message(self) -> str:
         code = self.proc.returncode if self.proc else None
@@ -298,6 +382,16 @@ async def supervise(child: Child, stop_requested, *, max_restarts: int = 5, wind
             await asyncio.sleep(0.5)
 
 
+def models_summary(children: list[Child]) -> str:
+    """One line per model: its name (the first is also "default") and the addresses it serves on."""
+    width = max(len(c.model.name) for c in children)
+    lines = []
+    for i, child in enumerate(children):
+        alias = '   (also "default")' if i == 0 and child.model.name != "default" else ""
+        lines.append(f"  model  {child.model.name:<{width}}  {child.describe_addresses()}{alias}")
+    return "\n".join(lines)
+
+
 def example(http: str) -> str:
     return (
         "Try it:\n"
@@ -315,7 +409,7 @@ async def run_up(cfg: UpConfig, *, quiet_children: bool = False) -> int:
     from gateway.config import GatewaySettings, SettingsError, default_data_dir
     from gateway.main import STOP, describe, serve
 
-    data_dir = cfg.data_dir or os.environ.get("DATA_DIR") or default_data_dir()
+    data_dir = cfg.data_dir or default_data_dir()
     # the environment still sets API_KEYS, LOG_LEVEL, INFERENCE_*, ...; the store is always embedded here
     environ = {k: v for k, v in os.environ.items() if k not in ("QDRANT_URL", "MODELS")}
     try:
@@ -323,7 +417,9 @@ async def run_up(cfg: UpConfig, *, quiet_children: bool = False) -> int:
                                                   http_port=str(cfg.http_port), grpc_port=str(cfg.grpc_port))
     except SettingsError as exc:
         raise UpError(str(exc)) from None
-    children = [Child(m, free_port(), quiet=quiet_children) for m in cfg.models]
+    check_ports(cfg, settings_probe.http_port, settings_probe.grpc_port)
+    children = [Child(m, m.grpc_port or free_port(), http_port=m.http_port, quiet=quiet_children)
+                for m in cfg.models]
     watcher: asyncio.Future | None = None
     try:
         for child in children:
@@ -341,7 +437,8 @@ async def run_up(cfg: UpConfig, *, quiet_children: bool = False) -> int:
         def started(http_port: int | None, grpc_port: int | None) -> None:
             host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
             http = f"http://{host}:{http_port}"
-            print("\npolyvec is up:\n" + describe(settings, http_port, grpc_port) + "\n\n"
+            print("\npolyvec is up:\n" + describe(settings, http_port, grpc_port, models=False) + "\n"
+                  + models_summary(children) + "\n\n"
                   + (example(http) + "\n\n" if http_port else "") + "Press Ctrl-C to stop.", flush=True)
 
         watcher = asyncio.gather(*(supervise(c, STOP.is_set) for c in children))
@@ -365,9 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve this model instead of the config's (a built-in name such as "
                         f"{OFFLINE_MODEL}, or a JSON model spec); repeat for several")
     p.add_argument("--data-dir", help="embedded store directory [env DATA_DIR]")
-    p.add_argument("--host", help="gateway address (default 127.0.0.1)")
-    p.add_argument("--http-port", help="gateway HTTP port (default 8000)")
-    p.add_argument("--grpc-port", help="gateway gRPC port (default 50050; 'off' disables it)")
+    p.add_argument("--host", help="gateway address (default 127.0.0.1) [env HOST]")
+    p.add_argument("--http-port", help="gateway HTTP port (default 8000) [env HTTP_PORT]")
+    p.add_argument("--grpc-port", help="gateway gRPC port (default 50050; 'off' disables it) [env GRPC_PORT]")
     p.add_argument("--startup-timeout-s", type=float, help="how long to wait for the models to load")
     p.add_argument("--quiet", action="store_true", help="do not relay the inference services' output")
     return p
@@ -381,9 +478,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         if args.model:
             cfg.models = [model_from_flag(m) for m in args.model]
-        for key in ("data_dir", "host", "http_port", "grpc_port", "startup_timeout_s"):
-            if getattr(args, key) is not None:
-                setattr(cfg, key, getattr(args, key))
+        flags = {key: getattr(args, key) for key in ("data_dir", "host", "http_port", "grpc_port",
+                                                      "startup_timeout_s")}
+        apply_precedence(cfg, flags, os.environ)
         import logging
 
         logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),

