@@ -7,9 +7,11 @@ ALREADY_EXISTS, UNAVAILABLE, UNAUTHENTICATED). Standard health checking and refl
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,24 +90,43 @@ def _abort_code(exc: GatewayError) -> grpc.StatusCode:
 
 
 def _rpc(method):
-    """Check the API key, run the method, map gateway errors to status codes (no stack traces)."""
+    """Check the API key, run the method, map gateway errors to status codes (no stack traces); count
+    the call and its status code in the gateway's metrics."""
+    name = method.__name__
 
     @functools.wraps(method)
     async def wrapper(self: GatewayServicer, request, context: grpc.aio.ServicerContext):
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
             self.check_key(context)
             return await method(self, request, context)
         except GatewayError as exc:
+            code = _abort_code(exc)
             if exc.field:
                 context.set_trailing_metadata((("field", exc.field),))
-            await context.abort(_abort_code(exc), exc.message)
+            await context.abort(code, exc.message)
         except grpc.aio.AbortError:
+            code = _context_code(context)
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
             raise
         except Exception:
-            log.exception("unhandled error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error (see the gateway log)")
+            code = grpc.StatusCode.INTERNAL
+            log.exception("unhandled error in %s", name)
+            await context.abort(code, "internal error (see the gateway log)")
+        finally:
+            metrics = self.service.metrics
+            metrics.grpc_requests.labels(name, code.name).inc()
+            metrics.grpc_latency.labels(name).observe(time.perf_counter() - started)
 
     return wrapper
+
+
+def _context_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    code = getattr(context, "code", lambda: None)()
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):

@@ -15,8 +15,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gateway.api_keys import check_api_key
 from gateway.definitions import CollectionDefinition, loc_to_field
@@ -35,15 +35,17 @@ from gateway.service.requests import (
 log = logging.getLogger(__name__)
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("polyvec_gateway_requests", "HTTP requests",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("polyvec_gateway_request_seconds", "HTTP request latency",
-                                 ["method", "route"], registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-                                          10))
+def route_template(app: FastAPI, scope: dict[str, Any]) -> str:
+    """The template of the route serving this request (``/v1/collections/{name}``, ``/docs``): never the
+    raw path (unbounded label values). "unmatched" only for paths no route serves (404s)."""
+    route = scope.get("route")
+    if route is not None and getattr(route, "path", None):
+        return route.path
+    for candidate in app.router.routes:  # routes FastAPI does not mark in the scope (/docs, /openapi.json)
+        match, _ = candidate.matches(scope)
+        if match == Match.FULL and getattr(candidate, "path", None):
+            return candidate.path
+    return "unmatched"
 
 
 def _error(status: int, body: dict[str, Any]) -> JSONResponse:
@@ -58,7 +60,7 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
                max_request_bytes: int = 64 * 1024 * 1024) -> FastAPI:
     """The FastAPI app over a ready GatewayService (the caller owns and closes it)."""
     keys = tuple(api_keys)
-    metrics = Metrics()
+    metrics = service.metrics
     app = FastAPI(title="polyvec gateway", version="0.1.0",
                   description="Multimodal vector search: collections, import, near-text / near-image / "
                               "near-vector / BM25 / hybrid search.")
@@ -121,8 +123,7 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
                                                        "(MAX_REQUEST_BYTES)", "field": "body"})
         else:
             response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
+        path = route_template(app, request.scope)
         if path != "/metrics":
             metrics.requests.labels(request.method, path, str(response.status_code)).inc()
             metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
@@ -140,7 +141,7 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
 
     @app.get("/metrics", tags=["health"])
     async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.render(), media_type=metrics.content_type)
 
     # -- collections ----------------------------------------------------------------------------------------
     v1 = [Depends(auth)]

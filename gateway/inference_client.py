@@ -13,12 +13,16 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
 from protos import inference_pb2, inference_pb2_grpc
 from services.inference.wire import unpack_vectors
+
+if TYPE_CHECKING:
+    from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +80,12 @@ class InferenceClient:
         batch_size: int = 64,
         backoff_s: float = 0.05,
         max_backoff_s: float = 2.0,
+        metrics: GatewayMetrics | None = None,
+        label: str | None = None,
     ) -> None:
         self.address = address
+        self.metrics = metrics
+        self.label = label or address  # the model's name in metrics (its MODELS name, else the address)
         self.timeout_s = timeout_s
         self.retries = retries
         self.batch_size = batch_size
@@ -107,7 +115,26 @@ class InferenceClient:
 
     # -- calls ---------------------------------------------------------------------------------------------
     async def _call(self, method, request, timeout_s: float):
-        """One RPC with deadline, bounded concurrency and retries with exponential backoff."""
+        """One RPC with deadline, bounded concurrency and retries with exponential backoff (measured in
+        the gateway's metrics as one call, its retries and its outcome)."""
+        name = type(request).__name__.removesuffix("Request")  # VectorizeRequest -> Vectorize
+        started = time.perf_counter()
+        outcome = "unavailable"
+        try:
+            response = await self._call_with_retries(name, method, request, timeout_s)
+            outcome = "ok"
+            return response
+        except InferenceRejected:
+            outcome = "rejected"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.inference_latency.labels(self.label, name, outcome).observe(
+                    time.perf_counter() - started)
+                if outcome != "ok":
+                    self.metrics.inference_failures.labels(self.label, name, outcome).inc()
+
+    async def _call_with_retries(self, name: str, method, request, timeout_s: float):
         deadline = time.monotonic() + timeout_s
         attempt = 0
         while True:
@@ -119,7 +146,7 @@ class InferenceClient:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise InferenceUnavailable(self.address, f"no answer within {timeout_s:g} s")
-                    return await method(request, timeout=remaining)
+                    return await self._send(method, request, remaining)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 if code not in RETRYABLE:
@@ -130,7 +157,20 @@ class InferenceClient:
                     detail = f"{code.name}: {exc.details() or ''}".strip(": ")
                     raise InferenceUnavailable(self.address, detail) from None
                 log.debug("inference %s: %s, retry %d in %.2fs", self.address, code.name, attempt, pause)
+                if self.metrics is not None:
+                    self.metrics.inference_retries.labels(self.label, name, code.name).inc()
                 await asyncio.sleep(pause)
+
+    async def _send(self, method, request, timeout_s: float):
+        """One RPC attempt, counted in flight while it runs."""
+        if self.metrics is None:
+            return await method(request, timeout=timeout_s)
+        gauge = self.metrics.inference_in_flight.labels(self.label)
+        gauge.inc()
+        try:
+            return await method(request, timeout=timeout_s)
+        finally:
+            gauge.dec()
 
     async def meta(self, *, refresh: bool = False, timeout_s: float | None = None) -> InferenceMeta:
         """The service's Meta (cached after the first answer)."""
@@ -212,15 +252,19 @@ class InferencePool:
     """One :class:`InferenceClient` per address, created on first use (in the running loop)."""
 
     def __init__(self, *, timeout_s: float = 30.0, concurrency: int = 4, retries: int = 3,
-                 batch_size: int = 64, backoff_s: float = 0.05) -> None:
+                 batch_size: int = 64, backoff_s: float = 0.05, metrics: GatewayMetrics | None = None,
+                 labels: dict[str, str] | None = None) -> None:
         self._kwargs = dict(timeout_s=timeout_s, concurrency=concurrency, retries=retries,
                             batch_size=batch_size, backoff_s=backoff_s)
+        self._metrics = metrics
+        self._labels = dict(labels or {})  # address -> model name, for metrics
         self._clients: dict[str, InferenceClient] = {}
 
     def get(self, address: str) -> InferenceClient:
         client = self._clients.get(address)
         if client is None:
-            client = self._clients[address] = InferenceClient(address, **self._kwargs)
+            client = self._clients[address] = InferenceClient(
+                address, metrics=self._metrics, label=self._labels.get(address), **self._kwargs)
         return client
 
     @property

@@ -60,6 +60,36 @@ ROWS = [
             (quantile(0.99, "polyvec_gateway_request_seconds", "route"), "p99 {{route}}"),
         ], "s"),
     ]),
+    Row("Gateway: gRPC API", [
+        Panel("Calls / s by method and code", [(rate("polyvec_gateway_grpc_requests_total", "method, code"),
+                                                "{{method}} {{code}}")], "reqps"),
+        Panel("Latency p50 / p99 by method", [
+            (quantile(0.5, "polyvec_gateway_grpc_request_seconds", "method"), "p50 {{method}}"),
+            (quantile(0.99, "polyvec_gateway_grpc_request_seconds", "method"), "p99 {{method}}"),
+        ], "s"),
+        Panel("Objects imported / s",
+              [(rate("polyvec_gateway_import_objects_total", "result"), "{{result}}")], "short",
+              "Per object: failed ones (bad input, a model that rejected them) are not written."),
+    ]),
+    Row("Gateway: calls to the models and to Qdrant", [
+        Panel("Inference call latency p99 by model", [
+            (quantile(0.99, "polyvec_gateway_inference_call_seconds", "model, method"),
+             "{{model}} {{method}}")], "s", "One logical call from the gateway, retries included."),
+        Panel("Inference retries and failures / s", [
+            (rate("polyvec_gateway_inference_retries_total", "model, code"), "retry {{model}} {{code}}"),
+            (rate("polyvec_gateway_inference_failures_total", "model, reason"),
+             "failed {{model}} {{reason}}"),
+        ], "short", "unavailable: the model did not answer within INFERENCE_TIMEOUT_S after its retries."),
+        Panel("Inference calls in flight by model", [
+            (f"sum by (model) (polyvec_gateway_inference_in_flight{{{NS}}})", "{{model}}")], "short",
+            "At most INFERENCE_CONCURRENCY per model and gateway."),
+        Panel("Qdrant call latency p99 by operation", [
+            (quantile(0.99, "polyvec_gateway_store_seconds", "operation"), "{{operation}}")], "s",
+            "As the gateway sees it: the network included."),
+        Panel("Qdrant call errors / s by operation", [
+            (rate("polyvec_gateway_store_seconds_count", "operation", 'outcome="error"'), "{{operation}}")],
+            "short"),
+    ]),
     Row("Models: inference services", [
         Panel("Items / s by model and modality", [
             (rate("polyvec_inference_items_total", "service, modality"), "{{service}} {{modality}}")],

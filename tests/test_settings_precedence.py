@@ -3,6 +3,7 @@ a flag wins over the environment, which wins over the config file, which wins ov
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_gateway_config_values_are_parsed_and_checked_like_variables(tmp_path):
     ("http_port: [\n", "not valid YAML"),
 ])
 def test_gateway_bad_config_files_are_named(tmp_path, text, message):
-    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+    with pytest.raises(SettingsError, match=re.escape(message)):
         _gateway(["--config", _file(tmp_path, text)], {})
 
 

@@ -23,6 +23,7 @@ from gateway.definitions import (
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, Unavailable
 from gateway.image_urls import ImageFetcher, ImageFetchError, is_image_url
 from gateway.inference_client import InferenceClient, InferencePool, InferenceRejected, InferenceUnavailable
+from gateway.metrics import GatewayMetrics
 from gateway.service import objects as obj
 from gateway.service.collections import StoredCollection, VectorInfo
 from gateway.service.filters import parse_filter
@@ -66,9 +67,15 @@ class GatewayService:
         self.images = ImageFetcher(self.settings.image_url_policy())
         # collection name -> (expires at, definition); see _load
         self._definitions: dict[str, tuple[float, StoredCollection]] = {}
+        self.metrics = GatewayMetrics()
+        labels: dict[str, str] = {}
+        for model, address in s.models.items():
+            labels.setdefault(address, model)
         self.pool = pool or InferencePool(timeout_s=s.inference_timeout_s,
                                           concurrency=s.inference_concurrency,
-                                          retries=s.inference_retries, batch_size=s.inference_batch_size)
+                                          retries=s.inference_retries, batch_size=s.inference_batch_size,
+                                          metrics=self.metrics, labels=labels)
+        self._store_label = "edge" if type(store).__name__ == "EdgeStore" else "qdrant"
         self.indexes = IndexBuilder(store, self._db, lambda name: self._definitions.pop(name, None))
 
     async def close(self) -> None:
@@ -78,9 +85,14 @@ class GatewayService:
 
     # -- plumbing -------------------------------------------------------------------------------------------
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking store call in a thread, mapping storage errors to gateway errors."""
+        """Run a blocking store call in a thread, mapping storage errors to gateway errors (and timing it
+        in the metrics by operation)."""
+        started = time.perf_counter()
+        outcome = "error"
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            result = await asyncio.to_thread(fn, *args, **kwargs)
+            outcome = "ok"
+            return result
         except CollectionNotFound as exc:
             self._definitions.pop(exc.name, None)
             raise NotFound(f"collection {exc.name!r} not found") from None
@@ -99,6 +111,9 @@ class GatewayService:
         except Exception as exc:  # backend down, network error, ...
             log.exception("storage call %s failed", getattr(fn, "__name__", fn))
             raise Unavailable("storage", f"the storage backend failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            self.metrics.store_latency.labels(self._store_label, getattr(fn, "__name__", "call"),
+                                              outcome).observe(time.perf_counter() - started)
 
     def _resolve(self, vector: str, vec: VectorizerConfig, *, creating: bool = False) -> tuple[str, str]:
         """(gRPC address, label naming the service) of a vectorizer."""
@@ -277,9 +292,11 @@ class GatewayService:
         if points:
             await self._db(self.store.upsert, name, points)
         results = [p.result() for p in pendings]
-        return {"results": results,
-                "ok": sum(r["status"] == "ok" for r in results),
-                "errors": sum(r["status"] == "error" for r in results)}
+        ok = sum(r["status"] == "ok" for r in results)
+        failed = sum(r["status"] == "error" for r in results)
+        self.metrics.import_objects.labels("ok").inc(ok)
+        self.metrics.import_objects.labels("failed").inc(failed)
+        return {"results": results, "ok": ok, "errors": failed}
 
     async def _run_jobs(self, stored: StoredCollection, jobs: list[obj.Job],
                         prefix_of: Callable[[obj.Pending], str]) -> None:
