@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -35,7 +35,7 @@ from gateway.service.requests import (
 log = logging.getLogger(__name__)
 
 
-def route_template(app: FastAPI, scope: dict[str, Any]) -> str:
+def route_template(app: FastAPI, scope: MutableMapping[str, Any]) -> str:
     """The template of the route serving this request (``/v1/collections/{name}``, ``/docs``): never the
     raw path (unbounded label values). "unmatched" only for paths no route serves (404s)."""
     route = scope.get("route")
@@ -43,8 +43,9 @@ def route_template(app: FastAPI, scope: dict[str, Any]) -> str:
         return route.path
     for candidate in app.router.routes:  # routes FastAPI does not mark in the scope (/docs, /openapi.json)
         match, _ = candidate.matches(scope)
-        if match == Match.FULL and getattr(candidate, "path", None):
-            return candidate.path
+        path = getattr(candidate, "path", None)
+        if match == Match.FULL and path:
+            return str(path)
     return "unmatched"
 
 

@@ -96,7 +96,7 @@ class ImageFetcher:
         except socket.gaierror as exc:
             raise ImageFetchError(f"host {host!r} does not resolve ({exc.strerror})") from None
         for info in infos:
-            address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
             if not address.is_global:
                 raise ImageFetchError(
                     f"host {host!r} resolves to the non-public address {address}; image URLs on private "

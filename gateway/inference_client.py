@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -254,8 +254,8 @@ class InferencePool:
     def __init__(self, *, timeout_s: float = 30.0, concurrency: int = 4, retries: int = 3,
                  batch_size: int = 64, backoff_s: float = 0.05, metrics: GatewayMetrics | None = None,
                  labels: dict[str, str] | None = None) -> None:
-        self._kwargs = dict(timeout_s=timeout_s, concurrency=concurrency, retries=retries,
-                            batch_size=batch_size, backoff_s=backoff_s)
+        self._kwargs: dict[str, Any] = dict(timeout_s=timeout_s, concurrency=concurrency, retries=retries,
+                                            batch_size=batch_size, backoff_s=backoff_s)
         self._metrics = metrics
         self._labels = dict(labels or {})  # address -> model name, for metrics
         self._clients: dict[str, InferenceClient] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 import threading
@@ -122,9 +123,10 @@ def http_server(app: Any, settings: GatewaySettings) -> uvicorn.Server:
 
     from services.net import http_protocol
 
+    assert settings.http_port is not None
     config = uvicorn.Config(app, host=settings.host, port=settings.http_port, http=http_protocol(),
                             log_level=settings.log_level.lower(), access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=settings.drain_timeout_s)
+                            timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s))
     return uvicorn.Server(config)
 
 

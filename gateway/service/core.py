@@ -429,18 +429,22 @@ class GatewayService:
         elif kind == "bm25":
             if req.vector is not None:
                 self._vector_name(stored, req.vector)  # a named vector that does not exist is an error
+            assert req.bm25 is not None  # req.kind names the one query given
             sparse = self._bm25_query(stored, req.bm25.query, "bm25")
             hits = await self._db(self.store.search_sparse, name, BM25_VECTOR, sparse, **common)
         else:
             vector = self._vector_name(stored, req.vector)
             if kind == "near_vector":
+                assert req.near_vector is not None
                 values = [float(v) for v in req.near_vector.vector]
                 problem = check_vector(values, stored.vectors[vector].dimensions)
                 if problem:
                     raise BadRequest("near_vector.vector", problem)
             elif kind == "near_text":
+                assert req.near_text is not None
                 values = await self._embed_query(stored, vector, "near_text.query", text=req.near_text.query)
             elif kind == "near_image":
+                assert req.near_image is not None
                 try:
                     if is_image_url(req.near_image.image):
                         image = await self.images.fetch(req.near_image.image.strip())
@@ -451,6 +455,7 @@ class GatewayService:
                 values = await self._embed_query(stored, vector, "near_image.image", image=image)
             else:  # hybrid
                 h = req.hybrid
+                assert h is not None
                 sparse = self._bm25_query(stored, h.query, "hybrid")
                 values = await self._embed_query(stored, vector, "hybrid.query", text=h.query)
                 hits = await self._db(self.store.search_hybrid, name, vector, values, BM25_VECTOR, sparse,

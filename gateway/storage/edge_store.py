@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import qdrant_edge as qe
@@ -134,7 +134,7 @@ def _condition(cond: Condition) -> Any:
             value = np.bool_(value)
         return qe.FieldCondition(cond.key, match=qe.MatchValue(value))
     if isinstance(cond, FieldAny):
-        return qe.FieldCondition(cond.key, match=qe.MatchAny(list(cond.values)))
+        return qe.FieldCondition(cond.key, match=qe.MatchAny(cast(Any, list(cond.values))))
     if isinstance(cond, FieldRange):
         return qe.FieldCondition(
             cond.key, range=qe.RangeFloat(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
@@ -509,7 +509,7 @@ class EdgeStore(Store):
         norm = [normalize_id(i) for i in ids]
         if norm:
             with coll.write_gate:
-                self._run(coll, lambda s: s.update(qe.UpdateOperation.delete_points(norm)))
+                self._run(coll, lambda s: s.update(qe.UpdateOperation.delete_points(cast(Any, norm))))
 
     def count(self, name: str, filter: Filter | None = None) -> int:
         coll = self._get(name)
@@ -661,7 +661,7 @@ class EdgeStore(Store):
             request = qe.QueryRequest(
                 limit=limit,
                 offset=offset,
-                query=qe.Fusion.Rrf(k=RRF_K, weights=[w for _, w in prefetches]),
+                query=cast(Any, qe.Fusion.Rrf(k=RRF_K, weights=[w for _, w in prefetches])),
                 prefetches=[
                     qe.Prefetch(limit=candidates, query=q, filter=qfilter, params=self._params)
                     for q, _ in prefetches
@@ -689,12 +689,12 @@ class EdgeStore(Store):
         self, coll: _Collection, fused: list[Fused], with_payload: WithPayload
     ) -> list[Hit]:
         if with_payload is False or not fused:
-            return [Hit(f.id, f.score, None) for f in fused]
-        ids = [f.id for f in fused]
+            return [Hit(str(f.id), f.score, None) for f in fused]
+        ids = [str(f.id) for f in fused]
         selector = _with_payload(with_payload)
         records = self._run(coll, lambda s: s.retrieve(ids, with_payload=selector, with_vector=False))
         payloads = {str(r.id): dict(r.payload or {}) for r in records}
-        return [Hit(f.id, f.score, payloads.get(f.id, {})) for f in fused]
+        return [Hit(str(f.id), f.score, payloads.get(str(f.id), {})) for f in fused]
 
     # -- definitions -------------------------------------------------------------------------
     def save_definition(self, name: str, definition: dict[str, Any]) -> None:

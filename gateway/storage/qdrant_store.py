@@ -18,7 +18,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 from qdrant_client import QdrantClient, models
@@ -130,7 +130,7 @@ def _condition(cond: Condition) -> Any:
             return models.FieldCondition(key=cond.key, range=models.Range(gte=cond.value, lte=cond.value))
         return models.FieldCondition(key=cond.key, match=models.MatchValue(value=cond.value))
     if isinstance(cond, FieldAny):
-        return models.FieldCondition(key=cond.key, match=models.MatchAny(any=list(cond.values)))
+        return models.FieldCondition(key=cond.key, match=models.MatchAny(any=cast(Any, list(cond.values))))
     if isinstance(cond, FieldRange):
         return models.FieldCondition(
             key=cond.key, range=models.Range(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
@@ -473,7 +473,8 @@ class QdrantStore(Store):
         norm = [normalize_id(i) for i in ids]
         self._call(
             name,
-            lambda: self.client.delete(name, points_selector=models.PointIdsList(points=norm), wait=True),
+            lambda: self.client.delete(name, points_selector=models.PointIdsList(points=cast(Any, norm)),
+                                       wait=True),
         )
 
     def count(self, name: str, filter: Filter | None = None) -> int:
@@ -686,14 +687,14 @@ class QdrantStore(Store):
 
     def _with_payloads(self, name: str, fused: list[Fused], with_payload: WithPayload) -> list[Hit]:
         if with_payload is False or not fused:
-            return [Hit(f.id, f.score, None) for f in fused]
-        ids = [f.id for f in fused]
+            return [Hit(str(f.id), f.score, None) for f in fused]
+        ids = [str(f.id) for f in fused]
         selector = _with_payload(with_payload)
         records = self._call(
             name, lambda: self.client.retrieve(name, ids=ids, with_payload=selector, with_vectors=False)
         )
         payloads = {str(r.id): dict(r.payload or {}) for r in records}
-        return [Hit(f.id, f.score, payloads.get(f.id, {})) for f in fused]
+        return [Hit(str(f.id), f.score, payloads.get(str(f.id), {})) for f in fused]
 
     # -- definitions -------------------------------------------------------------------------
     def save_definition(self, name: str, definition: dict[str, Any]) -> None:
@@ -714,20 +715,21 @@ class QdrantStore(Store):
         records = self._call(
             None, lambda: self.client.retrieve(SYSTEM_COLLECTION, ids=[pid], with_payload=True)
         )
-        return json.loads(records[0].payload["definition"]) if records else None
+        return json.loads((records[0].payload or {})["definition"]) if records else None
 
     def list_definitions(self) -> list[dict[str, Any]]:
         self._ensure_system()
         out: list[tuple[str, dict[str, Any]]] = []
         offset: Any = None
         while True:
-            records, offset = self._call(
-                None,
-                lambda o=offset: self.client.scroll(
-                    SYSTEM_COLLECTION, limit=256, offset=o, with_payload=True, with_vectors=False
-                ),
-            )
-            out.extend((r.payload["name"], json.loads(r.payload["definition"])) for r in records)
+            def page(o: Any = offset) -> tuple[list[models.Record], Any]:
+                return self.client.scroll(SYSTEM_COLLECTION, limit=256, offset=o, with_payload=True,
+                                          with_vectors=False)
+
+            records, offset = self._call(None, page)
+            for r in records:
+                payload = r.payload or {}
+                out.append((payload["name"], json.loads(payload["definition"])))
             if offset is None:
                 break
         return [d for _, d in sorted(out, key=lambda x: x[0])]

@@ -116,7 +116,7 @@ def _extract_zip(archive: Path, root: Path) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
-            plan = []
+            plan: list[tuple[zipfile.ZipInfo, str, str | None]] = []
             for info in infos:
                 rel = _member_path(archive, info.filename)
                 mode = info.external_attr >> 16
@@ -129,14 +129,14 @@ def _extract_zip(archive: Path, root: Path) -> None:
                     raise ArchiveError(f"{archive}: member {info.filename!r} is a device or special file")
                 else:
                     plan.append((info, rel, None))
-            for info, rel, link in plan:
+            for info, rel, target in plan:
                 if not rel:
                     continue
                 dest = root / rel
                 _inside(root, dest.parent, archive, info.filename)
-                if link is not None:
+                if target is not None:
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(link, dest)
+                    os.symlink(target, dest)
                 elif info.is_dir():
                     dest.mkdir(parents=True, exist_ok=True)
                 else:

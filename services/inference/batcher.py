@@ -320,7 +320,8 @@ class DynamicBatcher:
         p = ordered.index(oldest)
         lo = max(0, p - limit + 1)
         hi = min(p, len(ordered) - limit)
-        start = min(range(lo, hi + 1), key=lambda s: (ordered[s + limit - 1].length - ordered[s].length, s))
+        start = min(range(lo, hi + 1),
+                    key=lambda s: ((ordered[s + limit - 1].length or 0) - (ordered[s].length or 0), s))
         return ordered[start:start + limit]
 
     def _text_length(self, text: str) -> int:
@@ -432,6 +433,7 @@ class DynamicBatcher:
             self._returning = len(finished)
             self._arrived = 0
         for req in finished:
+            assert req.result is not None  # every finished request has its vectors
             vectors = l2_normalize(req.result) if req.normalize else req.result
             _call_in_loop(req.loop, _resolve, req.future, vectors)
 

@@ -325,13 +325,13 @@ async def serve(settings: InferenceSettings, plan: ModelPlan, *, batching: bool 
         log.info("stopping before the model finished loading")
         await running.stop()
         return 0
-    exc = loaded.exception()
-    if exc is not None:
+    failure = loaded.exception()
+    if failure is not None:
         await running.stop(grace=0)
-        if isinstance(exc, _startup_errors()):
-            return _fail(f"cannot load model {plan.spec.name!r}: {exc}")
-        log.debug("model load failed", exc_info=exc)
-        return _fail(f"cannot load model {plan.spec.name!r}: {type(exc).__name__}: {exc}")
+        if isinstance(failure, _startup_errors()):
+            return _fail(f"cannot load model {plan.spec.name!r}: {failure}")
+        log.debug("model load failed", exc_info=failure)
+        return _fail(f"cannot load model {plan.spec.name!r}: {type(failure).__name__}: {failure}")
 
     encoder: Encoder = loaded.result()
     await running.attach(encoder, owned=True)

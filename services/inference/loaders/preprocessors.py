@@ -120,7 +120,7 @@ def _triple(key: str, values: Any) -> tuple[float, float, float]:
         out = out * 3
     if len(out) != 3:
         raise PreprocessError(f"{key} must be a list of 3 numbers (one per RGB channel), got {list(out)}")
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _square(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
