@@ -117,7 +117,7 @@ def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
                 yield item
 
         changes["stream_stream"] = ss
-    return handler._replace(**changes)  # type: ignore[attr-defined] - grpc's handlers are namedtuples
+    return handler._replace(**changes)  # grpc's handlers are namedtuples
 
 
 class RejectUndecodable(grpc.aio.ServerInterceptor):

@@ -229,8 +229,9 @@ def _framework_errors_as_json(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            routes = ", ".join(f"{'/'.join(sorted(r.methods - {'HEAD'}))} {r.path}"
-                               for r in app.routes if getattr(r, "include_in_schema", False))
+            routes = ", ".join(
+                f"{'/'.join(sorted(getattr(r, 'methods', set()) - {'HEAD'}))} {getattr(r, 'path', '')}"
+                for r in app.routes if getattr(r, "include_in_schema", False))
             message = f"no route {request.method} {request.url.path}; this service answers {routes}"
         elif exc.status_code == 405:
             allowed = (exc.headers or {}).get("Allow", "")
