@@ -23,6 +23,7 @@ from services.env_settings import (
     read_env,
 )
 from services.env_settings import env_name as _env_name
+from services.tracing import ENV_VARS as TRACING_ENV_VARS
 
 __all__ = ["ENV_VARS", "GatewaySettings", "SettingsError", "default_data_dir", "env_name", "parse_models"]
 
@@ -164,4 +165,4 @@ def parse_models(raw: str, env: str = "MODELS") -> dict[str, str]:
 
 
 #: Every environment variable the gateway reads.
-ENV_VARS: tuple[str, ...] = env_vars(GatewaySettings) + ("XDG_DATA_HOME",)
+ENV_VARS: tuple[str, ...] = env_vars(GatewaySettings) + ("XDG_DATA_HOME",) + TRACING_ENV_VARS

@@ -19,11 +19,14 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.api_keys import check_api_key
 from gateway.errors import GatewayError
 from gateway.service import GatewayService
 from protos import gateway_pb2, gateway_pb2_grpc
+from services import tracing
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +101,13 @@ def _rpc(method):
     async def wrapper(self: GatewayServicer, request, context: grpc.aio.ServicerContext):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        span = tracing.tracer().start_span(
+            f"{SERVICE_NAME}/{name}", kind=SpanKind.SERVER, attributes={"rpc.system": "grpc"},
+            context=tracing.extract_metadata(context.invocation_metadata()))
         try:
             self.check_key(context)
-            return await method(self, request, context)
+            with trace.use_span(span):
+                return await method(self, request, context)
         except GatewayError as exc:
             code = _abort_code(exc)
             if exc.field:
@@ -117,6 +124,10 @@ def _rpc(method):
             log.exception("unhandled error in %s", name)
             await context.abort(code, "internal error (see the gateway log)")
         finally:
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code != grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+            span.end()
             metrics = self.service.metrics
             metrics.grpc_requests.labels(name, code.name).inc()
             metrics.grpc_latency.labels(name).observe(time.perf_counter() - started)

@@ -7,6 +7,7 @@ never a stack trace. With API keys configured every /v1 route needs ``Authorizat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import MutableMapping, Sequence
@@ -15,6 +16,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -31,8 +34,13 @@ from gateway.service.requests import (
     ReindexBm25Request,
     SearchRequest,
 )
+from services import tracing
 
 log = logging.getLogger(__name__)
+
+
+#: probes and scrapes are not traced (they would drown the traces people look for)
+UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def route_template(app: FastAPI, scope: MutableMapping[str, Any]) -> str:
@@ -118,13 +126,26 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
             # bodies are always JSON (curl -d sends form encoding by default)
             headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
             request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_request_bytes:
-            response: Response = _error(413, {"error": f"request body larger than {max_request_bytes} bytes "
-                                                       "(MAX_REQUEST_BYTES)", "field": "body"})
-        else:
-            response = await call_next(request)
-        path = route_template(app, request.scope)
+        # Recent FastAPI releases trace every request themselves (a server span from the incoming
+        # traceparent); with older ones this middleware opens that span.
+        traced = (request.url.path not in UNTRACED
+                  and not trace.get_current_span().get_span_context().is_valid)
+        span = tracing.tracer().start_span(
+            request.method, kind=SpanKind.SERVER, context=tracing.extract_metadata(request.headers.items()),
+            attributes={"http.request.method": request.method}) if traced else INVALID_SPAN
+        with trace.use_span(span, end_on_exit=True) if traced else contextlib.nullcontext():
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > max_request_bytes:
+                response: Response = _error(413, {"error": f"request body larger than {max_request_bytes} "
+                                                           "bytes (MAX_REQUEST_BYTES)", "field": "body"})
+            else:
+                response = await call_next(request)
+            path = route_template(app, request.scope)
+            if traced:
+                span.update_name(f"{request.method} {path}")
+                span.set_attributes({"http.route": path, "http.response.status_code": response.status_code})
+                if response.status_code >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
         if path != "/metrics":
             metrics.requests.labels(request.method, path, str(response.status_code)).inc()
             metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)

@@ -17,8 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from protos import inference_pb2, inference_pb2_grpc
+from services import tracing
 from services.inference.wire import unpack_vectors
 
 if TYPE_CHECKING:
@@ -120,14 +123,20 @@ class InferenceClient:
         name = type(request).__name__.removesuffix("Request")  # VectorizeRequest -> Vectorize
         started = time.perf_counter()
         outcome = "unavailable"
+        span = tracing.tracer().start_span(
+            f"polyvec.inference.v1.Inference/{name}", kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "server.address": self.address, "polyvec.model": self.label})
         try:
-            response = await self._call_with_retries(name, method, request, timeout_s)
+            with trace.use_span(span, end_on_exit=True):
+                response = await self._call_with_retries(name, method, request, timeout_s)
             outcome = "ok"
             return response
         except InferenceRejected:
             outcome = "rejected"
             raise
         finally:
+            if outcome != "ok":
+                span.set_status(Status(StatusCode.ERROR, outcome))
             if self.metrics is not None:
                 self.metrics.inference_latency.labels(self.label, name, outcome).observe(
                     time.perf_counter() - started)
@@ -157,18 +166,21 @@ class InferenceClient:
                     detail = f"{code.name}: {exc.details() or ''}".strip(": ")
                     raise InferenceUnavailable(self.address, detail) from None
                 log.debug("inference %s: %s, retry %d in %.2fs", self.address, code.name, attempt, pause)
+                trace.get_current_span().add_event("retry", {"rpc.grpc.status_code": code.name,
+                                                             "polyvec.attempt": attempt})
                 if self.metrics is not None:
                     self.metrics.inference_retries.labels(self.label, name, code.name).inc()
                 await asyncio.sleep(pause)
 
     async def _send(self, method, request, timeout_s: float):
-        """One RPC attempt, counted in flight while it runs."""
+        """One RPC attempt, counted in flight while it runs; the trace context travels in its metadata."""
+        metadata = tracing.inject_metadata() or None
         if self.metrics is None:
-            return await method(request, timeout=timeout_s)
+            return await method(request, timeout=timeout_s, metadata=metadata)
         gauge = self.metrics.inference_in_flight.labels(self.label)
         gauge.inc()
         try:
-            return await method(request, timeout=timeout_s)
+            return await method(request, timeout=timeout_s, metadata=metadata)
         finally:
             gauge.dec()
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config import GatewaySettings, SettingsError
 from gateway.storage.base import Store
+from services import tracing
 from services.env_settings import add_config_flag, add_setting_flags, read_settings_file
 
 if TYPE_CHECKING:
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         print("polyvec gateway is serving:\n" + describe(settings, http_port, grpc_port), flush=True)
 
     install_stop_handlers()
+    tracing.setup("polyvec-gateway")
     try:
         asyncio.run(serve(settings, store, on_started=started))
     except KeyboardInterrupt:
@@ -236,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, SystemExit) as exc:
         print(f"polyvec gateway: {exc}", file=sys.stderr)
         return 1
+    finally:
+        tracing.shutdown()
     return 0
 
 

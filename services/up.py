@@ -486,7 +486,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         install_stop_handlers()
-        return asyncio.run(run_up(cfg, quiet_children=args.quiet))
+        from services import tracing
+
+        tracing.setup("polyvec-gateway")  # the children trace as polyvec-inference (same environment)
+        try:
+            return asyncio.run(run_up(cfg, quiet_children=args.quiet))
+        finally:
+            tracing.shutdown()
     except UpError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from opentelemetry.trace import SpanKind
+
 from gateway.config import GatewaySettings
 from gateway.definitions import (
     BM25_VECTOR,
@@ -50,6 +52,7 @@ from gateway.storage.base import (
     StoreError,
     StoreUnavailable,
 )
+from services import tracing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,8 +92,13 @@ class GatewayService:
         in the metrics by operation)."""
         started = time.perf_counter()
         outcome = "error"
+        operation = getattr(fn, "__name__", "call")
         try:
-            result = await asyncio.to_thread(fn, *args, **kwargs)
+            with tracing.tracer().start_as_current_span(
+                    f"qdrant.{operation}", kind=SpanKind.CLIENT,
+                    attributes={"db.system": "qdrant", "db.operation.name": operation,
+                                "polyvec.store": self._store_label}):
+                result = await asyncio.to_thread(fn, *args, **kwargs)
             outcome = "ok"
             return result
         except CollectionNotFound as exc:
@@ -112,8 +120,8 @@ class GatewayService:
             log.exception("storage call %s failed", getattr(fn, "__name__", fn))
             raise Unavailable("storage", f"the storage backend failed: {type(exc).__name__}: {exc}") from None
         finally:
-            self.metrics.store_latency.labels(self._store_label, getattr(fn, "__name__", "call"),
-                                              outcome).observe(time.perf_counter() - started)
+            self.metrics.store_latency.labels(self._store_label, operation, outcome).observe(
+                time.perf_counter() - started)
 
     def _resolve(self, vector: str, vec: VectorizerConfig, *, creating: bool = False) -> tuple[str, str]:
         """(gRPC address, label naming the service) of a vectorizer."""

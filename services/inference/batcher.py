@@ -40,12 +40,15 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from opentelemetry import trace
 
+from services import tracing
 from services.inference.loaders.base import IMAGE, TEXT, Encoder, l2_normalize
 
 if TYPE_CHECKING:
@@ -78,6 +81,10 @@ class _Request:
     remaining: int = 0
     result: np.ndarray | None = None
     done: bool = False  # delivered, failed or abandoned: its items are no longer wanted
+    enqueued_ns: int = 0
+    # one entry per batch that held items of this request, for its trace spans:
+    # (preparation start, preparation end, forward start, forward end, batch size), wall-clock ns
+    batches: list[tuple[int, int, int, int, int]] = field(default_factory=list)
 
 
 @dataclass(eq=False, slots=True)
@@ -95,6 +102,7 @@ class _Batch:
     modality: str
     items: list[_Item]
     prepared: Future = field(default_factory=Future)
+    prepare_ns: tuple[int, int] | None = None  # when the preparation thread worked on it
 
 
 class DynamicBatcher:
@@ -176,11 +184,12 @@ class DynamicBatcher:
                         f"limit is {self.max_queue}"
                     )
                 now = time.monotonic()
+                now_ns = time.time_ns()
                 for modality, payloads in ((TEXT, texts), (IMAGE, images)):
                     if not payloads:
                         continue
                     req = _Request(modality, len(payloads), normalize, loop.create_future(), loop,
-                                   remaining=len(payloads))
+                                   remaining=len(payloads), enqueued_ns=now_ns)
                     requests[modality] = req
                     self._pending[modality].extend(
                         _Item(req, pos, payload, next(self._seq), now) for pos, payload in enumerate(payloads)
@@ -200,6 +209,7 @@ class DynamicBatcher:
                 elif not req.future.cancelled():
                     req.future.exception()  # mark as retrieved: the first error is what we raise
             raise
+        _trace_stages(requests.values())
         dims = self.encoder.dimensions
 
         def out(modality: str) -> np.ndarray:
@@ -333,6 +343,7 @@ class DynamicBatcher:
     # ------------------------------------------------------- prep and model
     def _prepare(self, batch: _Batch) -> None:
         payloads = [it.payload for it in batch.items]
+        started = time.time_ns()
         try:
             if batch.modality == TEXT:
                 prepared = self.encoder.prepare_texts(payloads)
@@ -341,6 +352,7 @@ class DynamicBatcher:
         except BaseException as exc:
             batch.prepared.set_exception(exc)
         else:
+            batch.prepare_ns = (started, time.time_ns())
             batch.prepared.set_result(prepared)
 
     def _model_loop(self) -> None:
@@ -359,7 +371,7 @@ class DynamicBatcher:
 
     def _run(self, batch: _Batch) -> None:
         try:
-            out = self._forward(batch.modality, batch.items, lambda: batch.prepared.result())
+            out = self._forward(batch.modality, batch.items, lambda: batch.prepared.result(), batch)
         except _StageError as exc:
             log.warning("%s batch of %d failed while %s: %s", batch.modality, len(batch.items), exc.stage,
                         exc.cause)
@@ -392,11 +404,14 @@ class DynamicBatcher:
             return self.encoder.prepare_texts(payloads)
         return self.encoder.prepare_images(payloads)
 
-    def _forward(self, modality: str, items: list[_Item], get_prepared) -> np.ndarray:
+    def _forward(self, modality: str, items: list[_Item], get_prepared,
+                 batch: _Batch | None = None) -> np.ndarray:
         """Prepared input -> float32 vectors for ``items``; failures raised as :class:`_StageError`."""
         stage = "preparing"
         try:
+            waited = time.time_ns()
             prepared = get_prepared()
+            ready = time.time_ns()
             stage = "running"
             start = time.perf_counter()
             if modality == TEXT:
@@ -413,6 +428,10 @@ class DynamicBatcher:
             raise _StageError(stage, exc) from exc
         if self.metrics is not None:
             self.metrics.observe_batch(modality, len(items), elapsed)
+        prepared_at = batch.prepare_ns if batch is not None and batch.prepare_ns else (waited, ready)
+        timing = (*prepared_at, ready, time.time_ns(), len(items))
+        for req in {id(it.request): it.request for it in items}.values():
+            req.batches.append(timing)
         return out
 
     def _deliver(self, items: list[_Item], out: np.ndarray) -> None:
@@ -471,6 +490,27 @@ class _StageError(Exception):
         return BatchFailed(
             f"{self.stage} the {modality} batch failed: {type(self.cause).__name__}: {self.cause}"
         )
+
+
+def _trace_stages(requests: Iterable[_Request]) -> None:
+    """Spans of the batcher's stages for each request, under the caller's current span (when it is
+    recorded): the wait in the queue, then per batch that held its items the preparation (tokenising,
+    image preprocessing) and the forward pass, each with the batch's size."""
+    if not trace.get_current_span().is_recording():
+        return
+    tracer = tracing.tracer()
+    for req in requests:
+        if not req.batches:
+            continue
+        first = min(b[0] for b in req.batches)
+        attributes: dict[str, str | int] = {"polyvec.modality": req.modality, "polyvec.items": req.count}
+        tracer.start_span("inference.queue_wait", start_time=req.enqueued_ns,
+                          attributes=attributes).end(end_time=max(first, req.enqueued_ns))
+        for prep_start, prep_end, fwd_start, fwd_end, size in req.batches:
+            stage: dict[str, str | int] = {"polyvec.modality": req.modality, "polyvec.batch_size": size}
+            for name, start, end in (("inference.batch", prep_start, prep_end),
+                                     ("inference.forward", fwd_start, fwd_end)):
+                tracer.start_span(name, start_time=start, attributes=stage).end(end_time=end)
 
 
 def _resolve(future: asyncio.Future, value: Any) -> None:

@@ -22,6 +22,7 @@ from services.env_settings import (
     read_env,
 )
 from services.env_settings import env_name as _env_name
+from services.tracing import ENV_VARS as TRACING_ENV_VARS
 
 __all__ = ["ENV_VARS", "InferenceSettings", "SettingsError", "env_name", "parse_bool"]
 
@@ -120,4 +121,4 @@ ENV_VARS: tuple[str, ...] = env_vars(InferenceSettings) + (
     "AWS_ENDPOINT_URL_S3",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
-)
+) + TRACING_ENV_VARS

@@ -18,8 +18,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import SpanKind
 
 from protos import inference_pb2, inference_pb2_grpc
+from services import tracing
 from services.grpc_decoding import RejectUndecodable
 from services.inference.service import (
     InferenceService,
@@ -54,7 +56,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.service = service
 
     async def Vectorize(self, request, context):  # noqa: N802 - gRPC method name
-        with self.service.metrics.track("grpc.Vectorize") as state:
+        with tracing.tracer().start_as_current_span(
+                "polyvec.inference.v1.Inference/Vectorize", kind=SpanKind.SERVER,
+                context=tracing.extract_metadata(context.invocation_metadata()),
+                attributes={"rpc.system": "grpc", "polyvec.texts": len(request.texts),
+                            "polyvec.images": len(request.images)}), \
+                self.service.metrics.track("grpc.Vectorize") as state:
             try:
                 normalize = request.normalize if request.HasField("normalize") else None
                 texts, images = await self.service.vectorize(

@@ -27,8 +27,10 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services import tracing
 from services.inference.images import ImageError, decode_base64_image
 from services.inference.service import (
     InferenceService,
@@ -171,7 +173,11 @@ def create_app(service: InferenceService) -> FastAPI:
 
     @app.post("/vectorize", openapi_extra=_VECTORIZE_DOC)
     async def vectorize(request: Request) -> Response:
-        with metrics.track("http.vectorize") as state:
+        with tracing.tracer().start_as_current_span(
+                "POST /vectorize", kind=SpanKind.SERVER,
+                context=tracing.extract_metadata(request.headers.items()),
+                attributes={"http.request.method": "POST", "http.route": "/vectorize"}), \
+                metrics.track("http.vectorize") as state:
             try:
                 raw = await _read_body(request, limit)
             except _BodyTooLarge as exc:

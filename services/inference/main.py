@@ -32,6 +32,7 @@ from typing import Any
 
 import uvicorn
 
+from services import tracing
 from services.env_settings import add_config_flag, add_setting_flags, read_settings_file
 from services.inference.config import InferenceSettings, SettingsError
 from services.inference.cpu_threads import prefer_passive_openmp
@@ -377,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         encoder.close()
         return 0
 
+    tracing.setup("polyvec-inference")
     try:
         return asyncio.run(serve(settings, plan, batching=not args.no_batching))
     except KeyboardInterrupt:  # a second Ctrl-C
         return 130
+    finally:
+        tracing.shutdown()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from services import tracing
 from services.inference.batcher import BatcherClosed, BatchFailed, DynamicBatcher, QueueFull
 from services.inference.config import InferenceSettings
 from services.inference.images import ImageError, decode_image
@@ -175,7 +176,12 @@ class InferenceService:
         do_norm = encoder.info.normalize if normalize is None else bool(normalize)
         try:
             batcher.check_room(len(texts) + len(images))  # refuse before spending CPU on decoding
-            decoded = await self._decode_all(images)
+            if images:
+                with tracing.tracer().start_as_current_span("inference.decode_images",
+                                                            attributes={"polyvec.images": len(images)}):
+                    decoded = await self._decode_all(images)
+            else:
+                decoded = []
             return await batcher.encode(texts, decoded, do_norm)
         except QueueFull as exc:
             raise Overloaded(str(exc)) from None
