@@ -79,7 +79,10 @@ class GatewayService:
                                           retries=s.inference_retries, batch_size=s.inference_batch_size,
                                           metrics=self.metrics, labels=labels)
         self._store_label = "edge" if type(store).__name__ == "EdgeStore" else "qdrant"
-        self.indexes = IndexBuilder(store, self._db, lambda name: self._definitions.pop(name, None))
+        self.indexes = IndexBuilder(store, self._db, self._forget_definition)
+
+    def _forget_definition(self, name: str) -> None:
+        self._definitions.pop(name, None)
 
     async def close(self) -> None:
         await self.indexes.close()

@@ -154,9 +154,9 @@ def start(index: int, raw: Any, stored: StoredCollection, prefix: str) -> Pendin
             pending.fail(f"{prefix}.vectors.{name}",
                          f"unknown vector; this collection has {sorted(stored.definition.vectorizers)}")
             return pending
-        problem = check_vector(values, stored.vectors[name].dimensions)
-        if problem:
-            pending.fail(f"{prefix}.vectors.{name}", problem)
+        vector_problem = check_vector(values, stored.vectors[name].dimensions)
+        if vector_problem:
+            pending.fail(f"{prefix}.vectors.{name}", vector_problem)
             return pending
         pending.dense[name] = [float(v) for v in values]
     return pending

@@ -573,7 +573,8 @@ def to_point_record(rec: Any, with_vectors: bool, sparse_type: type) -> PointRec
     if with_vectors and isinstance(rec.vector, dict):
         for vname, vec in rec.vector.items():
             if isinstance(vec, sparse_type):
-                sparse[vname] = SparseVec(list(vec.indices), [float(v) for v in vec.values])
+                sv: Any = vec
+                sparse[vname] = SparseVec(list(sv.indices), [float(v) for v in sv.values])
             else:
                 dense[vname] = [float(v) for v in vec]
     return PointRecord(str(rec.id), dict(rec.payload or {}), dense, sparse)

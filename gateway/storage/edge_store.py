@@ -93,7 +93,7 @@ _KIND_OF = {str(v): k for k, v in _INDEX_KINDS.items()}
 _STOPWORDS = {n.lower(): getattr(qe.Language, n) for n in dir(qe.Language) if not n.startswith("_")}
 _STEMMERS = {n.lower(): getattr(qe.SnowballLanguage, n) for n in dir(qe.SnowballLanguage)
              if not n.startswith("_")}
-_TEXT_MATCH = {"any": qe.MatchTextAny, "all": qe.MatchText, "phrase": qe.MatchPhrase}
+_TEXT_MATCH: dict[str, Any] = {"any": qe.MatchTextAny, "all": qe.MatchText, "phrase": qe.MatchPhrase}
 _DIRECTION = {"asc": qe.Direction.Asc, "desc": qe.Direction.Desc}
 # Payload indexes on collections with at least this many points are built out of process (they hold
 # the GIL: ~1 s per field at 100k points).
