@@ -159,7 +159,8 @@ def _check_language(name: str, known: dict[str, Any], what: str) -> str:
 
 
 class Bm25Config(_Strict):
-    """BM25 over the concatenated text of ``fields`` (see gateway/bm25.py for the analyzers and formula)."""
+    """BM25 over the concatenated text of ``fields`` (the README's BM25 section gives the analyzers and
+    the formula)."""
 
     fields: list[str] = Field(default_factory=list, description="text properties indexed for BM25")
     analyzer: Literal["qdrant", "legacy"] = Field(

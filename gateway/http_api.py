@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import MutableMapping, Sequence
+from importlib import metadata
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -21,6 +22,7 @@ from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from gateway import openapi
 from gateway.api_keys import check_api_key
 from gateway.definitions import CollectionDefinition, loc_to_field
 from gateway.errors import GatewayError
@@ -37,6 +39,11 @@ from gateway.service.requests import (
 from services import tracing
 
 log = logging.getLogger(__name__)
+
+try:
+    __version__ = metadata.version("polyvec")  # pyproject.toml's version, like the images' tags
+except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 #: probes and scrapes are not traced (they would drown the traces people look for)
@@ -70,9 +77,11 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
     """The FastAPI app over a ready GatewayService (the caller owns and closes it)."""
     keys = tuple(api_keys)
     metrics = service.metrics
-    app = FastAPI(title="polyvec gateway", version="0.1.0",
+    app = FastAPI(title="polyvec gateway", version=__version__, docs_url=None, redoc_url=None,
+                  generate_unique_id_function=lambda route: route.name,  # operationId: create_collection
                   description="Multimodal vector search: collections, import, near-text / near-image / "
-                              "near-vector / BM25 / hybrid search.")
+                              "near-vector / BM25 / hybrid search. With API keys configured, every /v1 "
+                              "call needs `Authorization: Bearer KEY` or `x-api-key: KEY`.")
     app.state.service = service
 
     def svc(request: Request) -> GatewayService:
@@ -219,4 +228,5 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
     async def facets(name: str, body: FacetsRequest, request: Request) -> dict[str, Any]:
         return await svc(request).facets(name, body)
 
+    openapi.install(app)  # the completed /openapi.json, and /docs from local assets
     return app
