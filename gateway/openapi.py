@@ -141,6 +141,35 @@ class FacetsResult(_Open):
     values: list[FacetValue]
 
 
+class Limits(_Open):
+    """The limits a client sizes its requests by."""
+
+    import_batch_size: int | None = None
+    max_page_size: int | None = None
+
+
+class ObjectPage(_Open):
+    """One page of objects; pass ``next_cursor`` back for the next one (null: this was the last)."""
+
+    objects: list[StoredObject]
+    next_cursor: str | None = None
+
+
+class Count(_Open):
+    count: int
+
+
+class ObjectsDeleted(_Open):
+    deleted: int
+
+
+class BatchSearchResult(_Open):
+    """One answer per search, in order: its hits, or the error that search alone got."""
+
+    results: list[dict[str, Any]]
+    took_ms: float | None = None
+
+
 class ReindexResult(_Open):
     collection: str
     objects: int
@@ -163,6 +192,12 @@ RESPONSES: dict[tuple[str, str], tuple[int, type[BaseModel], tuple[int, ...]]] =
     ("delete", "/v1/collections/{name}/objects/{object_id}"): (200, ObjectDeleted, (401, 404, 503)),
     ("post", "/v1/collections/{name}/search"): (200, SearchResult, (400, 401, 404, 413, 503)),
     ("post", "/v1/collections/{name}/facets"): (200, FacetsResult, (400, 401, 404, 413, 503)),
+    ("get", "/v1/limits"): (200, Limits, (401,)),
+    ("post", "/v1/collections/{name}/objects/scroll"): (200, ObjectPage, (400, 401, 404, 413, 503)),
+    ("get", "/v1/collections/{name}/objects"): (200, ObjectPage, (400, 401, 404, 503)),
+    ("post", "/v1/collections/{name}/objects/delete"): (200, ObjectsDeleted, (400, 401, 404, 413, 503)),
+    ("post", "/v1/collections/{name}/count"): (200, Count, (400, 401, 404, 413, 503)),
+    ("post", "/v1/collections/{name}/search/batch"): (200, BatchSearchResult, (400, 401, 404, 413, 503)),
 }
 #: routes outside the JSON API: Prometheus text, and the documentation itself
 NOT_JSON = {("get", "/metrics"), ("get", "/docs"), ("get", "/docs/oauth2-redirect"), ("get", "/openapi.json")}
