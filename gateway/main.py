@@ -20,6 +20,7 @@ from gateway.config import GatewaySettings, SettingsError
 from gateway.storage.base import Store
 from services import tracing
 from services.env_settings import add_config_flag, add_setting_flags, read_settings_file
+from services.net import run_event_loop
 
 if TYPE_CHECKING:
     import uvicorn
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     install_stop_handlers()
     tracing.setup("polyvec-gateway")
     try:
-        asyncio.run(serve(settings, store, on_started=started))
+        run_event_loop(serve(settings, store, on_started=started))
     except KeyboardInterrupt:
         pass
     except (OSError, SystemExit) as exc:

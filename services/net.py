@@ -1,4 +1,4 @@
-"""HTTP serving sockets without the Nagle / delayed-ACK stall on keep-alive connections.
+"""Serving plumbing: HTTP sockets without the Nagle / delayed-ACK stall, and the event loop.
 
 Two small writes in a row on a TCP connection meet Nagle's algorithm: the second
 waits until the first is acknowledged, and the peer delays that ACK by up to 40 ms
@@ -23,7 +23,10 @@ import asyncio
 import functools
 import os
 import socket
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
@@ -83,3 +86,17 @@ def http_protocol() -> type[asyncio.Protocol]:
 
     NoStallHTTPProtocol.__qualname__ = f"NoStall{base.__name__}"
     return NoStallHTTPProtocol
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on uvloop when it is installed (it is with ``uvicorn[standard]``).
+
+    Measured for the inference service (README, Performance): uvloop takes ~30% less server CPU
+    to send a 64 x 384 float response and ~10% less per gRPC call than asyncio's default loop.
+    """
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] installs it
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from services.net import run_event_loop
+
 DEFAULT_CONFIG = Path(__file__).with_name("up_default.yaml")
 OFFLINE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 STOP_GRACE_S = 15.0
@@ -490,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tracing.setup("polyvec-gateway")  # the children trace as polyvec-inference (same environment)
         try:
-            return asyncio.run(run_up(cfg, quiet_children=args.quiet))
+            return run_event_loop(run_up(cfg, quiet_children=args.quiet))
         finally:
             tracing.shutdown()
     except UpError as exc:

@@ -38,7 +38,7 @@ from services.inference.config import InferenceSettings, SettingsError
 from services.inference.cpu_threads import prefer_passive_openmp
 from services.inference.loaders.base import Encoder
 from services.inference.service import InferenceService
-from services.net import http_protocol, listen_tcp
+from services.net import http_protocol, listen_tcp, run_event_loop
 
 log = logging.getLogger("polyvec.inference")
 
@@ -57,6 +57,8 @@ _HELP = {
     "grpc_port": "gRPC port (0: any free port)",
     "http_port": "HTTP port for the Weaviate-compatible API and /metrics ('off' disables it)",
     "max_batch_size": "most items in one forward pass",
+    "max_batch_tokens": "most tokens in one text batch, counted with padding (texts x the longest); "
+                        "default 1024 on a CPU, no limit on a GPU; 0: no limit",
     "batch_wait_ms": "longest wait for a batch to fill, counted from its oldest item",
     "max_queue": "most items waiting; beyond it requests get RESOURCE_EXHAUSTED / 429",
     "max_items_per_request": "most texts+images in one request",
@@ -380,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tracing.setup("polyvec-inference")
     try:
-        return asyncio.run(serve(settings, plan, batching=not args.no_batching))
+        return run_event_loop(serve(settings, plan, batching=not args.no_batching))
     except KeyboardInterrupt:  # a second Ctrl-C
         return 130
     finally:
