@@ -15,6 +15,10 @@ batches:
 * when more texts wait than fit, the batch is the run of similar lengths
   (by ``Encoder.text_length``) that contains the oldest text, so padding is
   small and no text waits forever;
+* with ``max_batch_tokens`` a text batch also holds at most that many tokens
+  counted with padding (items x longest), so texts are always grouped by
+  length: a forward pass's cost is its padded tokens, and a run of similar
+  lengths wastes few of them (a text longer than the budget goes alone);
 * ``batching=False`` turns cross-request batching off: every request is its own
   forward pass (the baseline the benchmark compares against).
 
@@ -26,7 +30,7 @@ items keep accumulating (into bigger batches) while the model is busy.
 
 Results are sliced back per caller, in the caller's order, normalised per
 request if asked, and handed to the caller's event loop with
-``call_soon_threadsafe``. When a batch shared by several requests fails, each
+``call_soon_threadsafe`` (once per event loop and batch). When a batch shared by several requests fails, each
 request is run again on its own, so only the request that cannot be encoded
 fails. A
 caller that goes away (cancelled task) has its not-yet-started items dropped.
@@ -111,6 +115,7 @@ class DynamicBatcher:
         encoder: Encoder,
         *,
         max_batch_size: int = 32,
+        max_batch_tokens: int = 0,
         batch_wait_ms: float = 5.0,
         max_queue: int = 2048,
         prep_threads: int = 2,
@@ -120,8 +125,11 @@ class DynamicBatcher:
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or prep_threads < 1 or pipeline_depth < 1:
             raise ValueError("max_batch_size, max_queue, prep_threads and pipeline_depth must be >= 1")
+        if max_batch_tokens < 0:
+            raise ValueError("max_batch_tokens must be >= 0 (0: no token limit)")
         self.encoder = encoder
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.batch_wait = max(0.0, batch_wait_ms) / 1000.0
         self.max_queue = max_queue
         self.batching = batching
@@ -131,6 +139,7 @@ class DynamicBatcher:
         self._cond = threading.Condition()
         self._pending: dict[str, list[_Item]] = {TEXT: [], IMAGE: []}
         self._pending_count = 0
+        self._pending_tokens = 0  # sum of the waiting texts' lengths (only kept with max_batch_tokens)
         self._in_pipeline = 0
         self._idle_since = 0.0  # when the model last ran out of work
         self._returning = 0  # requests answered by the last delivery (their callers may come back)
@@ -185,18 +194,28 @@ class DynamicBatcher:
                     )
                 now = time.monotonic()
                 now_ns = time.time_ns()
+                was_idle = self._pending_count == 0
                 for modality, payloads in ((TEXT, texts), (IMAGE, images)):
                     if not payloads:
                         continue
                     req = _Request(modality, len(payloads), normalize, loop.create_future(), loop,
                                    remaining=len(payloads), enqueued_ns=now_ns)
                     requests[modality] = req
-                    self._pending[modality].extend(
-                        _Item(req, pos, payload, next(self._seq), now) for pos, payload in enumerate(payloads)
-                    )
+                    new = [_Item(req, pos, payload, next(self._seq), now)
+                           for pos, payload in enumerate(payloads)]
+                    if modality == TEXT and self.max_batch_tokens:
+                        for it in new:
+                            it.length = self._text_length(it.payload)
+                            self._pending_tokens += it.length
+                    self._pending[modality].extend(new)
                 self._pending_count += n
                 self._arrived += 1
-                self._cond.notify_all()
+                # Wake the scheduler only when this arrival can change its decision: it starts the
+                # batch clock, fills a batch, or is the last caller the scheduler waits for. Other
+                # arrivals join the batch being waited for without a thread switch each.
+                if (was_idle or not self.batching or self._arrived == self._returning
+                        or any(self._is_full(m) for m in requests)):
+                    self._cond.notify_all()
             self._report_depth()
         try:
             if requests:
@@ -237,6 +256,7 @@ class DynamicBatcher:
                         self._fail(req, BatcherClosed("the service shut down before this request ran"))
                     items.clear()
                 self._pending_count = 0
+                self._pending_tokens = 0
             self._cond.notify_all()
         self._scheduler.join()
         self._model_thread.join()
@@ -289,7 +309,7 @@ class DynamicBatcher:
                 # everyone the last answers could bring back is here already (a lone caller, or
                 # all of a closed-loop crowd): waiting would only add latency
                 due_at = oldest.enqueued
-            full = len(items) >= self.max_batch_size
+            full = self._is_full(modality)
             if full or (partial_ok and (not self.batching or self._closed or now >= due_at)):
                 if best is None or oldest.seq < best[0]:
                     best = (oldest.seq, modality)
@@ -303,9 +323,12 @@ class DynamicBatcher:
         """Remove and return the next batch of ``modality`` (called with the lock held)."""
         items = self._pending[modality]
         limit = self.max_batch_size
+        budget = self.max_batch_tokens if modality == TEXT else 0
         if not self.batching:
             first = items[0].request
             chosen = [it for it in items if it.request is first][:limit]
+        elif budget:
+            chosen = self._similar_lengths(items, limit, budget)
         elif len(items) <= limit:
             chosen = list(items)
         elif modality == TEXT:
@@ -318,21 +341,46 @@ class DynamicBatcher:
             taken = {id(it) for it in chosen}
             items[:] = [it for it in items if id(it) not in taken]
         self._pending_count -= len(chosen)
+        if budget:
+            self._pending_tokens -= sum(it.length or 0 for it in chosen)
         return chosen
 
-    def _similar_lengths(self, items: list[_Item], limit: int) -> list[_Item]:
-        """``limit`` texts of similar length, always including the oldest one."""
+    def _is_full(self, modality: str) -> bool:
+        """A batch of ``modality`` cut now would be as big as a batch may be (called with the lock held)."""
+        if len(self._pending[modality]) >= self.max_batch_size:
+            return True
+        budget = self.max_batch_tokens
+        return modality == TEXT and bool(budget) and self._pending_tokens >= budget
+
+    def _similar_lengths(self, items: list[_Item], limit: int, budget: int = 0) -> list[_Item]:
+        """A run of texts of similar length that includes the oldest one: ``limit`` texts at most and,
+        with a ``budget``, at most ``budget`` tokens counted with padding (texts x the longest one);
+        the longest such run, the one with the least spread of lengths among equals."""
         for it in items:
             if it.length is None:
                 it.length = self._text_length(it.payload)
         oldest = items[0]
         ordered = sorted(items, key=lambda it: (it.length, it.seq))
         p = ordered.index(oldest)
-        lo = max(0, p - limit + 1)
-        hi = min(p, len(ordered) - limit)
-        start = min(range(lo, hi + 1),
-                    key=lambda s: ((ordered[s + limit - 1].length or 0) - (ordered[s].length or 0), s))
-        return ordered[start:start + limit]
+        lengths = [it.length or 0 for it in ordered]
+        best: tuple[int, int, int] | None = None  # (-size, spread, start)
+        end = p
+        # for each start s <= p, the run [s, end] grows while it fits; end never moves back
+        for s in range(max(0, p - limit + 1), p + 1):
+            end = max(end, p)
+            while (end + 1 < len(ordered) and end + 2 - s <= limit
+                   and (not budget or (end + 2 - s) * lengths[end + 1] <= budget)):
+                end += 1
+            size = end + 1 - s
+            if budget and size > 1 and size * lengths[end] > budget:
+                continue  # even the run ending at the oldest text is over the budget
+            key = (-size, lengths[end] - lengths[s], s)
+            if best is None or key < best:
+                best = key
+        if best is None:  # the oldest text alone is over the budget: it still runs, alone
+            return [oldest]
+        start, size = best[2], -best[0]
+        return ordered[start:start + size]
 
     def _text_length(self, text: str) -> int:
         try:
@@ -451,10 +499,14 @@ class DynamicBatcher:
             # the callers answered now may send their next request: see _due_modality
             self._returning = len(finished)
             self._arrived = 0
+        # one wake-up per event loop for the whole batch, not one per request
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, np.ndarray]]] = {}
         for req in finished:
             assert req.result is not None  # every finished request has its vectors
             vectors = l2_normalize(req.result) if req.normalize else req.result
-            _call_in_loop(req.loop, _resolve, req.future, vectors)
+            by_loop.setdefault(req.loop, []).append((req.future, vectors))
+        for loop, results in by_loop.items():
+            _call_in_loop(loop, _resolve_all, results)
 
     # ---------------------------------------------------------- bookkeeping
     def _abandon(self, req: _Request, error: BaseException | None = None) -> None:
@@ -467,6 +519,8 @@ class DynamicBatcher:
             kept = [it for it in items if it.request is not req]
             if len(kept) != len(items):
                 self._pending_count -= len(items) - len(kept)
+                if req.modality == TEXT and self.max_batch_tokens:
+                    self._pending_tokens -= sum(it.length or 0 for it in items if it.request is req)
                 items[:] = kept
         self._report_depth()
 
@@ -516,6 +570,12 @@ def _trace_stages(requests: Iterable[_Request]) -> None:
 def _resolve(future: asyncio.Future, value: Any) -> None:
     if not future.done():
         future.set_result(value)
+
+
+def _resolve_all(results: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, value in results:
+        if not future.done():
+            future.set_result(value)
 
 
 def _reject(future: asyncio.Future, error: BaseException) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from services import tracing
 from services.inference.batcher import BatcherClosed, BatchFailed, DynamicBatcher, QueueFull
-from services.inference.config import InferenceSettings
+from services.inference.config import CPU_MAX_BATCH_TOKENS, InferenceSettings
 from services.inference.images import ImageError, decode_image
 from services.inference.loaders.base import IMAGE, TEXT, Encoder
 from services.inference.metrics import Metrics
@@ -100,6 +100,7 @@ class InferenceService:
         self.batcher = DynamicBatcher(
             encoder,
             max_batch_size=s.max_batch_size,
+            max_batch_tokens=self._batch_tokens(encoder),
             batch_wait_ms=s.batch_wait_ms,
             max_queue=s.max_queue,
             prep_threads=s.prep_threads,
@@ -108,6 +109,12 @@ class InferenceService:
         )
         self.encoder = encoder
         self.owns_encoder = owned
+
+    def _batch_tokens(self, encoder: Encoder) -> int:
+        """MAX_BATCH_TOKENS, or its default for the device the model runs on (0: no limit)."""
+        if self.settings.max_batch_tokens is not None:
+            return self.settings.max_batch_tokens
+        return CPU_MAX_BATCH_TOKENS if encoder.info.device == "cpu" else 0
 
     @property
     def ready(self) -> bool:
@@ -210,6 +217,7 @@ class InferenceService:
         s = self.settings
         return {
             "max_batch_size": s.max_batch_size,
+            "max_batch_tokens": self.batcher.max_batch_tokens if self.batcher else s.max_batch_tokens or 0,
             "batch_wait_ms": s.batch_wait_ms,
             "max_queue": s.max_queue,
             "max_image_pixels": s.max_image_pixels,

@@ -1,0 +1,115 @@
+"""MAX_BATCH_TOKENS: text batches are runs of similar lengths holding at most that many padded tokens.
+
+The fake encoder's ``text_length`` is the word count, so the tests know every text's length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import pytest
+
+from services.inference.batcher import DynamicBatcher
+from services.inference.config import CPU_MAX_BATCH_TOKENS, InferenceSettings, SettingsError
+from services.inference.service import InferenceService
+from tests.fake_encoders import FakeEncoder
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def words(n: int, tag: str) -> str:
+    return " ".join([tag] + [f"w{k}" for k in range(n - 1)])
+
+
+def padded(batch: list[str]) -> int:
+    return len(batch) * max(len(t.split()) for t in batch)
+
+
+def test_batches_hold_at_most_the_token_budget_and_group_similar_lengths():
+    enc = FakeEncoder()
+    rng = random.Random(3)
+    lengths = [rng.randint(1, 40) for _ in range(64)] + [90]  # one text alone over the budget
+    texts = [words(n, f"t{i}") for i, n in enumerate(lengths)]
+
+    async def main():
+        b = DynamicBatcher(enc, max_batch_size=32, max_batch_tokens=128, batch_wait_ms=0, pipeline_depth=1)
+        enc.gate.clear()  # hold the model so every text waits together
+        first = asyncio.create_task(b.encode_texts(["warm up"], True))
+        while not enc.seen.prepares:
+            await asyncio.sleep(0.005)
+        bulk = asyncio.create_task(b.encode_texts(texts, True))
+        while b.queue_depth < len(texts):
+            await asyncio.sleep(0.005)
+        enc.gate.set()
+        await first
+        out = await bulk
+        await b.close()
+        return out
+
+    out = run(main())
+    for text, vec in zip(texts, out, strict=True):  # every caller's order kept
+        np.testing.assert_allclose(vec, enc.expected_text(text, True), rtol=1e-5, atol=1e-6)
+    batches = enc.seen.text_batches[1:]
+    assert sorted(t for batch in batches for t in batch) == sorted(texts)
+    assert [words(90, "t64")] in batches  # over the budget: it still runs, alone
+    for batch in batches:
+        assert len(batch) <= 32
+        assert len(batch) == 1 or padded(batch) <= 128, (padded(batch), batch)
+    # grouped by length: far fewer padded tokens than batches of 32 in arrival order
+    arrival = sum(padded(texts[i:i + 32]) for i in range(0, len(texts), 32))
+    assert sum(padded(batch) for batch in batches) < 0.8 * arrival
+    assert sum(padded(batch) for batch in batches) <= 1.25 * sum(lengths)
+
+
+def test_no_token_budget_keeps_arrival_batches_of_max_batch_size():
+    enc = FakeEncoder()
+    texts = [words(n, f"t{i}") for i, n in enumerate([30, 2, 25, 3, 28, 1, 27, 4])]
+
+    async def main():
+        b = DynamicBatcher(enc, max_batch_size=8, max_batch_tokens=0, batch_wait_ms=0, pipeline_depth=1)
+        out = await b.encode_texts(texts, False)
+        await b.close()
+        return out
+
+    run(main())
+    assert enc.seen.text_batches == [texts]
+
+
+def test_a_full_token_budget_goes_without_waiting():
+    """The batch wait is for filling a batch: once the waiting texts fill the budget, it goes."""
+    enc = FakeEncoder()
+
+    async def main():
+        b = DynamicBatcher(enc, max_batch_size=32, max_batch_tokens=40, batch_wait_ms=60_000,
+                           pipeline_depth=1)
+        b._returning = 99  # as if many callers were still to come back: only a full batch goes
+        out = await b.encode_texts([words(20, "a"), words(20, "b")], False)
+        await b.close()
+        return out
+
+    out = run(main())  # would time out if it waited for BATCH_WAIT_MS
+    assert out.shape == (2, enc.dimensions)
+
+
+def test_setting_defaults_by_device_and_bad_values_name_the_variable():
+    settings = InferenceSettings.from_env({"MODEL": "m"})
+    assert settings.max_batch_tokens is None
+    cpu = InferenceService(FakeEncoder(), settings)
+    assert cpu.batcher.max_batch_tokens == CPU_MAX_BATCH_TOKENS
+    assert cpu.limits()["max_batch_tokens"] == CPU_MAX_BATCH_TOKENS
+    gpu_encoder = FakeEncoder()
+    gpu_encoder.info = gpu_encoder.info.__class__(**{**gpu_encoder.info.__dict__, "device": "cuda:0"})
+    gpu = InferenceService(gpu_encoder, settings)
+    assert gpu.batcher.max_batch_tokens == 0
+    off = InferenceService(FakeEncoder(), InferenceSettings.from_env({"MODEL": "m", "MAX_BATCH_TOKENS": "0"}))
+    assert off.batcher.max_batch_tokens == 0
+    for service in (cpu, gpu, off):
+        service.batcher.close_sync()
+    with pytest.raises(SettingsError, match="MAX_BATCH_TOKENS"):
+        InferenceSettings.from_env({"MODEL": "m", "MAX_BATCH_TOKENS": "-1"})
+    with pytest.raises(SettingsError, match="MAX_BATCH_TOKENS"):
+        InferenceSettings.from_env({"MODEL": "m", "MAX_BATCH_TOKENS": "lots"})
