@@ -53,6 +53,8 @@ class GatewaySettings:
     grpc_port: int | None = field(default=50050, metadata={"env": "GRPC_PORT"})  # None: gRPC off
     # models: name -> gRPC address of its inference service
     models: dict[str, str] = field(default_factory=dict, metadata={"env": "MODELS"})
+    # inference services a collection may name directly by inference_url (see gateway.inference_urls)
+    inference_url_hosts: tuple[str, ...] = field(default=(), metadata={"env": "INFERENCE_URL_HOSTS"})
     # security
     api_keys: tuple[str, ...] = field(default=(), metadata={"env": "API_KEYS"})
     # image URLs in objects and near_image queries (see gateway.image_urls)
@@ -61,6 +63,7 @@ class GatewaySettings:
     image_url_allow_private: bool = field(default=False, metadata={"env": "IMAGE_URL_ALLOW_PRIVATE"})
     image_url_max_bytes: int = field(default=20 * 1024 * 1024, metadata={"env": "IMAGE_URL_MAX_BYTES"})
     image_url_timeout_s: float = field(default=10.0, metadata={"env": "IMAGE_URL_TIMEOUT_S"})
+    image_url_trust_env: bool = field(default=False, metadata={"env": "IMAGE_URL_TRUST_ENV"})
     # how long a gateway may reuse a collection definition it read (0: read it on every request)
     definition_cache_s: float = field(default=2.0, metadata={"env": "DEFINITION_CACHE_S"})
     # inference calls
@@ -71,13 +74,16 @@ class GatewaySettings:
     # import / requests
     import_batch_size: int = field(default=1000, metadata={"env": "IMPORT_BATCH_SIZE"})
     max_request_bytes: int = field(default=64 * 1024 * 1024, metadata={"env": "MAX_REQUEST_BYTES"})
+    # deepest nesting of a JSON body (HTTP) or of a Struct (gRPC), and of a search filter
+    max_json_depth: int = field(default=64, metadata={"env": "MAX_JSON_DEPTH"})
+    filter_max_depth: int = field(default=32, metadata={"env": "FILTER_MAX_DEPTH"})
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
     # shutdown: on SIGTERM/SIGINT new requests are refused and those in flight get this long to finish
     drain_timeout_s: float = field(default=30.0, metadata={"env": "DRAIN_TIMEOUT_S"})
 
     def validate(self) -> GatewaySettings:
         for name in ("inference_concurrency", "inference_batch_size", "import_batch_size",
-                     "max_request_bytes"):
+                     "max_request_bytes", "max_json_depth", "filter_max_depth"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1, not {getattr(self, name)}")
         if self.inference_retries < 0:
@@ -107,7 +113,8 @@ class GatewaySettings:
     def image_url_policy(self) -> ImageUrlPolicy:
         return ImageUrlPolicy(enabled=self.image_urls, allowed_hosts=self.image_url_hosts,
                               allow_private=self.image_url_allow_private,
-                              max_bytes=self.image_url_max_bytes, timeout_s=self.image_url_timeout_s)
+                              max_bytes=self.image_url_max_bytes, timeout_s=self.image_url_timeout_s,
+                              trust_env=self.image_url_trust_env)
 
     @property
     def embedded(self) -> bool:
@@ -127,12 +134,12 @@ def env_name(attr: str) -> str:
 
 
 _INTS = {"inference_concurrency", "inference_retries", "inference_batch_size", "import_batch_size",
-         "max_request_bytes", "image_url_max_bytes"}
+         "max_request_bytes", "image_url_max_bytes", "max_json_depth", "filter_max_depth"}
 _PORTS = {"http_port", "grpc_port"}
 
 
 def _parse(attr: str, env: str, raw: str):
-    if attr in ("qdrant_https", "image_urls", "image_url_allow_private"):
+    if attr in ("qdrant_https", "image_urls", "image_url_allow_private", "image_url_trust_env"):
         return parse_bool(env, raw)
     if attr in _PORTS:
         return parse_port(env, raw)
@@ -142,7 +149,7 @@ def _parse(attr: str, env: str, raw: str):
         return parse_float(env, raw, "seconds")
     if attr == "models":
         return parse_models(raw, env)
-    if attr in ("api_keys", "image_url_hosts"):
+    if attr in ("api_keys", "image_url_hosts", "inference_url_hosts"):
         return tuple(k.strip() for k in raw.split(",") if k.strip())
     return raw
 
@@ -165,4 +172,6 @@ def parse_models(raw: str, env: str = "MODELS") -> dict[str, str]:
 
 
 #: Every environment variable the gateway reads.
-ENV_VARS: tuple[str, ...] = env_vars(GatewaySettings) + ("XDG_DATA_HOME",) + TRACING_ENV_VARS
+ENV_VARS: tuple[str, ...] = env_vars(GatewaySettings) + ("XDG_DATA_HOME",) + TRACING_ENV_VARS + (
+    # read by the image URL client only with IMAGE_URL_TRUST_ENV=1
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR")

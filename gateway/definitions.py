@@ -13,10 +13,11 @@
 ```
 
 Each vectorizer is a named dense vector; its ``model`` is a name the gateway resolves
-through ``MODELS``, or ``inference_url`` is a gRPC address given directly.  A vectorizer
-with neither (only ``dimensions``) holds vectors the user sends.  When ``bm25`` is left
-out, BM25 indexes every text field the vectorizers read; ``"bm25": {"fields": []}``
-turns BM25 off.
+through ``MODELS``, or ``inference_url`` is a gRPC address given directly (only one the
+gateway's INFERENCE_URL_HOSTS allows).  A vectorizer with neither (only ``dimensions``)
+holds vectors the user sends.  Unless ``bm25.fields`` is given, BM25 indexes every text
+field the vectorizers read (also when other BM25 settings are given, e.g.
+``"bm25": {"avg_len": 8}``); only an explicit ``"bm25": {"fields": []}`` turns BM25 off.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ class Bm25Config(_Strict):
     """BM25 over the concatenated text of ``fields`` (the README's BM25 section gives the analyzers and
     the formula)."""
 
-    fields: list[str] = Field(default_factory=list, description="text properties indexed for BM25")
+    fields: list[str] | None = Field(None, description="text properties indexed for BM25 (default: every "
+                                     "text field of the vectorizers; [] turns BM25 off)")
     analyzer: Literal["qdrant", "legacy"] = Field(
         "qdrant", description="qdrant: Qdrant's BM25 analyzer (language, stemming, stopwords); legacy: the "
                               "tokenizer of collections created before analyzers existed")
@@ -183,8 +185,8 @@ class Bm25Config(_Strict):
 
     @field_validator("fields")
     @classmethod
-    def _fields(cls, names: list[str]) -> list[str]:
-        return _check_field_names(names)
+    def _fields(cls, names: list[str] | None) -> list[str] | None:
+        return None if names is None else _check_field_names(names)
 
     @field_validator("language", "tokenizer", "stemmer", "ascii_folding", "stopwords", mode="before")
     @classmethod
@@ -243,7 +245,8 @@ class Bm25Config(_Strict):
         else:
             stopwords = Stopwords(languages=tuple(sw.languages), words=tuple(sw.words))
         return Bm25Settings(
-            fields=list(self.fields), analyzer=self.analyzer, language=self.language or DEFAULT_LANGUAGE,
+            fields=list(self.fields or []), analyzer=self.analyzer,
+            language=self.language or DEFAULT_LANGUAGE,
             tokenizer=self.tokenizer or "word", stemmer=True if self.stemmer is None else self.stemmer,
             stopwords=stopwords, ascii_folding=bool(self.ascii_folding), k1=self.k1, b=self.b,
             avg_len=DEFAULT_AVG_LEN if self.avg_len is None else self.avg_len)
@@ -344,10 +347,12 @@ class CollectionDefinition(_Strict):
     @model_validator(mode="after")
     def _defaults(self) -> CollectionDefinition:
         if self.bm25 is None:
+            self.bm25 = Bm25Config()
+        if self.bm25.fields is None:  # not given: every text field of the vectorizers, in order
             fields: list[str] = []
             for vec in self.vectorizers.values():
                 fields += [f for f in vec.text_fields if f not in fields]
-            self.bm25 = Bm25Config(fields=fields)
+            self.bm25.fields = fields
         if not self.vectorizers and not self.bm25.fields:
             raise ValueError("a collection needs at least one vectorizer or bm25 fields")
         return self
@@ -369,7 +374,7 @@ class CollectionDefinition(_Strict):
 
     def vectorized_fields(self) -> set[str]:
         """Every property whose value feeds a vector (dense or BM25)."""
-        out: set[str] = set(self.bm25.fields if self.bm25 else [])
+        out: set[str] = set(self.bm25.fields or [] if self.bm25 else [])
         for vec in self.vectorizers.values():
             out |= set(vec.text_fields) | set(vec.image_fields)
         return out

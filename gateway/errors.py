@@ -42,6 +42,20 @@ class Conflict(GatewayError):
     grpc_code = "ALREADY_EXISTS"
 
 
+class PayloadTooLarge(GatewayError):
+    """The request body is over MAX_REQUEST_BYTES (counted as it streams in)."""
+
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class Forbidden(GatewayError):
+    """The request is understood but a setting of this gateway does not allow it."""
+
+    http_status = 403
+    grpc_code = "PERMISSION_DENIED"
+
+
 class Unauthorized(GatewayError):
     http_status = 401
     grpc_code = "UNAUTHENTICATED"

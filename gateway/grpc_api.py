@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.api_keys import check_api_key
-from gateway.errors import GatewayError
+from gateway.errors import BadRequest, GatewayError
 from gateway.service import GatewayService
 from protos import gateway_pb2, gateway_pb2_grpc
 from services import tracing
@@ -65,6 +65,11 @@ def _definition_to_dict(msg: gateway_pb2.CollectionDefinition) -> dict[str, Any]
     for vec in data.get("vectorizers", {}).values():
         for key in _OUTPUT_ONLY:
             vec.pop(key, None)
+    bm25 = data.get("bm25")
+    if bm25 is not None and bm25.pop("off", False):
+        if bm25.get("fields"):
+            raise BadRequest("bm25.off", "give fields or off, not both")
+        bm25["fields"] = []  # repeated fields cannot say "empty on purpose": off does
     return data
 
 
@@ -74,6 +79,8 @@ def _collection_message(public: dict[str, Any]) -> gateway_pb2.Collection:
     created_at = data.pop("created_at", 0.0)
     indexes = data.pop("indexes", {})
     definition = json_format.ParseDict(data, gateway_pb2.CollectionDefinition(), ignore_unknown_fields=True)
+    if "bm25" in data and not (data["bm25"] or {}).get("fields"):
+        definition.bm25.off = True
     msg = gateway_pb2.Collection(definition=definition, created_at=float(created_at or 0.0))
     for key, state in indexes.items():
         msg.indexes[key].CopyFrom(json_format.ParseDict(state, gateway_pb2.IndexState()))
@@ -183,9 +190,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return gateway_pb2.ImportObjectsResponse(
             results=[gateway_pb2.ObjectResult(index=r["index"], id=r.get("id") or "",
                                               uuid=r.get("uuid") or "", status=r["status"],
-                                              error=r.get("error", ""), field=r.get("field", ""))
+                                              error=r.get("error", ""), field=r.get("field", ""),
+                                              message=r.get("message", ""))
                      for r in out["results"]],
-            ok=out["ok"], errors=out["errors"])
+            ok=out["ok"], errors=out["errors"], replaced=out["replaced"])
 
     @_rpc
     async def GetObject(self, request, context):  # noqa: N802

@@ -2,7 +2,12 @@
 
 Errors are JSON ``{"error": message, "field": dotted.path}`` (4xx) or ``{"error", "service"}`` (503);
 never a stack trace. With API keys configured every /v1 route needs ``Authorization: Bearer KEY`` or
-``x-api-key: KEY``; /healthz, /readyz, /metrics and /docs stay open.
+``x-api-key: KEY`` (checked before the body is read); /healthz, /readyz, /metrics and /docs stay open.
+
+Request bodies are read here, not by the framework: the bytes are counted as they stream in (chunked
+bodies too) and the request is answered 413 as soon as MAX_REQUEST_BYTES is passed, without reading the
+rest; the JSON is parsed under MAX_JSON_DEPTH (:mod:`gateway.json_body`), so a body nested too deeply is
+a 400 naming the path where it went too deep.
 """
 
 from __future__ import annotations
@@ -14,18 +19,19 @@ from collections.abc import MutableMapping, Sequence
 from importlib import metadata
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from gateway import openapi
+from gateway import json_body, openapi
 from gateway.api_keys import check_api_key
 from gateway.definitions import CollectionDefinition, loc_to_field
-from gateway.errors import GatewayError
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.service import GatewayService
 from gateway.service.requests import (
     QUERY_KINDS,
@@ -72,28 +78,98 @@ def _check_key(request: Request, keys: Sequence[str]) -> None:
     check_api_key(request.headers, keys, "send Authorization: Bearer KEY or x-api-key: KEY")
 
 
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"body: request body larger than {limit} bytes (MAX_REQUEST_BYTES)", field="body")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, counted as it streams in: PayloadTooLarge once more than ``limit`` bytes came."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_body(raw: bytes, max_depth: int) -> Any:
+    """The parsed body; BadRequest naming ``body`` (not JSON) or the path where it nests too deeply."""
+    try:
+        return json_body.loads(raw, max_depth)
+    except json_body.TooDeep as exc:
+        raise BadRequest(exc.path or "body",
+                         f"nested more than {exc.limit} levels deep (MAX_JSON_DEPTH)") from None
+    except ValueError as exc:
+        detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if hasattr(exc, "msg") else \
+            "not UTF-8 text"
+        raise BadRequest("body", f"is not valid JSON ({detail})") from None
+
+
+class _ParsedRequest(Request):
+    """A request whose body was already read and parsed by the route (see :func:`_route_class`)."""
+
+    def __init__(self, request: Request, raw: bytes, parsed: Any) -> None:
+        super().__init__(request.scope, request.receive)
+        self._raw, self._parsed = raw, parsed
+
+    async def body(self) -> bytes:
+        return self._raw
+
+    async def json(self) -> Any:
+        return self._parsed
+
+
+def _route_class(max_request_bytes: int, max_json_depth: int) -> type[APIRoute]:
+    """Routes with a JSON body read it under the byte limit and parse it under the depth limit first."""
+
+    class JsonBodyRoute(APIRoute):
+        def get_route_handler(self):
+            handler = super().get_route_handler()
+            if self.body_field is None:
+                return handler
+
+            async def read_then_handle(request: Request) -> Response:
+                raw = await read_body(request, max_request_bytes)
+                parsed = parse_json_body(raw, max_json_depth) if raw.strip() else None
+                return await handler(_ParsedRequest(request, raw if parsed is not None else b"", parsed))
+
+            return read_then_handle
+
+    return JsonBodyRoute
+
+
 def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
-               max_request_bytes: int = 64 * 1024 * 1024) -> FastAPI:
-    """The FastAPI app over a ready GatewayService (the caller owns and closes it)."""
+               max_request_bytes: int = 64 * 1024 * 1024, max_json_depth: int | None = None) -> FastAPI:
+    """The FastAPI app over a ready GatewayService (the caller owns and closes it).
+
+    ``max_json_depth`` defaults to the service's MAX_JSON_DEPTH setting.
+    """
     keys = tuple(api_keys)
+    depth = max_json_depth if max_json_depth is not None else service.settings.max_json_depth
     metrics = service.metrics
     app = FastAPI(title="polyvec gateway", version=__version__, docs_url=None, redoc_url=None,
                   generate_unique_id_function=lambda route: route.name,  # operationId: create_collection
                   description="Multimodal vector search: collections, import, near-text / near-image / "
                               "near-vector / BM25 / hybrid search. With API keys configured, every /v1 "
                               "call needs `Authorization: Bearer KEY` or `x-api-key: KEY`.")
+    app.router.route_class = _route_class(max_request_bytes, depth)
     app.state.service = service
 
     def svc(request: Request) -> GatewayService:
         return request.app.state.service
 
-    def auth(request: Request) -> None:
-        _check_key(request, keys)
-
     # -- errors ---------------------------------------------------------------------------------------------
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        return _error(exc.http_status, exc.to_dict())
+        response = _error(exc.http_status, exc.to_dict())
+        if isinstance(exc, PayloadTooLarge):
+            response.headers["connection"] = "close"  # the rest of the body is not read
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -130,8 +206,8 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):
         started = time.perf_counter()
-        json_body = "json" in request.headers.get("content-type", "")
-        if request.method in ("POST", "PUT", "PATCH") and not json_body:
+        is_json = "json" in request.headers.get("content-type", "")
+        if request.method in ("POST", "PUT", "PATCH") and not is_json:
             # bodies are always JSON (curl -d sends form encoding by default)
             headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
             request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
@@ -143,10 +219,15 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
             request.method, kind=SpanKind.SERVER, context=tracing.extract_metadata(request.headers.items()),
             attributes={"http.request.method": request.method}) if traced else INVALID_SPAN
         with trace.use_span(span, end_on_exit=True) if traced else contextlib.nullcontext():
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > max_request_bytes:
-                response: Response = _error(413, {"error": f"request body larger than {max_request_bytes} "
-                                                           "bytes (MAX_REQUEST_BYTES)", "field": "body"})
+            response: Response
+            try:
+                if request.url.path.startswith("/v1/"):
+                    _check_key(request, keys)  # before any byte of the body is read
+                length = request.headers.get("content-length", "")
+                if length.isdigit() and int(length) > max_request_bytes:
+                    raise _too_large(max_request_bytes)
+            except GatewayError as exc:
+                response = await gateway_error(request, exc)
             else:
                 response = await call_next(request)
             path = route_template(app, request.scope)
@@ -175,56 +256,56 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
         return Response(metrics.render(), media_type=metrics.content_type)
 
     # -- collections ----------------------------------------------------------------------------------------
-    v1 = [Depends(auth)]
+    # (the API key of every /v1 route is checked by the middleware, before the body is read)
 
-    @app.post("/v1/collections", status_code=201, dependencies=v1, tags=["collections"])
+    @app.post("/v1/collections", status_code=201, tags=["collections"])
     async def create_collection(body: CollectionDefinition, request: Request) -> dict[str, Any]:
         return await svc(request).create_collection(body)
 
-    @app.get("/v1/collections", dependencies=v1, tags=["collections"])
+    @app.get("/v1/collections", tags=["collections"])
     async def list_collections(request: Request) -> dict[str, Any]:
         return {"collections": await svc(request).list_collections()}
 
-    @app.get("/v1/collections/{name}", dependencies=v1, tags=["collections"])
+    @app.get("/v1/collections/{name}", tags=["collections"])
     async def get_collection(name: str, request: Request) -> dict[str, Any]:
         return await svc(request).get_collection(name)
 
-    @app.patch("/v1/collections/{name}", dependencies=v1, tags=["collections"])
+    @app.patch("/v1/collections/{name}", tags=["collections"])
     async def update_collection(name: str, body: CollectionPatch, request: Request) -> dict[str, Any]:
         return await svc(request).update_collection(name, body)
 
-    @app.post("/v1/collections/{name}/bm25/reindex", dependencies=v1, tags=["collections"])
+    @app.post("/v1/collections/{name}/bm25/reindex", tags=["collections"])
     async def reindex_bm25(name: str, request: Request,
                            body: ReindexBm25Request | None = None) -> dict[str, Any]:
         return await svc(request).reindex_bm25(name, body)
 
-    @app.delete("/v1/collections/{name}", dependencies=v1, tags=["collections"])
+    @app.delete("/v1/collections/{name}", tags=["collections"])
     async def delete_collection(name: str, request: Request) -> dict[str, Any]:
         return await svc(request).delete_collection(name)
 
     # -- objects --------------------------------------------------------------------------------------------
-    @app.post("/v1/collections/{name}/objects", dependencies=v1, tags=["objects"])
+    @app.post("/v1/collections/{name}/objects", tags=["objects"])
     async def import_objects(name: str, body: ImportRequest, request: Request) -> dict[str, Any]:
         return await svc(request).import_objects(name, body)
 
-    @app.get("/v1/collections/{name}/objects/{object_id}", dependencies=v1, tags=["objects"])
+    @app.get("/v1/collections/{name}/objects/{object_id}", tags=["objects"])
     async def get_object(name: str, object_id: str, request: Request, with_vectors: bool = False) -> dict:
         return await svc(request).get_object(name, object_id, with_vectors=with_vectors)
 
-    @app.put("/v1/collections/{name}/objects/{object_id}", dependencies=v1, tags=["objects"])
+    @app.put("/v1/collections/{name}/objects/{object_id}", tags=["objects"])
     async def put_object(name: str, object_id: str, body: ObjectPut, request: Request) -> dict[str, Any]:
         return await svc(request).put_object(name, object_id, body)
 
-    @app.delete("/v1/collections/{name}/objects/{object_id}", dependencies=v1, tags=["objects"])
+    @app.delete("/v1/collections/{name}/objects/{object_id}", tags=["objects"])
     async def delete_object(name: str, object_id: str, request: Request) -> dict[str, Any]:
         return await svc(request).delete_object(name, object_id)
 
     # -- search ---------------------------------------------------------------------------------------------
-    @app.post("/v1/collections/{name}/search", dependencies=v1, tags=["search"])
+    @app.post("/v1/collections/{name}/search", tags=["search"])
     async def search(name: str, body: SearchRequest, request: Request) -> dict[str, Any]:
         return await svc(request).search(name, body)
 
-    @app.post("/v1/collections/{name}/facets", dependencies=v1, tags=["search"])
+    @app.post("/v1/collections/{name}/facets", tags=["search"])
     async def facets(name: str, body: FacetsRequest, request: Request) -> dict[str, Any]:
         return await svc(request).facets(name, body)
 

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.RESOURCE_EXHAUSTED)
+#: The codes a polyvec inference service answers besides OK and RETRYABLE; any other code (UNIMPLEMENTED,
+#: UNKNOWN, PERMISSION_DENIED, ...) comes from something else, whose words are not passed on.
+POLYVEC_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL)
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
@@ -52,6 +55,14 @@ class InferenceUnavailable(InferenceError):
 
 class InferenceRejected(InferenceError):
     """The inference service answered with an error about the request (e.g. an image it cannot decode)."""
+
+
+class NotPolyvec(InferenceRejected):
+    """The peer answered in a way no polyvec inference service does; its own words are left out."""
+
+    def __init__(self, address: str, what: str) -> None:
+        super().__init__(address, f"{address} is not a polyvec inference service ({what})")
+        self.what = what
 
 
 @dataclass
@@ -159,6 +170,8 @@ class InferenceClient:
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 if code not in RETRYABLE:
+                    if code not in POLYVEC_ERRORS:
+                        raise NotPolyvec(self.address, f"it answered {code.name}") from None
                     raise InferenceRejected(self.address, exc.details() or code.name) from None
                 attempt += 1
                 pause = min(self.max_backoff_s, self.backoff_s * (2 ** (attempt - 1)))

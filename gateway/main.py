@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config import GatewaySettings, SettingsError
 from gateway.storage.base import Store
+from gateway.storage.data_dir_lock import DataDirInUse
 from services import tracing
 from services.env_settings import add_config_flag, add_setting_flags, read_settings_file
 from services.net import run_event_loop
@@ -51,18 +52,24 @@ _HELP = {
     "http_port": "HTTP port (default 8000; 'off' disables HTTP)",
     "grpc_port": "gRPC port (default 50050; 'off' disables gRPC)",
     "models": "model names -> inference gRPC addresses: name=host:port,name2=host:port",
+    "inference_url_hosts": "comma-separated host, host:port or *.domain[:port] patterns a collection's "
+                           "inference_url may name (default none: only MODELS)",
     "api_keys": "comma-separated API keys; when set every /v1 call needs one",
     "inference_timeout_s": "deadline of one inference call in seconds (default 30)",
     "inference_concurrency": "calls in flight per inference service (default 4)",
     "inference_retries": "retries on UNAVAILABLE/DEADLINE_EXCEEDED (default 3)",
     "inference_batch_size": "items per Vectorize call (default 64)",
     "import_batch_size": "most objects per import request (default 1000)",
-    "max_request_bytes": "largest request body in bytes (default 64 MiB)",
+    "max_request_bytes": "largest request body in bytes, counted as it streams in (default 64 MiB)",
+    "max_json_depth": "deepest nesting of a request body's JSON (or gRPC Struct) (default 64)",
+    "filter_max_depth": "deepest nesting of a search filter, counting objects and lists (default 32)",
     "image_urls": "fetch http(s) image URLs in image fields and near_image (0/1, default 1)",
     "image_url_hosts": "comma-separated hosts image URLs may point at (*.example.com for subdomains)",
     "image_url_allow_private": "allow image URLs on loopback/private networks (0/1, default 0)",
     "image_url_max_bytes": "largest fetched image in bytes (default 20 MiB)",
     "image_url_timeout_s": "deadline of one image fetch in seconds (default 10)",
+    "image_url_trust_env": "fetch image URLs through the proxy of HTTP(S)_PROXY/NO_PROXY (0/1, default 0: "
+                           "the environment's proxy settings are ignored)",
     "definition_cache_s": "seconds a collection definition is reused (default 2; 0 reads it every time)",
     "drain_timeout_s": "on SIGTERM/SIGINT, how long requests in flight may take to finish once new ones are "
                        "refused (default 30)",
@@ -158,7 +165,8 @@ async def serve(settings: GatewaySettings, store: Store | None = None, *,
             drain = asyncio.create_task(_drain_grpc_on_stop(grpc_server, stopping, settings.drain_timeout_s))
         if settings.http_port is not None:
             app = create_app(service, api_keys=settings.api_keys,
-                             max_request_bytes=settings.max_request_bytes)
+                             max_request_bytes=settings.max_request_bytes,
+                             max_json_depth=settings.max_json_depth)
             # On SIGTERM/SIGINT uvicorn closes its listening socket at once, closes idle keep-alive
             # connections and waits up to DRAIN_TIMEOUT_S for the requests in flight.
             server = http_server(app, settings)
@@ -223,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         store = build_store(settings)
+    except DataDirInUse as exc:
+        print(f"polyvec gateway: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
         print(f"polyvec gateway: cannot open the store: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

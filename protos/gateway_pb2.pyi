@@ -37,7 +37,7 @@ class Vectorizer(_message.Message):
     def __init__(self, model: _Optional[str] = ..., inference_url: _Optional[str] = ..., text_fields: _Optional[_Iterable[str]] = ..., image_fields: _Optional[_Iterable[str]] = ..., weights: _Optional[_Mapping[str, float]] = ..., dimensions: _Optional[int] = ..., distance: _Optional[str] = ..., modalities: _Optional[_Iterable[str]] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class Bm25(_message.Message):
-    __slots__ = ("fields", "k1", "b", "avg_len", "analyzer", "language", "tokenizer", "stemmer", "stopwords", "ascii_folding")
+    __slots__ = ("fields", "k1", "b", "avg_len", "analyzer", "language", "tokenizer", "stemmer", "stopwords", "ascii_folding", "off")
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     K1_FIELD_NUMBER: _ClassVar[int]
     B_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class Bm25(_message.Message):
     STEMMER_FIELD_NUMBER: _ClassVar[int]
     STOPWORDS_FIELD_NUMBER: _ClassVar[int]
     ASCII_FOLDING_FIELD_NUMBER: _ClassVar[int]
+    OFF_FIELD_NUMBER: _ClassVar[int]
     fields: _containers.RepeatedScalarFieldContainer[str]
     k1: float
     b: float
@@ -58,7 +59,8 @@ class Bm25(_message.Message):
     stemmer: _struct_pb2.Value
     stopwords: _struct_pb2.Value
     ascii_folding: bool
-    def __init__(self, fields: _Optional[_Iterable[str]] = ..., k1: _Optional[float] = ..., b: _Optional[float] = ..., avg_len: _Optional[float] = ..., analyzer: _Optional[str] = ..., language: _Optional[str] = ..., tokenizer: _Optional[str] = ..., stemmer: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., stopwords: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., ascii_folding: _Optional[bool] = ...) -> None: ...
+    off: bool
+    def __init__(self, fields: _Optional[_Iterable[str]] = ..., k1: _Optional[float] = ..., b: _Optional[float] = ..., avg_len: _Optional[float] = ..., analyzer: _Optional[str] = ..., language: _Optional[str] = ..., tokenizer: _Optional[str] = ..., stemmer: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., stopwords: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., ascii_folding: _Optional[bool] = ..., off: _Optional[bool] = ...) -> None: ...
 
 class FieldDeclaration(_message.Message):
     __slots__ = ("type", "language")
@@ -236,30 +238,34 @@ class ImportObjectsRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., objects: _Optional[_Iterable[_Union[ObjectIn, _Mapping]]] = ...) -> None: ...
 
 class ObjectResult(_message.Message):
-    __slots__ = ("index", "id", "uuid", "status", "error", "field")
+    __slots__ = ("index", "id", "uuid", "status", "error", "field", "message")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     index: int
     id: str
     uuid: str
     status: str
     error: str
     field: str
-    def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., uuid: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+    message: str
+    def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., uuid: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ImportObjectsResponse(_message.Message):
-    __slots__ = ("results", "ok", "errors")
+    __slots__ = ("results", "ok", "errors", "replaced")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[ObjectResult]
     ok: int
     errors: int
-    def __init__(self, results: _Optional[_Iterable[_Union[ObjectResult, _Mapping]]] = ..., ok: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
+    replaced: int
+    def __init__(self, results: _Optional[_Iterable[_Union[ObjectResult, _Mapping]]] = ..., ok: _Optional[int] = ..., errors: _Optional[int] = ..., replaced: _Optional[int] = ...) -> None: ...
 
 class GetObjectRequest(_message.Message):
     __slots__ = ("collection", "id", "with_vectors")

@@ -409,7 +409,8 @@ def example(http: str) -> str:
 
 async def run_up(cfg: UpConfig, *, quiet_children: bool = False) -> int:
     from gateway.config import GatewaySettings, SettingsError, default_data_dir
-    from gateway.main import STOP, describe, serve
+    from gateway.main import STOP, build_store, describe, serve
+    from gateway.storage.data_dir_lock import DataDirInUse
 
     data_dir = cfg.data_dir or default_data_dir()
     # the environment still sets API_KEYS, LOG_LEVEL, INFERENCE_*, ...; the store is always embedded here
@@ -420,6 +421,10 @@ async def run_up(cfg: UpConfig, *, quiet_children: bool = False) -> int:
     except SettingsError as exc:
         raise UpError(str(exc)) from None
     check_ports(cfg, settings_probe.http_port, settings_probe.grpc_port)
+    try:  # opened first: a DATA_DIR another process uses stops here, before any model is loaded
+        store = build_store(settings_probe)
+    except DataDirInUse as exc:
+        raise UpError(str(exc)) from None
     children = [Child(m, m.grpc_port or free_port(), http_port=m.http_port, quiet=quiet_children)
                 for m in cfg.models]
     watcher: asyncio.Future | None = None
@@ -444,7 +449,7 @@ async def run_up(cfg: UpConfig, *, quiet_children: bool = False) -> int:
                   + (example(http) + "\n\n" if http_port else "") + "Press Ctrl-C to stop.", flush=True)
 
         watcher = asyncio.gather(*(supervise(c, STOP.is_set) for c in children))
-        await serve(settings, on_started=started)
+        await serve(settings, store, on_started=started)
         return 0
     finally:
         if watcher is not None:
@@ -454,6 +459,7 @@ async def run_up(cfg: UpConfig, *, quiet_children: bool = False) -> int:
         if any(c.proc and c.proc.returncode is None for c in children):
             print("polyvec up: stopping the inference services", file=sys.stderr, flush=True)
         await asyncio.gather(*(c.stop() for c in children))
+        await asyncio.to_thread(store.close)  # serve() closed it already unless it never ran
 
 
 def build_parser() -> argparse.ArgumentParser:

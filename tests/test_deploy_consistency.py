@@ -299,6 +299,28 @@ def test_schema_only_allows_env_the_code_reads():
     assert not chart_set & set(gateway_env)
 
 
+#: Gateway variables the chart's ``gateway.settings`` does not offer, and why; every other variable the
+#: gateway reads must be offered there (a new setting is then settable in Kubernetes too).
+GATEWAY_ENV_NOT_IN_SETTINGS = {
+    "QDRANT_URL": "the chart points the gateway at its own Qdrant StatefulSet",
+    "QDRANT_API_KEY": "comes from the chart's Secret",
+    "MODELS": "built from the chart's models list",
+    "API_KEYS": "comes from the chart's Secret (gateway.apiKeys / existingSecret)",
+    "HTTP_PORT": "the chart's service ports and probes",
+    "GRPC_PORT": "the chart's service ports and probes",
+    "HOST": "the container listens on every interface",
+    "DATA_DIR": "the embedded store is not used in the chart (Qdrant runs as a StatefulSet)",
+    "XDG_DATA_HOME": "only locates the embedded store's default DATA_DIR",
+}
+
+
+def test_schema_offers_every_gateway_setting():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    offered = set(schema["properties"]["gateway"]["properties"]["settings"]["propertyNames"]["enum"])
+    assert set(GATEWAY_ENV_VARS) - offered == set(GATEWAY_ENV_NOT_IN_SETTINGS)
+    assert not offered & set(GATEWAY_ENV_NOT_IN_SETTINGS)
+
+
 def test_checker_flags_unknown_names():
     """The comparison is real: a name no code reads is reported for each kind."""
     assert _bad_names("inference", ["MODEL", "MODLE"]) == ["MODLE"]

@@ -234,7 +234,7 @@ def test_put_revectorizes_only_when_a_vectorized_field_changed(kind, tmp_path):
             assert created["created"] and created["vectorized"] == ["clip"]
             with pytest.raises(BadRequest) as info:
                 await svc.put_object("products", "apple", {"properties": {"title": "x", "photo": "@@"}})
-            assert info.value.field == "body.properties.photo"
+            assert info.value.field == "properties.photo"
             assert (await svc.delete_object("products", "apple"))["deleted"]
             with pytest.raises(NotFound):
                 await svc.get_object("products", "apple")

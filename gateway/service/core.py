@@ -22,9 +22,17 @@ from gateway.definitions import (
     parse_definition,
     parse_field_declarations,
 )
-from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, Unavailable
+from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unavailable
 from gateway.image_urls import ImageFetcher, ImageFetchError, is_image_url
-from gateway.inference_client import InferenceClient, InferencePool, InferenceRejected, InferenceUnavailable
+from gateway.inference_client import (
+    InferenceClient,
+    InferenceMeta,
+    InferencePool,
+    InferenceRejected,
+    InferenceUnavailable,
+    NotPolyvec,
+)
+from gateway.inference_urls import inference_url_allowed
 from gateway.metrics import GatewayMetrics
 from gateway.service import objects as obj
 from gateway.service.collections import StoredCollection, VectorInfo
@@ -57,6 +65,28 @@ from services import tracing
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFINITION_CACHE_MAX = 4096  # definitions kept at most (the cache is cleared when full)
+
+
+def _detail(vec: VectorizerConfig, exc: InferenceUnavailable) -> str:
+    """Why a service did not answer; for an ``inference_url`` a caller chose, only that it did not (the
+    peer's own words are never passed on: the gateway must not relay what some address answers)."""
+    return "no answer" if vec.inference_url else exc.detail
+
+
+def _speaks_http2(exc: InferenceUnavailable) -> bool:
+    """False when gRPC found something else than HTTP/2 at the address (an HTTP/1 server, a database...)."""
+    return "Failed parsing HTTP/2" not in exc.detail and "http1" not in exc.detail.lower()
+
+
+def meta_problem(meta: InferenceMeta) -> str | None:
+    """What makes a Meta answer one no polyvec inference service gives, or None."""
+    if not meta.name:
+        return "its Meta names no model"
+    if meta.dimensions < 1:
+        return "its Meta gives no dimensions"
+    if not meta.modalities or not set(meta.modalities) <= {"text", "image"}:
+        return "its Meta gives no known modalities"
+    return None
 
 
 class GatewayService:
@@ -127,8 +157,20 @@ class GatewayService:
                 time.perf_counter() - started)
 
     def _resolve(self, vector: str, vec: VectorizerConfig, *, creating: bool = False) -> tuple[str, str]:
-        """(gRPC address, label naming the service) of a vectorizer."""
+        """(gRPC address, label naming the service) of a vectorizer.
+
+        An ``inference_url`` must match INFERENCE_URL_HOSTS (checked again on every use: the setting may
+        have changed since the collection was created).
+        """
         if vec.inference_url:
+            if not inference_url_allowed(vec.inference_url, self.settings.inference_url_hosts):
+                rule = ("INFERENCE_URL_HOSTS does not list it" if self.settings.inference_url_hosts else
+                        "this gateway only uses the models of MODELS (INFERENCE_URL_HOSTS is empty)")
+                if creating:
+                    raise BadRequest(f"vectorizers.{vector}.inference_url",
+                                     f"{vec.inference_url!r} is not allowed: {rule}; name a model instead")
+                raise Forbidden(f"vector {vector!r} names inference_url {vec.inference_url!r}, which is no "
+                                f"longer allowed: {rule}")
             return vec.inference_url, f"inference service {vec.inference_url}"
         address = self.settings.models.get(vec.model or "")
         if address is None:
@@ -145,8 +187,9 @@ class GatewayService:
         return self.pool.get(address)
 
     def _unavailable(self, stored: StoredCollection, vector: str, exc: InferenceUnavailable) -> Unavailable:
-        _, label = self._resolve(vector, stored.definition.vectorizers[vector])
-        return Unavailable(label, f"{label} is unavailable ({exc.detail})")
+        vec = stored.definition.vectorizers[vector]
+        _, label = self._resolve(vector, vec)
+        return Unavailable(label, f"{label} is unavailable ({_detail(vec, exc)})")
 
     async def _load(self, name: str) -> StoredCollection:
         """The collection's definition, reused for DEFINITION_CACHE_S after it was read from the store.
@@ -208,13 +251,23 @@ class GatewayService:
             return VectorInfo(dimensions=int(vec.dimensions or 0), modalities=[])
         address, label = self._resolve(vname, vec, creating=True)
         client = self.pool.get(address)
+        where = f"vectorizers.{vname}"
         try:
             meta = await client.meta(refresh=True)
+            problem = meta_problem(meta)
         except InferenceUnavailable as exc:
-            raise Unavailable(label, f"{label} is unavailable ({exc.detail})") from None
-        except InferenceRejected as exc:
-            raise Unavailable(label, f"{label} answered Meta with an error: {exc.message}") from None
-        where = f"vectorizers.{vname}"
+            if _speaks_http2(exc):
+                raise Unavailable(label, f"{label} is unavailable ({_detail(vec, exc)})") from None
+            problem = "it does not speak gRPC"
+        except NotPolyvec as exc:
+            problem = exc.what
+        except InferenceRejected:  # Meta takes no input: an error about it is not a polyvec answer
+            problem = "it answered Meta with an error"
+        if problem:
+            message = f"{address} is not a polyvec inference service ({problem})"
+            if vec.inference_url:
+                raise BadRequest(f"{where}.inference_url", message)
+            raise Unavailable(label, f"{label}: {message}")
         if vec.dimensions is not None and vec.dimensions != meta.dimensions:
             raise BadRequest(f"{where}.dimensions", f"is {vec.dimensions} but {label} serves "
                                                     f"{meta.name!r} with {meta.dimensions} dimensions")
@@ -293,12 +346,13 @@ class GatewayService:
             raise BadRequest("objects", f"at most {limit} objects per request (IMPORT_BATCH_SIZE), "
                                         f"got {len(request.objects)}")
         stored = await self._load(name)
-        pendings = [obj.start(i, raw, stored, f"objects.{i}") for i, raw in enumerate(request.objects)]
+        pendings = [obj.start(i, raw, stored, f"objects.{i}.") for i, raw in enumerate(request.objects)]
         jobs: list[obj.Job] = []
         for p in pendings:
             if p.error is None:
-                jobs += obj.plan_jobs(p, stored, f"objects.{p.index}")
-        await self._run_jobs(stored, jobs, lambda p: f"objects.{p.index}")
+                jobs += obj.plan_jobs(p, stored, f"objects.{p.index}.")
+        await self._run_jobs(stored, jobs, lambda p: f"objects.{p.index}.")
+        obj.mark_replaced(pendings)
         points = [pt for pt in (obj.finish(p, stored) for p in pendings) if pt is not None]
         if points:
             await self._db(self.store.upsert, name, points)
@@ -307,7 +361,8 @@ class GatewayService:
         failed = sum(r["status"] == "error" for r in results)
         self.metrics.import_objects.labels("ok").inc(ok)
         self.metrics.import_objects.labels("failed").inc(failed)
-        return {"results": results, "ok": ok, "errors": failed}
+        return {"results": results, "ok": ok, "errors": failed,
+                "replaced": sum(r["status"] == "replaced" for r in results)}
 
     async def _run_jobs(self, stored: StoredCollection, jobs: list[obj.Job],
                         prefix_of: Callable[[obj.Pending], str]) -> None:
@@ -331,7 +386,7 @@ class GatewayService:
             try:
                 job.data = await self.images.fetch(job.data.url)
             except ImageFetchError as exc:
-                job.pending.fail(f"{prefix_of(job.pending)}.properties.{job.field}", str(exc))
+                job.pending.fail(f"{prefix_of(job.pending)}properties.{job.field}", str(exc))
 
         await asyncio.gather(*(fetch(j) for j in jobs if isinstance(j.data, obj.ImageUrl)))
 
@@ -355,7 +410,7 @@ class GatewayService:
         point_id = object_uuid(object_id)
         old = await self._db(self.store.retrieve, name, [point_id], with_vectors=True)
         raw = {"id": object_id, "properties": request.properties, "vectors": request.vectors}
-        pending = obj.start(0, raw, stored, "body")
+        pending = obj.start(0, raw, stored, "")  # fields named from the body's root, as pydantic does
         if pending.error:
             raise BadRequest(pending.error_field, pending.error)
         reuse: dict[str, list[float]] = {}
@@ -366,8 +421,8 @@ class GatewayService:
                 if vname in prev.dense and vec.uses_service and all(
                         get_path(prev.payload, f) == get_path(request.properties, f) for f in fields):
                     reuse[vname] = list(prev.dense[vname])
-        jobs = obj.plan_jobs(pending, stored, "body", reuse=reuse)
-        await self._run_jobs(stored, jobs, lambda p: "body")
+        jobs = obj.plan_jobs(pending, stored, "", reuse=reuse)
+        await self._run_jobs(stored, jobs, lambda p: "")
         point = obj.finish(pending, stored)
         if point is None:
             raise BadRequest(pending.error_field, pending.error or "object could not be vectorized")
@@ -417,17 +472,17 @@ class GatewayService:
         except InferenceRejected as exc:
             raise BadRequest(field, exc.message) from None
         values = out[0].tolist()
-        problem = check_vector(values, stored.vectors[vector].dimensions)
+        problem = check_vector(values, stored.vectors[vector].dimensions, "vector")
         if problem:
-            raise Unavailable(f"inference service {client.address}",
-                              f"inference service {client.address} returned a vector that {problem}")
+            label = f"inference service {client.address}"
+            raise Unavailable(label, f"{label} returned a bad vector: {': '.join(problem)}")
         return values
 
     async def search(self, name: str, body: SearchRequest | dict) -> dict[str, Any]:
         started = time.perf_counter()
         req: SearchRequest = parse(SearchRequest, body)
         stored = await self._load(name)
-        flt = parse_filter(req.filter, "filter", stored.field_types)
+        flt = parse_filter(req.filter, "filter", stored.field_types, max_depth=self.settings.filter_max_depth)
         with_payload: bool | list[str] = True if req.properties is None else [*req.properties, obj.ID_KEY]
         common = dict(filter=flt, limit=req.limit, offset=req.offset, with_payload=with_payload)
         kind = req.kind
@@ -447,10 +502,11 @@ class GatewayService:
             vector = self._vector_name(stored, req.vector)
             if kind == "near_vector":
                 assert req.near_vector is not None
-                values = [float(v) for v in req.near_vector.vector]
-                problem = check_vector(values, stored.vectors[vector].dimensions)
+                values = list(req.near_vector.vector)
+                problem = check_vector(values, stored.vectors[vector].dimensions, "near_vector.vector")
                 if problem:
-                    raise BadRequest("near_vector.vector", problem)
+                    raise BadRequest(*problem)
+                values = [float(v) for v in values]
             elif kind == "near_text":
                 assert req.near_text is not None
                 values = await self._embed_query(stored, vector, "near_text.query", text=req.near_text.query)
@@ -529,7 +585,7 @@ class GatewayService:
         if not ftype.facetable:
             raise BadRequest("field", f"{req.field!r} is a {ftype.name} field; facets count keyword, "
                                       "integer, bool and uuid fields")
-        flt = parse_filter(req.filter, "filter", stored.field_types)
+        flt = parse_filter(req.filter, "filter", stored.field_types, max_depth=self.settings.filter_max_depth)
         try:
             values = await self._db(self.store.facet, name, req.field, filter=flt, limit=req.limit,
                                     exact=req.exact)

@@ -27,6 +27,9 @@ All conditions of one object must hold (AND); ``should`` needs at least one of i
 
 A collection that declares its fields (``fields`` in its definition) may only filter on declared fields,
 with the operators of each type (:data:`gateway.fields.TYPE_OPS`), and values of that type.
+
+A filter nests at most FILTER_MAX_DEPTH (default 32) objects and lists, counting the filter itself:
+``{"must": [{"a": 1}]}`` is 3 deep. A deeper one is refused naming the path where it went too deep.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 from gateway.errors import BadRequest
 from gateway.fields import COMMON_OPS, RANGE_OPS, FieldType, canonical_datetime, check_geo
+from gateway.json_body import TooDeep, check_depth
 from gateway.storage.base import (
     Condition,
     FieldAny,
@@ -58,18 +62,25 @@ from gateway.storage.base import (
 BOOLEAN_KEYS = ("must", "should", "must_not")
 TEXT_OPS = {"match": "any", "match_all": "all", "phrase": "phrase"}
 OPS = ("eq", "ne", "in", "not_in", *RANGE_OPS, *TEXT_OPS, "prefix", "geo_radius", "geo_box", *COMMON_OPS)
-MAX_DEPTH = 8
+MAX_DEPTH = 32  # the default of FILTER_MAX_DEPTH
 Fields = Mapping[str, FieldType]
 
 
-def parse_filter(data: Any, field: str = "filter", fields: Fields | None = None) -> Filter | None:
+def parse_filter(data: Any, field: str = "filter", fields: Fields | None = None,
+                 max_depth: int = MAX_DEPTH) -> Filter | None:
     """Parse a JSON filter (None or {} -> None); BadRequest naming the offending path.
 
     ``fields``: the collection's declared fields (empty or None: any field, operands of any type).
+    ``max_depth``: the deepest nesting of objects and lists (FILTER_MAX_DEPTH).
     """
     if data is None:
         return None
-    flt = _parse_object(data, field, 0, fields or {})
+    try:
+        check_depth(data, max_depth, field)
+    except TooDeep as exc:
+        raise BadRequest(exc.path, f"filters nest at most {max_depth} levels deep (FILTER_MAX_DEPTH)") \
+            from None
+    flt = _parse_object(data, field, fields or {})
     if not (flt.must or flt.should or flt.must_not):
         return None
     return flt
@@ -83,9 +94,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _parse_object(data: Any, path: str, depth: int, fields: Fields) -> Filter:
-    if depth > MAX_DEPTH:
-        raise BadRequest(path, f"filters nest at most {MAX_DEPTH} levels deep")
+def _parse_object(data: Any, path: str, fields: Fields) -> Filter:
     if not isinstance(data, dict):
         raise BadRequest(path, "a filter must be a JSON object")
     must: list[Condition] = []
@@ -98,7 +107,7 @@ def _parse_object(data: Any, path: str, depth: int, fields: Fields) -> Filter:
                 raise BadRequest(sub, "must be a list of filters")
             target = {"must": must, "should": should, "must_not": must_not}[key]
             for i, item in enumerate(value):
-                target.append(_simplify(_parse_object(item, f"{sub}.{i}", depth + 1, fields)))
+                target.append(_simplify(_parse_object(item, f"{sub}.{i}", fields)))
         else:
             if not isinstance(key, str) or not key:
                 raise BadRequest(path, "field names must be non-empty strings")

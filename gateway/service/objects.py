@@ -52,16 +52,20 @@ class Pending:
     vectorized: list[str] = field(default_factory=list)
     error: str | None = None
     error_field: str | None = None
+    replaced_by: int | None = None  # index of a later object of the same request with the same id
 
     def fail(self, field_name: str | None, message: str) -> None:
         if self.error is None:
             self.error, self.error_field = message, field_name
 
     def result(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": self.index, "id": self.external_id or self.point_id,
-                               "status": "error" if self.error else "ok"}
+        status = "error" if self.error else "replaced" if self.replaced_by is not None else "ok"
+        out: dict[str, Any] = {"index": self.index, "id": self.external_id or self.point_id, "status": status}
         if self.point_id:
             out["uuid"] = self.point_id
+        if status == "replaced":
+            out["message"] = (f"replaced by objects.{self.replaced_by}, a later object of this request "
+                              "with the same id; only that one is written")
         if self.error:
             out["error"] = self.error
             if self.error_field:
@@ -120,12 +124,15 @@ def external_id(point_id: str, payload: dict[str, Any] | None) -> str:
 
 
 def start(index: int, raw: Any, stored: StoredCollection, prefix: str) -> Pending:
-    """Validate one raw object and take its user vectors; errors are recorded on the Pending."""
+    """Validate one raw object and take its user vectors; errors are recorded on the Pending.
+
+    ``prefix`` starts every field name of the object ("objects.3." in an import, "" for a PUT body).
+    """
     pending = Pending(index=index)
     try:
         obj = raw if isinstance(raw, ObjectIn) else ObjectIn.model_validate(raw)
     except ValidationError as exc:
-        err = bad_request_from(exc, prefix)
+        err = bad_request_from(exc, prefix.rstrip("."))
         if isinstance(raw, dict) and isinstance(raw.get("id"), str):
             pending.external_id = raw["id"]
         pending.fail(err.field, err.detail)
@@ -139,7 +146,7 @@ def start(index: int, raw: Any, stored: StoredCollection, prefix: str) -> Pendin
         pending.point_id = str(uuid.uuid4())
     for key in obj.properties:
         if key.startswith(RESERVED_PREFIX):
-            pending.fail(f"{prefix}.properties.{key}",
+            pending.fail(f"{prefix}properties.{key}",
                          f"property names starting with {RESERVED_PREFIX!r} are reserved")
             return pending
     for name, ftype in stored.field_types.items():  # declared fields must hold their type
@@ -151,12 +158,12 @@ def start(index: int, raw: Any, stored: StoredCollection, prefix: str) -> Pendin
     pending.properties = obj.properties
     for name, values in (obj.vectors or {}).items():
         if name not in stored.definition.vectorizers:
-            pending.fail(f"{prefix}.vectors.{name}",
+            pending.fail(f"{prefix}vectors.{name}",
                          f"unknown vector; this collection has {sorted(stored.definition.vectorizers)}")
             return pending
-        vector_problem = check_vector(values, stored.vectors[name].dimensions)
-        if vector_problem:
-            pending.fail(f"{prefix}.vectors.{name}", vector_problem)
+        problem = check_vector(values, stored.vectors[name].dimensions, f"{prefix}vectors.{name}")
+        if problem:
+            pending.fail(*problem)
             return pending
         pending.dense[name] = [float(v) for v in values]
     return pending
@@ -173,14 +180,14 @@ def plan_jobs(pending: Pending, stored: StoredCollection, prefix: str,
             pending.dense[name] = reuse[name]
             continue
         if not vec.uses_service:
-            pending.fail(f"{prefix}.vectors.{name}", "this vector has no vectorizer: send it in vectors")
+            pending.fail(f"{prefix}vectors.{name}", "this vector has no vectorizer: send it in vectors")
             return []
         mine: list[Job] = []
         for fname in vec.text_fields:
             try:
                 text = text_value(get_path(pending.properties, fname))
             except ValueError as exc:
-                pending.fail(f"{prefix}.properties.{fname}", str(exc))
+                pending.fail(f"{prefix}properties.{fname}", str(exc))
                 return []
             if text is not None:
                 mine.append(Job(pending, name, fname, text))
@@ -189,7 +196,7 @@ def plan_jobs(pending: Pending, stored: StoredCollection, prefix: str,
             if value is None or value == "":
                 continue
             if not isinstance(value, str):
-                pending.fail(f"{prefix}.properties.{fname}", "must be a base64-encoded image or an image URL")
+                pending.fail(f"{prefix}properties.{fname}", "must be a base64-encoded image or an image URL")
                 return []
             if is_image_url(value):
                 mine.append(Job(pending, name, fname, ImageUrl(value.strip())))
@@ -197,11 +204,11 @@ def plan_jobs(pending: Pending, stored: StoredCollection, prefix: str,
             try:
                 mine.append(Job(pending, name, fname, decode_base64_image(value)))
             except ValueError as exc:
-                pending.fail(f"{prefix}.properties.{fname}", str(exc))
+                pending.fail(f"{prefix}properties.{fname}", str(exc))
                 return []
         if not mine:
             fields = vec.text_fields + vec.image_fields
-            pending.fail(f"{prefix}.properties",
+            pending.fail(f"{prefix}properties",
                          f"none of the fields {fields} of vector {name!r} is set (or send vectors.{name})")
             return []
         pending.vectorized.append(name)
@@ -260,7 +267,7 @@ async def run_jobs(jobs: list[Job], stored: StoredCollection, client_for: Callab
         vectors, errors = await embed_isolating(client, kind, [j.data for j in group])
         dims = stored.vectors[vector].dimensions
         for job, vec, err in zip(group, vectors, errors, strict=True):
-            where = f"{prefix_of(job.pending)}.properties.{job.field}"
+            where = f"{prefix_of(job.pending)}properties.{job.field}"
             if err is not None:
                 job.pending.fail(where, err)
             elif vec is None or vec.shape[0] != dims:
@@ -273,9 +280,21 @@ async def run_jobs(jobs: list[Job], stored: StoredCollection, client_for: Callab
     await asyncio.gather(*(run_group(v, k, g) for (v, k), g in groups.items()))
 
 
+def mark_replaced(pendings: list[Pending]) -> None:
+    """Of the objects that share an id, only the last one that did not fail is written: the others that
+    did not fail are marked replaced by it (as if the objects were written one after the other)."""
+    last: dict[str, int] = {}
+    for p in pendings:
+        if p.error is None and p.point_id:
+            last[p.point_id] = p.index
+    for p in pendings:
+        if p.error is None and p.point_id and last[p.point_id] != p.index:
+            p.replaced_by = last[p.point_id]
+
+
 def finish(pending: Pending, stored: StoredCollection) -> PointRecord | None:
-    """Combine field vectors into object vectors, add BM25; None when the object failed."""
-    if pending.error:
+    """Combine field vectors into object vectors, add BM25; None when the object failed or was replaced."""
+    if pending.error or pending.replaced_by is not None:
         return None
     for name, per_field in pending.field_vectors.items():
         vec = stored.definition.vectorizers[name]

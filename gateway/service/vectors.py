@@ -29,6 +29,10 @@ def is_uuid(object_id: str) -> bool:
         return False
 
 
+#: The largest float32; a larger magnitude would be stored as an infinity.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def l2_normalize(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm > 0 else vector
@@ -44,13 +48,31 @@ def weighted_mean(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np
     return l2_normalize(mean).astype(np.float32)
 
 
-def check_vector(values: Sequence[float], dims: int) -> str | None:
-    """None when ``values`` is a finite vector of length ``dims``, else what is wrong."""
+def check_vector(values: Sequence[float], dims: int, field: str) -> tuple[str, str] | None:
+    """None when ``values`` is ``dims`` numbers that are finite as float32 (how vectors are stored).
+
+    Else ``(field, problem)``: ``field`` names the bad element (``field.3``) or the vector itself (wrong
+    length). Values beyond the float32 range (|v| > 3.4028235e38) are refused like NaN and infinities:
+    stored, they would become infinities.
+    """
     if len(values) != dims:
-        return f"has {len(values)} dimensions, the collection expects {dims}"
-    for v in values:
-        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-            return f"contains a value that is not a finite number: {v!r}"
+        return field, f"has {len(values)} dimensions, the collection expects {dims}"
+    for i, v in enumerate(values):
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            return f"{field}.{i}", f"is not a number: {v!r}"
+        if not math.isfinite(v):
+            return f"{field}.{i}", f"is not a finite number: {v!r}"
+    with np.errstate(over="ignore"):
+        try:
+            as_float32 = np.asarray(values, dtype=np.float64).astype(np.float32)
+        except OverflowError:  # an int too large for a float64
+            big = [float(v) if abs(v) < 2**1000 else math.inf for v in values]
+            as_float32 = np.array(big).astype(np.float32)
+    overflow = np.flatnonzero(np.isinf(as_float32))
+    if overflow.size:
+        i = int(overflow[0])
+        return f"{field}.{i}", (f"{values[i]!r} is outside the float32 range (magnitude at most "
+                                f"{FLOAT32_MAX!r}); vectors are stored as float32")
     return None
 
 

@@ -74,6 +74,7 @@ from gateway.storage.base import (
     to_point_record,
     validate_collection_name,
 )
+from gateway.storage.data_dir_lock import DataDirLock
 from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse
 
 log = logging.getLogger(__name__)
@@ -268,6 +269,8 @@ class EdgeStore(Store):
         index_in_process_points: int = INDEX_IN_PROCESS_POINTS,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # DataDirInUse when another process has it; released by close() (or when a failed __init__ drops it)
+        self._dir_lock = DataDirLock.acquire(self.data_dir)
         self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
         self._threshold_kb = indexing_threshold_kb
         self._collections_dir = self.data_dir / "collections"
@@ -760,6 +763,7 @@ class EdgeStore(Store):
                     coll.shard.flush()
                 finally:
                     coll.shard.close()
+        self._dir_lock.release()
 
 
 def _facet_value(value: Any) -> str | int | bool:

@@ -1,0 +1,85 @@
+"""gateway.json_body: JSON parsed under a nesting limit, naming the path where a body nests too deeply."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.json_body import TooDeep, check_depth, loads, max_depth
+
+
+def nest(depth: int, inner: str = "0", key: str = "must") -> str:
+    """A filter-like value ``depth`` containers deep: {"must": [{"must": [... inner ...]}]}."""
+    opens = [f'{{"{key}": ' if level % 2 else "[" for level in range(depth)]
+    closes = ["}" if level % 2 else "]" for level in range(depth)]
+    return "".join(reversed(opens)) + inner + "".join(closes)
+
+
+@pytest.mark.parametrize("text,depth", [
+    ("0", 0), ('"[[{{"', 0), ("[]", 1), ("{}", 1), ('{"a": [1, {"b": []}]}', 4),
+    ('["\\"[[[", "\\\\", "]]"]', 1),  # brackets inside strings, escaped quotes and backslashes
+    ('{"a": "x\\\\"}', 1), ('[[["\\u005b"]]]', 3),
+])
+def test_max_depth_counts_containers_outside_strings(text, depth):
+    assert max_depth(text.encode()) == depth
+    assert loads(text, depth) == json.loads(text)
+
+
+def test_a_body_one_level_too_deep_names_the_place():
+    body = '{"bm25": {"query": "x"}, "filter": {"must": [{"must": [{"a": 1}]}]}}'
+    assert loads(body, 6)["filter"]["must"][0]["must"][0] == {"a": 1}
+    with pytest.raises(TooDeep) as info:
+        loads(body, 5)
+    assert info.value.path == "filter.must.0.must.0" and info.value.limit == 5
+    assert str(info.value) == "nested more than 5 levels deep at filter.must.0.must.0"
+
+
+@pytest.mark.parametrize("depth", [65, 1_000, 100_000])
+def test_very_deep_bodies_fail_cleanly(depth):
+    body = '{"bm25": {"query": "x"}, "filter": ' + nest(depth) + "}"
+    with pytest.raises(TooDeep) as info:
+        loads(body, 64)
+    parts = info.value.path.split(".")
+    assert parts[0] == "filter" and set(parts[1:]) == {"must", "0"}
+    assert len(parts) == 64  # the body is container 1, "filter" names container 2: this is the 65th
+    with pytest.raises(TooDeep) as info:
+        loads("[" * depth, 64)  # not even JSON: still a clean answer
+    assert info.value.path in ("", "0" + ".0" * 63)
+
+
+def test_the_first_place_in_document_order_is_named_and_siblings_count():
+    body = '{"a": [1, 2, [[5]]], "b": {"c": [[["deep"]]]}}'
+    with pytest.raises(TooDeep) as info:
+        loads(body, 3)
+    assert info.value.path == "a.2.0"
+    with pytest.raises(TooDeep) as info:
+        loads(body, 4)
+    assert info.value.path == "b.c.0.0"
+
+
+def test_a_key_given_twice_is_followed_to_the_deep_value():
+    # json keeps a repeated key at its first position: the walk must still find the deep one
+    with pytest.raises(TooDeep) as info:
+        loads('{"b": 1, "a": 2, "b": [[[1]]]}', 3)
+    assert info.value.path == "b.0.0"
+
+
+def test_strings_with_brackets_do_not_count_and_invalid_json_is_a_value_error():
+    assert loads('{"q": "' + "[" * 5000 + '"}', 2) == {"q": "[" * 5000}
+    for bad in (b"{nope", b"", b'{"a": 1', b"\xff\xfe\x00"):
+        with pytest.raises(ValueError) as info:
+            loads(bad, 10)
+        assert not isinstance(info.value, TooDeep)
+
+
+def test_check_depth_on_parsed_values():
+    value = {"a": [1, {"b": [{"c": 1}]}], "d": 2}
+    check_depth(value, 5)
+    with pytest.raises(TooDeep) as info:
+        check_depth(value, 4, "filter")
+    assert info.value.path == "filter.a.1.b.0"
+    with pytest.raises(TooDeep) as info:
+        check_depth([[1], [[2]]], 2)
+    assert info.value.path == "1.0"
+    check_depth("scalar", 0)
