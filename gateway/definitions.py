@@ -22,8 +22,9 @@ field the vectorizers read (also when other BM25 settings are given, e.g.
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -34,6 +35,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gateway.bm25 import (
     DEFAULT_AVG_LEN,
@@ -61,6 +63,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def invalid(model: str, loc: tuple[str | int, ...], message: str, value: Any = None) -> ValidationError:
+    """A validation error of a whole-model check, placed at the field it is about (``loc``), so the
+    caller is told which field to fix rather than "body"."""
+    return ValidationError.from_exception_data(model, [InitErrorDetails(
+        type=PydanticCustomError("value_error", "{message}", {"message": message}), loc=loc, input=value)])
+
+
 def _check_field_names(names: list[str]) -> list[str]:
     seen = set()
     for name in names:
@@ -82,9 +91,9 @@ class VectorizerConfig(_Strict):
     inference_url: str | None = Field(None, description="gRPC address host:port of an inference service")
     text_fields: list[str] = Field(default_factory=list, description="properties embedded as text")
     image_fields: list[str] = Field(default_factory=list, description="properties holding base64 images")
-    weights: dict[str, float] = Field(default_factory=dict,
-                                      description="per-field weights of the mean (default 1 each)")
-    dimensions: int | None = Field(None, ge=1, le=65536,
+    weights: dict[str, Annotated[float, Field(strict=True)]] = Field(
+        default_factory=dict, description="per-field weights of the mean (default 1 each)")
+    dimensions: int | None = Field(None, ge=1, le=65536, strict=True,
                                    description="vector length (else learned from the inference service)")
     distance: Distance | None = Field(None, description="overrides the collection's distance for this vector")
 
@@ -109,26 +118,30 @@ class VectorizerConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> VectorizerConfig:
+        me = "VectorizerConfig"
         if self.model is not None and self.inference_url is not None:
-            raise ValueError("give either model or inference_url, not both")
+            raise invalid(me, ("inference_url",), "give either model or inference_url, not both")
         uses_service = self.model is not None or self.inference_url is not None
         if uses_service and not (self.text_fields or self.image_fields):
-            raise ValueError("a vectorizer with a model needs text_fields or image_fields")
+            raise invalid(me, ("text_fields",), "a vectorizer with a model needs text_fields or image_fields")
         if not uses_service:
             if self.text_fields or self.image_fields:
-                raise ValueError("text_fields/image_fields need a model or inference_url to embed them")
+                where = "text_fields" if self.text_fields else "image_fields"
+                raise invalid(me, (where,), "text_fields/image_fields need a model or inference_url to "
+                                            "embed them")
             if self.dimensions is None:
-                raise ValueError("a vectorizer without model or inference_url (user-supplied vectors) "
-                                 "needs dimensions")
+                raise invalid(me, ("dimensions",), "a vectorizer without model or inference_url "
+                                                   "(user-supplied vectors) needs dimensions")
         both = set(self.text_fields) & set(self.image_fields)
         if both:
-            raise ValueError(f"field(s) {sorted(both)} are listed as both text and image fields")
+            raise invalid(me, ("image_fields",), f"field(s) {sorted(both)} are listed as both text and image "
+                                                 "fields")
         known = set(self.text_fields) | set(self.image_fields)
         for name, weight in self.weights.items():
             if name not in known:
-                raise ValueError(f"weights names {name!r}, which is not one of the text/image fields")
-            if not weight > 0:
-                raise ValueError(f"weight of {name!r} must be > 0, not {weight}")
+                raise invalid(me, ("weights", name), f"{name!r} is not one of the text/image fields")
+            if not (weight > 0 and math.isfinite(weight)):
+                raise invalid(me, ("weights", name), f"must be a finite number > 0, not {weight}")
         return self
 
     @property
@@ -178,9 +191,10 @@ class Bm25Config(_Strict):
         None, description="a language name, a list of words, or {languages, words}; default: the "
                           "language's set; [] for none")
     ascii_folding: bool | None = Field(None, description="fold accents to ASCII (café = cafe)")
-    k1: float = Field(1.2, ge=0, le=10)
-    b: float = Field(0.75, ge=0, le=1)
-    avg_len: float | None = Field(None, gt=0, description="mean document length in terms (BM25 length "
+    k1: float = Field(1.2, ge=0, le=10, strict=True)
+    b: float = Field(0.75, ge=0, le=1, strict=True)
+    avg_len: float | None = Field(None, gt=0, strict=True, allow_inf_nan=False,
+                                  description="mean document length in terms (BM25 length "
                                   "normalisation; default 256; reindex-bm25 measures it)")
 
     @field_validator("fields")
@@ -310,10 +324,10 @@ class CollectionDefinition(_Strict):
     vectorizers: dict[str, VectorizerConfig] = Field(default_factory=dict)
     bm25: Bm25Config | None = None
     distance: Distance = "cosine"
-    shard_number: int | None = Field(None, ge=1, le=1024)
-    replication_factor: int | None = Field(None, ge=1, le=64)
-    hnsw_m: int | None = Field(None, ge=0, le=512)
-    hnsw_ef_construct: int | None = Field(None, ge=4, le=4096)
+    shard_number: int | None = Field(None, ge=1, le=1024, strict=True)
+    replication_factor: int | None = Field(None, ge=1, le=64, strict=True)
+    hnsw_m: int | None = Field(None, ge=0, le=512, strict=True)
+    hnsw_ef_construct: int | None = Field(None, ge=4, le=4096, strict=True)
     fields: dict[str, FieldDeclaration] = Field(
         default_factory=dict, description="declared field types: each gets a payload index, imports check "
                                           "them, and filters may only name declared fields")
@@ -354,7 +368,8 @@ class CollectionDefinition(_Strict):
                 fields += [f for f in vec.text_fields if f not in fields]
             self.bm25.fields = fields
         if not self.vectorizers and not self.bm25.fields:
-            raise ValueError("a collection needs at least one vectorizer or bm25 fields")
+            raise invalid("CollectionDefinition", ("vectorizers",),
+                          "a collection needs at least one vectorizer or bm25 fields")
         return self
 
     # -- derived --------------------------------------------------------------------------------------------

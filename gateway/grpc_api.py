@@ -2,7 +2,9 @@
 
 Messages are converted to the HTTP API's JSON shapes and back; errors map to status codes
 (INVALID_ARGUMENT with the field in the message and in trailing metadata ``field``, NOT_FOUND,
-ALREADY_EXISTS, UNAVAILABLE, UNAUTHENTICATED). Standard health checking and reflection are served too.
+ALREADY_EXISTS, UNAVAILABLE, UNAUTHENTICATED). Bytes that do not decode as the method's request message
+answer INVALID_ARGUMENT on every method (services.grpc_decoding). Standard health checking and
+reflection are served too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from gateway.errors import BadRequest, GatewayError
 from gateway.service import GatewayService
 from protos import gateway_pb2, gateway_pb2_grpc
 from services import tracing
+from services.grpc_decoding import RejectUndecodable
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +305,8 @@ async def start_grpc_server(service: GatewayService, host: str, port: int, *,
                             api_keys: Sequence[str] = (),
                             max_message_bytes: int = 64 * 1024 * 1024) -> tuple[grpc.aio.Server, int]:
     """Start the gRPC server (gateway + health + reflection); returns (server, bound port)."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
+    server = grpc.aio.server(interceptors=[RejectUndecodable()],  # bytes no request: INVALID_ARGUMENT
+                             options=[("grpc.max_receive_message_length", max_message_bytes),
                                       ("grpc.max_send_message_length", max_message_bytes)])
     gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(service, api_keys), server)
     health_servicer = health.aio.HealthServicer()

@@ -34,7 +34,6 @@ from gateway.definitions import CollectionDefinition, loc_to_field
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.service import GatewayService
 from gateway.service.requests import (
-    QUERY_KINDS,
     CollectionPatch,
     FacetsRequest,
     ImportRequest,
@@ -188,9 +187,6 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
             field, message = "body", "is not valid JSON"
         elif kind == "missing" and not loc:
             field, message = "body", "a JSON body is required"
-        search = request.url.path.endswith("/search")
-        if field == "body" and search and kind not in ("json_invalid", "missing"):
-            field = "|".join(QUERY_KINDS)
         return _error(400, {"error": f"{field}: {message}", "field": field})
 
     @app.exception_handler(StarletteHTTPException)

@@ -67,6 +67,11 @@ T = TypeVar("T")
 DEFINITION_CACHE_MAX = 4096  # definitions kept at most (the cache is cleared when full)
 
 
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise BadRequest("name", "collection name must be a non-empty string")
+
+
 def _detail(vec: VectorizerConfig, exc: InferenceUnavailable) -> str:
     """Why a service did not answer; for an ``inference_url`` a caller chose, only that it did not (the
     peer's own words are never passed on: the gateway must not relay what some address answers)."""
@@ -198,8 +203,7 @@ class GatewayService:
         through another gateway is seen within DEFINITION_CACHE_S (a store call that finds the
         collection gone drops the entry sooner).
         """
-        if not isinstance(name, str) or not name:
-            raise BadRequest("name", "collection name must be a non-empty string")
+        _check_name(name)
         ttl = self.settings.definition_cache_s
         cached = self._definitions.get(name)
         if cached is not None and cached[0] > time.monotonic():
@@ -221,7 +225,7 @@ class GatewayService:
         name = definition.name
         if await self._db(self.store.load_definition, name) is not None or \
                 await self._db(self.store.collection_exists, name):
-            raise Conflict(f"collection {name!r} already exists", field="name")
+            raise Conflict(f"name: collection {name!r} already exists", field="name")
         vectors: dict[str, VectorInfo] = {}
         for vname, vec in definition.vectorizers.items():
             vectors[vname] = await self._probe(vname, vec)
@@ -330,6 +334,7 @@ class GatewayService:
         return [StoredCollection.from_record(r).public() for r in records]
 
     async def delete_collection(self, name: str) -> dict[str, Any]:
+        _check_name(name)
         self._definitions.pop(name, None)
         had_definition = await self._db(self.store.load_definition, name) is not None
         existed = await self._db(self.store.delete_collection, name)

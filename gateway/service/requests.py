@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.definitions import bad_request_from
+from gateway.definitions import FIELD_RE, bad_request_from, invalid
 
 MAX_LIMIT = 10_000
 MAX_FACET_LIMIT = 1_000
 DEFAULT_MMR_CANDIDATES = 100
 QUERY_KINDS = ("near_text", "near_image", "near_vector", "bm25", "hybrid")
 DENSE_KINDS = ("near_text", "near_image", "near_vector")
+#: A JSON number: an int or a float, not a string or a boolean that happens to convert.
+Number = Annotated[float, Field(strict=True)]
 
 
 class _Strict(BaseModel):
@@ -22,7 +24,7 @@ class _Strict(BaseModel):
 class ObjectIn(_Strict):
     id: str | None = Field(None, description="your id (kept; a UUID is derived from it when it is not one)")
     properties: dict[str, Any] = Field(default_factory=dict)
-    vectors: dict[str, list[float]] | None = Field(None, description="your own vectors, by vector name")
+    vectors: dict[str, list[Number]] | None = Field(None, description="your own vectors, by vector name")
 
     @field_validator("id")
     @classmethod
@@ -34,7 +36,7 @@ class ObjectIn(_Strict):
 
 class ObjectPut(_Strict):
     properties: dict[str, Any] = Field(default_factory=dict)
-    vectors: dict[str, list[float]] | None = None
+    vectors: dict[str, list[Number]] | None = None
 
 
 class ImportRequest(_Strict):
@@ -51,7 +53,7 @@ class NearImage(_Strict):
 
 
 class NearVector(_Strict):
-    vector: list[float] = Field(..., min_length=1)
+    vector: list[Number] = Field(..., min_length=1)
 
 
 class Bm25Query(_Strict):
@@ -60,7 +62,7 @@ class Bm25Query(_Strict):
 
 class HybridQuery(_Strict):
     query: str = Field(..., min_length=1)
-    alpha: float = Field(0.5, description="1 = vector only, 0 = BM25 only")
+    alpha: float = Field(0.5, strict=True, description="1 = vector only, 0 = BM25 only")
     fusion: Literal["rrf", "relative_score"] = "rrf"
 
     @field_validator("alpha")
@@ -77,9 +79,9 @@ class OrderByIn(_Strict):
 
 
 class MmrIn(_Strict):
-    lambda_: float = Field(0.5, alias="lambda", ge=0, le=1,
+    lambda_: float = Field(0.5, alias="lambda", ge=0, le=1, strict=True,
                            description="1 = pure relevance, 0 = pure diversity")
-    candidates: int | None = Field(None, ge=1, le=MAX_LIMIT,
+    candidates: int | None = Field(None, ge=1, le=MAX_LIMIT, strict=True,
                                    description="how many nearest hits to choose from (default: max(100, "
                                                "limit + offset))")
 
@@ -96,20 +98,30 @@ class SearchRequest(_Strict):
     hybrid: HybridQuery | None = None
     vector: str | None = Field(None, description="which named vector (default: the collection's first)")
     filter: dict[str, Any] | None = Field(None, description="payload filter (see docs)")
-    limit: int = Field(10, ge=1, le=MAX_LIMIT)
-    offset: int = Field(0, ge=0, le=MAX_LIMIT)
+    limit: int = Field(10, ge=1, le=MAX_LIMIT, strict=True)
+    offset: int = Field(0, ge=0, le=MAX_LIMIT, strict=True)
     properties: list[str] | None = Field(None, description="properties to return (default: all)")
     order_by: OrderByIn | None = Field(None, description="browse without a query: order by this field")
     diversity: Diversity | None = Field(None, description="near_text / near_image / near_vector: MMR")
+
+    @field_validator("properties")
+    @classmethod
+    def _properties(cls, names: list[str] | None) -> list[str] | None:
+        for i, name in enumerate(names or ()):
+            if not FIELD_RE.match(name):
+                raise invalid("SearchRequest", (i,),  # placed under "properties" by pydantic
+                              f"{name!r} is not a property name (letters, digits, _ and -; dots for nested)")
+        return names
 
     @model_validator(mode="after")
     def _one_kind(self) -> SearchRequest:
         given = [k for k in QUERY_KINDS if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"give exactly one of {', '.join(QUERY_KINDS)} (got {', '.join(given)})")
+            raise invalid("SearchRequest", ("|".join(QUERY_KINDS),),
+                          f"give exactly one of {', '.join(QUERY_KINDS)} (got {', '.join(given)})")
         if not given and self.filter is None and self.order_by is None:
-            raise ValueError(f"give exactly one of {', '.join(QUERY_KINDS)}, or browse with filter / "
-                             "order_by")
+            raise invalid("SearchRequest", ("|".join(QUERY_KINDS),),
+                          f"give exactly one of {', '.join(QUERY_KINDS)}, or browse with filter / order_by")
         return self
 
     @property
@@ -121,8 +133,10 @@ class SearchRequest(_Strict):
 class FacetsRequest(_Strict):
     field: str = Field(..., min_length=1, description="a declared keyword, integer, bool or uuid field")
     filter: dict[str, Any] | None = Field(None, description="count only objects matching this filter")
-    limit: int = Field(10, ge=1, le=MAX_FACET_LIMIT, description="how many values (most frequent first)")
-    exact: bool = Field(False, description="exact counts (else they may be estimated on large collections)")
+    limit: int = Field(10, ge=1, le=MAX_FACET_LIMIT, strict=True,
+                       description="how many values (most frequent first)")
+    exact: bool = Field(False, strict=True,
+                        description="exact counts (else they may be estimated on large collections)")
 
 
 class CollectionPatch(_Strict):
@@ -130,7 +144,8 @@ class CollectionPatch(_Strict):
 
 
 class ReindexBm25Request(_Strict):
-    avg_len: float | None = Field(None, gt=0, description="use this mean length (default: measured)")
+    avg_len: float | None = Field(None, gt=0, strict=True, allow_inf_nan=False,
+                                  description="use this mean length (default: measured)")
     bm25: dict[str, Any] | None = Field(None, description="analyzer settings to change (language, stemmer, "
                                                           "stopwords, ...); the analyzer becomes qdrant")
 
@@ -146,7 +161,4 @@ def parse(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = bad_request_from(exc, prefix)
-        if err.field in ("", "body") and model is SearchRequest:
-            raise BadRequest("|".join(QUERY_KINDS), err.detail) from None
-        raise err from None
+        raise bad_request_from(exc, prefix) from None
