@@ -107,7 +107,7 @@ def test_declared_fields_get_indexes_and_imports_check_types(kind, tmp_path):
             with pytest.raises(BadRequest) as info:
                 await svc.put_object("products", "p1", {"properties": {"price": "free"},
                                                         "vectors": {"v": [1, 0]}})
-            assert info.value.field == "body.properties.price"
+            assert info.value.field == "properties.price"
         finally:
             await closing(svc)
 

@@ -153,7 +153,7 @@ def start(index: int, raw: Any, stored: StoredCollection, prefix: str) -> Pendin
         problem = ftype.check(get_path(obj.properties, name))
         if problem:
             sub, message = problem
-            pending.fail(f"{prefix}.properties.{name}{sub}", message)
+            pending.fail(f"{prefix}properties.{name}{sub}", message)
             return pending
     pending.properties = obj.properties
     for name, values in (obj.vectors or {}).items():
