@@ -13,6 +13,7 @@ a 400 naming the path where it went too deep.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import MutableMapping, Sequence
@@ -103,10 +104,11 @@ def parse_json_body(raw: bytes, max_depth: int) -> Any:
     except json_body.TooDeep as exc:
         raise BadRequest(exc.path or "body",
                          f"nested more than {exc.limit} levels deep (MAX_JSON_DEPTH)") from None
-    except ValueError as exc:
-        detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if hasattr(exc, "msg") else \
-            "not UTF-8 text"
-        raise BadRequest("body", f"is not valid JSON ({detail})") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest("body", f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") \
+            from None
+    except ValueError:  # bytes that are not UTF-8/16/32 text
+        raise BadRequest("body", "is not valid JSON (not UTF-8 text)") from None
 
 
 class _ParsedRequest(Request):

@@ -87,20 +87,23 @@ class CollectionDeleted(BaseModel):
 
 
 class ObjectResult(_Open):
-    """One object of an import: written (``ok``) or not (``error``, with the reason and field)."""
+    """One object of an import: written (``ok``), not (``error``, with the reason and field), or
+    ``replaced`` by a later object of the same request with the same id (``message`` names it)."""
 
     index: int
     id: str | None = None
     uuid: str | None = None
-    status: Literal["ok", "error"]
+    status: Literal["ok", "error", "replaced"]
     error: str | None = None
     field: str | None = None
+    message: str | None = None
 
 
 class ImportResult(BaseModel):
     results: list[ObjectResult]
     ok: int
     errors: int
+    replaced: int = 0
 
 
 class StoredObject(_Open):

@@ -311,6 +311,7 @@ GATEWAY_ENV_NOT_IN_SETTINGS = {
     "HOST": "the container listens on every interface",
     "DATA_DIR": "the embedded store is not used in the chart (Qdrant runs as a StatefulSet)",
     "XDG_DATA_HOME": "only locates the embedded store's default DATA_DIR",
+    "DRAIN_TIMEOUT_S": "set from gateway.shutdown.drainSeconds, next to the pod's grace period",
 }
 
 

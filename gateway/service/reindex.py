@@ -102,7 +102,7 @@ async def reindex_bm25(db: Db, store: Store, stored: StoredCollection, request: 
         docs += d
 
     if request.avg_len is None:
-        objects = await scan(db, store, name, cfg.fields, measure)
+        objects = await scan(db, store, name, cfg.fields or [], measure)
         avg_len = terms / docs if docs else DEFAULT_AVG_LEN
     else:
         avg_len = float(request.avg_len)
@@ -119,7 +119,7 @@ async def reindex_bm25(db: Db, store: Store, stored: StoredCollection, request: 
         vectors = await asyncio.to_thread(_vectors, encoder, page)
         await db(store.update_sparse, name, BM25_VECTOR, vectors)
 
-    objects = await scan(db, store, name, cfg.fields, rewrite)
+    objects = await scan(db, store, name, cfg.fields or [], rewrite)
     return {"collection": name, "objects": objects, "avg_len": avg_len,
             "bm25": cfg.model_dump(mode="json", exclude_none=True),
             "took_ms": round((time.perf_counter() - started) * 1000, 3)}
