@@ -95,7 +95,9 @@ def _refuses_http(base: str) -> bool:
     try:
         with httpx.Client() as client:  # a new connection
             client.get(f"{base}/healthz", timeout=2)
-    except httpx.ConnectError:
+    except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+        # refused outright, or accepted into the backlog just before the listener closed and then reset:
+        # either way the new request was not served
         return True
     return False
 
