@@ -465,6 +465,205 @@ def test_hybrid_with_filter(store: Store) -> None:
     assert {h.id for h in hits} == {h.id for h in vec} | {h.id for h in bm}
 
 
+# --------------------------------------------------------------------------------------------- scroll
+def scroll_all(store: Store, name: str = "items", **kwargs: Any) -> tuple[list[Any], int]:
+    """Every page of a scroll: (records in order, number of pages)."""
+    out: list[Any] = []
+    start: str | None = None
+    pages = 0
+    while True:
+        records, start = store.scroll(name, cursor=start, **kwargs)
+        out += records
+        pages += 1
+        assert pages < 1000, "the scroll does not end"
+        if start is None:
+            return out, pages
+
+
+def test_scroll_pages_every_point_once_in_id_order(store: Store) -> None:
+    vectors, payloads, _ = load(store)
+    records, pages = scroll_all(store, limit=7)
+    assert [r.id for r in records] == [pid(i) for i in range(N_POINTS)]  # point-id order
+    assert pages == math.ceil(N_POINTS / 7)
+    assert all(r.payload == payloads[i] and r.dense == {} for i, r in enumerate(records))
+    first, next_id = store.scroll("items", limit=7)
+    assert next_id == pid(7)  # the id the next page starts from
+    assert store.scroll("items", limit=N_POINTS)[1] is None  # the last page says so
+    some, _ = store.scroll("items", limit=3, with_payload=["color", "i"], with_vectors=True)
+    for r in some:
+        i = r.payload["i"]
+        assert r.payload == {"color": payloads[i]["color"], "i": i}
+        np.testing.assert_allclose(r.dense["dot"], vectors[i], rtol=1e-6)
+        assert set(r.sparse) == {"bm25"}
+    bare, _ = store.scroll("items", limit=2, with_payload=False)
+    assert [r.payload for r in bare] == [{}, {}]
+    with pytest.raises(StoreError, match="limit"):
+        store.scroll("items", limit=0)
+    with pytest.raises(StoreError, match="id"):
+        store.scroll("items", cursor="not-a-uuid")
+
+
+@pytest.mark.parametrize("case", FILTER_CASES[:10:3], ids=[c[0] for c in FILTER_CASES[:10:3]])
+def test_scroll_with_filter(store: Store, case: tuple[str, Filter, Callable[[dict[str, Any]], bool]]) -> None:
+    _, flt, predicate = case
+    _, payloads, _ = load(store)
+    records, _ = scroll_all(store, filter=flt, limit=4)
+    assert [r.id for r in records] == [pid(i) for i, p in enumerate(payloads) if predicate(p)]
+
+
+def test_scroll_is_stable_under_writes_between_pages(store: Store) -> None:
+    """Ids are the cursor: inserts, deletes and updates between pages never skip or repeat a point."""
+    load(store)
+    seen: list[str] = []
+    deleted: set[str] = set()
+    records, start = store.scroll("items", limit=10)
+    seen += [r.id for r in records]
+    step = 0
+    while start is not None:
+        step += 1
+        # new points before and after the cursor, a deleted cursor point, an updated visited point
+        store.upsert("items", [PointRecord(str(uuid.UUID(int=(1 << 100) + step)), {"new": True},
+                                           {"dot": [1.0] * DIM}),
+                               PointRecord(pid(1000 + step), {"new": True}, {"dot": [1.0] * DIM})])
+        store.upsert("items", [PointRecord(seen[0], {"updated": step}, {"dot": [1.0] * DIM})])
+        if step % 2:
+            store.delete_points("items", [start])  # the very point the next page starts from
+            deleted.add(start)
+        records, start = store.scroll("items", cursor=start, limit=10)
+        seen += [r.id for r in records]
+    originals = {pid(i) for i in range(N_POINTS)}
+    assert len(seen) == len(set(seen)), "a point came twice"
+    assert originals - deleted <= set(seen), "a point that was there throughout was skipped"
+    assert not deleted & set(seen)
+
+
+def test_scroll_is_stable_under_concurrent_writes(store: Store) -> None:
+    load(store)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        k = 0
+        try:
+            while not stop.is_set():
+                k += 1
+                store.upsert("items", [PointRecord(str(uuid.uuid4()), {"k": k}, {"dot": [1.0] * DIM})])
+                store.upsert("items", [PointRecord(pid(k % N_POINTS), {"i": k % N_POINTS, "w": k},
+                                                   {"dot": [1.0] * DIM})])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        records, _ = scroll_all(store, limit=3)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors
+    ids = [r.id for r in records]
+    assert len(ids) == len(set(ids))
+    assert {pid(i) for i in range(N_POINTS)} <= set(ids)
+
+
+# --------------------------------------------------------------------------------------------- count, delete
+def test_count_exact_and_estimate(store: Store) -> None:
+    _, payloads, _ = load(store)
+    flt = Filter(must=[FieldMatch("color", "red")])
+    reds = sum(p["color"] == "red" for p in payloads)
+    assert store.count("items", flt, exact=True) == reds
+    assert 0 <= store.count("items", flt, exact=False) <= N_POINTS
+    assert store.count("items", exact=False) == N_POINTS
+
+
+def test_delete_by_filter_counts_exactly(store: Store) -> None:
+    _, payloads, _ = load(store)
+    flt = Filter(must=[FieldRange("price", lt=30.0)], must_not=[FieldMatch("color", "red")])
+    doomed = {i for i, p in enumerate(payloads) if p["price"] < 30.0 and p["color"] != "red"}
+    assert store.delete_by_filter("items", flt) == len(doomed) > 0
+    assert store.count("items") == N_POINTS - len(doomed)
+    left = {int(uuid.UUID(r.id).int) - 1 for r in scroll_all(store, limit=100)[0]}
+    assert left == set(range(N_POINTS)) - doomed
+    assert store.delete_by_filter("items", flt) == 0  # nothing matches any more
+    assert store.delete_by_filter("items", None) == N_POINTS - len(doomed)
+    assert store.count("items") == 0
+
+
+# --------------------------------------------------------------------------------------------- batch search
+class CallCounter:
+    """Wraps an engine object and counts the calls of the named methods."""
+
+    def __init__(self, inner: Any, names: tuple[str, ...]) -> None:
+        self._inner = inner
+        self._names = names
+        self.calls: list[str] = []
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._inner, attr)
+        if attr in self._names:
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                self.calls.append(attr)
+                return value(*args, **kwargs)
+            return counted
+        return value
+
+
+def count_engine_calls(store: Store) -> CallCounter:
+    if isinstance(store, EdgeStore):
+        coll = store._get("items")
+        counter = CallCounter(coll.shard, ("query", "query_batch"))
+        coll.shard = counter  # type: ignore[assignment]
+    else:
+        assert isinstance(store, QdrantStore)
+        counter = CallCounter(store.client, ("query_points", "query_batch_points", "search", "search_batch"))
+        store.client = counter  # type: ignore[assignment]
+    return counter
+
+
+def test_search_batch_matches_single_searches_in_one_engine_call(store: Store) -> None:
+    from gateway.storage.base import DenseQuery, HybridQuery, SearchSpec, SparseQuery
+
+    vectors, _, _ = load(store)
+    dense = (vectors[4] * 0.6 + vectors[9] * 0.4).tolist()
+    sparse = ENCODER.query(HYBRID_QUERY)
+    blue = Filter(must=[FieldMatch("color", "blue")])
+    specs = [
+        SearchSpec(DenseQuery("cos", dense), limit=5),
+        SearchSpec(DenseQuery("euc", vectors[3].tolist()), filter=blue, limit=4, offset=1,
+                   with_payload=["color"]),
+        SearchSpec(SparseQuery("bm25", sparse), limit=6, with_payload=False),
+        SearchSpec(HybridQuery("cos", dense, "bm25", sparse, 0.3, "rrf"), limit=5, offset=2),
+        SearchSpec(HybridQuery("dot", dense, "bm25", sparse, 0.6, "relative_score"), filter=blue, limit=4,
+                   with_payload=["i", "color"]),
+        SearchSpec(HybridQuery("cos", dense, "bm25", sparse, 1.0, "relative_score"), limit=3),
+        SearchSpec(SparseQuery("bm25", ENCODER.query("zeppelin"))),
+    ]
+    singles = [
+        store.search_dense("items", "cos", dense, limit=5),
+        store.search_dense("items", "euc", vectors[3].tolist(), filter=blue, limit=4, offset=1,
+                           with_payload=["color"]),
+        store.search_sparse("items", "bm25", sparse, limit=6, with_payload=False),
+        store.search_hybrid("items", "cos", dense, "bm25", sparse, alpha=0.3, limit=5, offset=2),
+        store.search_hybrid("items", "dot", dense, "bm25", sparse, alpha=0.6, fusion="relative_score",
+                            filter=blue, limit=4, with_payload=["i", "color"]),
+        store.search_hybrid("items", "cos", dense, "bm25", sparse, alpha=1.0, fusion="relative_score",
+                            limit=3),
+        [],
+    ]
+    counter = count_engine_calls(store)
+    batch = store.search_batch("items", specs)
+    assert len(counter.calls) == 1, counter.calls
+    assert len(batch) == len(specs)
+    for got, want in zip(batch, singles, strict=True):
+        assert ids_of(got) == ids_of(want)
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], rel=1e-6)
+        assert [h.payload for h in got] == [h.payload for h in want]
+    assert batch[4] and all(set(h.payload) == {"i", "color"} for h in batch[4])
+    assert store.search_batch("items", []) == []
+    with pytest.raises(StoreError, match="limit"):
+        store.search_batch("items", [specs[0], SearchSpec(DenseQuery("cos", dense), limit=0)])
+
+
 # --------------------------------------------------------------------------------------------- errors
 def test_unknown_collection(store: Store) -> None:
     sv = SparseVec([1], [1.0])
@@ -477,6 +676,9 @@ def test_unknown_collection(store: Store) -> None:
         lambda: store.search_sparse("ghost", "s", sv),
         lambda: store.search_hybrid("ghost", "v", [0.0], "s", sv, alpha=0.5),
         lambda: store.count("_polyvec_definitions"),
+        lambda: store.scroll("ghost"),
+        lambda: store.delete_by_filter("ghost", None),
+        lambda: store.search_batch("ghost", []),
     ]
     for call in calls:
         with pytest.raises(CollectionNotFound):

@@ -239,6 +239,46 @@ Condition = (FieldMatch | FieldAny | FieldRange | FieldDatetimeRange | FieldText
              | FieldGeoRadius | FieldGeoBox | FieldIsEmpty | FieldIsNull | FieldValuesCount | Filter)
 
 
+
+@dataclass(frozen=True)
+class DenseQuery:
+    """Nearest neighbours by the named dense vector."""
+
+    vector_name: str
+    vector: Sequence[float]
+
+
+@dataclass(frozen=True)
+class SparseQuery:
+    """Sparse dot product (with the IDF modifier) by the named sparse vector."""
+
+    vector_name: str
+    vector: SparseVec
+
+
+@dataclass(frozen=True)
+class HybridQuery:
+    """Dense + sparse fused (see :meth:`Store.search_hybrid`)."""
+
+    dense_name: str
+    dense_vector: Sequence[float]
+    sparse_name: str
+    sparse_vector: SparseVec
+    alpha: float
+    fusion: str = "rrf"
+    prefetch_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """One search of a batch (:meth:`Store.search_batch`): a query plus filter, paging and payload choice."""
+
+    query: DenseQuery | SparseQuery | HybridQuery
+    filter: Filter | None = None
+    limit: int = 10
+    offset: int = 0
+    with_payload: WithPayload = True
+
 @dataclass(frozen=True)
 class PayloadIndex:
     """A payload index: its ``kind`` (one of PAYLOAD_INDEX_KINDS) and, for text, the ``language`` whose
@@ -378,8 +418,22 @@ class Store(ABC):
     def delete_points(self, name: str, ids: Sequence[str]) -> None: ...
 
     @abstractmethod
-    def count(self, name: str, filter: Filter | None = None) -> int:
-        """Exact number of points (matching ``filter``)."""
+    def count(self, name: str, filter: Filter | None = None, exact: bool = True) -> int:
+        """Number of points (matching ``filter``); ``exact=False`` allows the backend's fast estimate."""
+
+    @abstractmethod
+    def delete_by_filter(self, name: str, filter: Filter | None) -> int:
+        """Delete every point matching ``filter`` (None: every point) in one operation.
+
+        Returns how many points matched, counted just before the delete with the same filter.
+        """
+
+    @abstractmethod
+    def search_batch(self, name: str, searches: Sequence[SearchSpec]) -> list[list[Hit]]:
+        """Run several searches as one batch query; one hit list per search, in order.
+
+        Each search gives the same hits as the single-search method of its kind.
+        """
 
     # -- search ------------------------------------------------------------------------------
     @abstractmethod
@@ -590,3 +644,13 @@ def records_in_order(
     """
     by_id = {str(r.id): r for r in records}
     return [to_point_record(by_id[pid], with_vectors, sparse_type) for pid in ids if pid in by_id]
+
+
+def narrow_payload(payload: dict[str, Any], with_payload: WithPayload) -> dict[str, Any] | None:
+    """The part of a full payload that ``with_payload`` asks for (top-level keys of a list)."""
+    if with_payload is False:
+        return None
+    if with_payload is True:
+        return payload
+    keys = set(with_payload)
+    return {k: v for k, v in payload.items() if k in keys}

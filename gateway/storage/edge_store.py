@@ -25,7 +25,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,6 +38,7 @@ from gateway.storage.base import (
     CollectionNotFound,
     CollectionSchema,
     Condition,
+    DenseQuery,
     DenseVectorConfig,
     FacetValue,
     FieldAny,
@@ -54,11 +55,15 @@ from gateway.storage.base import (
     Filter,
     GeoPoint,
     Hit,
+    HybridPlan,
+    HybridQuery,
     IndexInfo,
     Mmr,
     OrderBy,
     PayloadIndex,
     PointRecord,
+    SearchSpec,
+    SparseQuery,
     SparseVec,
     Store,
     StoreError,
@@ -68,6 +73,7 @@ from gateway.storage.base import (
     check_paging,
     definition_point_id,
     index_spec,
+    narrow_payload,
     normalize_id,
     plan_hybrid,
     records_in_order,
@@ -244,6 +250,15 @@ def _edge_config(schema: CollectionSchema, threshold_kb: int = FULL_SCAN_THRESHO
 
 
 _SYSTEM_SCHEMA_DENSE = {"_": DenseVectorConfig(size=1, distance="dot")}
+
+
+@dataclass
+class _Planned:
+    """One search of a batch: its engine requests, and the hybrid plan when the lists are fused here."""
+
+    spec: SearchSpec
+    requests: list[Any]
+    hybrid: HybridPlan | None = None
 
 
 class EdgeStore(Store):
@@ -514,10 +529,21 @@ class EdgeStore(Store):
             with coll.write_gate:
                 self._run(coll, lambda s: s.update(qe.UpdateOperation.delete_points(cast(Any, norm))))
 
-    def count(self, name: str, filter: Filter | None = None) -> int:
+    def count(self, name: str, filter: Filter | None = None, exact: bool = True) -> int:
         coll = self._get(name)
-        request = qe.CountRequest(exact=True, filter=convert_filter(filter))
+        request = qe.CountRequest(exact=bool(exact), filter=convert_filter(filter))
         return int(self._run(coll, lambda s: s.count(request)))
+
+    def delete_by_filter(self, name: str, filter: Filter | None) -> int:
+        coll = self._get(name)
+        qfilter = convert_filter(filter) or qe.Filter()
+        request = qe.CountRequest(exact=True, filter=qfilter)
+        op = qe.UpdateOperation.delete_points_by_filter(qfilter)
+        with coll.write_gate:  # no write of this gateway lands between the count and the delete
+            matched = int(self._run(coll, lambda s: s.count(request)))
+            if matched:
+                self._run(coll, lambda s: s.update(op))
+        return matched
 
     def scroll(
         self,
@@ -698,6 +724,91 @@ class EdgeStore(Store):
         records = self._run(coll, lambda s: s.retrieve(ids, with_payload=selector, with_vector=False))
         payloads = {str(r.id): dict(r.payload or {}) for r in records}
         return [Hit(str(f.id), f.score, payloads.get(str(f.id), {})) for f in fused]
+
+    def search_batch(self, name: str, searches: Sequence[SearchSpec]) -> list[list[Hit]]:
+        """Every search's engine requests go to the shard in one ``query_batch`` call.
+
+        RRF hybrid runs inside the engine (prefetch + weighted ``Fusion.Rrf``); relative-score hybrid
+        fetches both lists in the same batch and fuses them here (min-max normalisation needs each
+        list's best and worst score, which the engine does not expose).
+        """
+        coll = self._get(name)
+        planned = [self._plan(coll, spec) for spec in searches]
+        requests = [r for p in planned for r in p.requests]
+        if not requests:
+            return []
+        if len(requests) == 1:
+            results = [self._run(coll, lambda s: s.query(requests[0]))]
+        else:
+            results = self._run(coll, lambda s: s.query_batch(qe.QueryBatchRequest(requests)))
+        out: list[list[Hit]] = []
+        fused: list[int] = []  # searches whose hits still need their payloads
+        at = 0
+        for i, p in enumerate(planned):
+            lists = results[at:at + len(p.requests)]
+            at += len(p.requests)
+            spec = p.spec
+            if p.hybrid is None:
+                out.append(self._hits(lists[0], spec.with_payload))
+                continue
+            # keyed by the UUID's int (cheap to hash); only the final page is turned into strings
+            ranked = [[Ranked(_id_key(pt.id), pt.score) for pt in res] for res in lists]
+            vec_list, bm25_list = p.hybrid.split(ranked)
+            assert isinstance(spec.query, HybridQuery)
+            page = fuse(spec.query.fusion, vec_list, bm25_list, p.hybrid.alpha,
+                        top=spec.offset + spec.limit)[spec.offset:]
+            out.append([Hit(_id_str(f.id), float(f.score), None) for f in page])
+            if spec.with_payload is not False and page:
+                fused.append(i)
+        if fused:
+            self._fill_payloads(coll, [(out[i], searches[i].with_payload) for i in fused])
+        return out
+
+    def _plan(self, coll: _Collection, spec: SearchSpec) -> _Planned:
+        """The engine requests of one search (checked), and the hybrid plan when it is fused here."""
+        check_paging(spec.limit, spec.offset)
+        query = spec.query
+        qfilter = convert_filter(spec.filter)
+        payload = _with_payload(spec.with_payload)
+
+        def page(q: Any, params: Any) -> qe.QueryRequest:
+            return qe.QueryRequest(limit=spec.limit, offset=spec.offset, query=q, filter=qfilter,
+                                   params=params, with_payload=payload, with_vector=False)
+
+        if isinstance(query, DenseQuery):
+            vector = self._check_dense(coll, query.vector_name, query.vector)
+            return _Planned(spec, [page(qe.Query.Nearest(vector, using=query.vector_name), self._params)])
+        if isinstance(query, SparseQuery):
+            sparse = self._check_sparse(coll, query.vector_name, query.vector)
+            return _Planned(spec, [page(qe.Query.Nearest(sparse, using=query.vector_name), None)])
+        if not isinstance(query, HybridQuery):
+            raise StoreError(f"query: unsupported query {query!r}")
+        plan = plan_hybrid(query.alpha, query.fusion, spec.limit, spec.offset, query.prefetch_limit)
+        dense_q = qe.Query.Nearest(self._check_dense(coll, query.dense_name, query.dense_vector),
+                                   using=query.dense_name)
+        sparse_q = qe.Query.Nearest(self._check_sparse(coll, query.sparse_name, query.sparse_vector),
+                                    using=query.sparse_name)
+        parts = plan.parts(dense_q, sparse_q)
+        if query.fusion == "rrf":
+            # in-engine: Qdrant's weighted RRF is exactly the documented formula (gateway.storage.fusion)
+            prefetches = [qe.Prefetch(limit=plan.candidates, query=q, filter=qfilter, params=self._params)
+                          for q, _ in parts]
+            request = qe.QueryRequest(limit=spec.limit, offset=spec.offset,
+                                      query=qe.Fusion.Rrf(k=RRF_K, weights=[w for _, w in parts]),
+                                      prefetches=prefetches, with_payload=payload, with_vector=False)
+            return _Planned(spec, [request])
+        requests = [qe.QueryRequest(limit=plan.candidates, query=q, filter=qfilter, with_payload=False,
+                                    params=self._params) for q, _ in parts]
+        return _Planned(spec, requests, plan)
+
+    def _fill_payloads(self, coll: _Collection, pages: list[tuple[list[Hit], WithPayload]]) -> None:
+        """Fetch the payloads of fused hits, one retrieve for all of them."""
+        ids = list(dict.fromkeys(h.id for hits, _ in pages for h in hits))
+        records = self._run(coll, lambda s: s.retrieve(ids, with_payload=True, with_vector=False))
+        payloads = {str(r.id): dict(r.payload or {}) for r in records}
+        for hits, with_payload in pages:
+            for hit in hits:
+                hit.payload = narrow_payload(payloads.get(hit.id, {}), with_payload)
 
     # -- definitions -------------------------------------------------------------------------
     def save_definition(self, name: str, definition: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import httpx
@@ -29,6 +30,7 @@ from gateway.storage.base import (
     CollectionNotFound,
     CollectionSchema,
     Condition,
+    DenseQuery,
     FacetValue,
     FieldAny,
     FieldDatetimeRange,
@@ -44,11 +46,15 @@ from gateway.storage.base import (
     Filter,
     GeoPoint,
     Hit,
+    HybridPlan,
+    HybridQuery,
     IndexInfo,
     Mmr,
     OrderBy,
     PayloadIndex,
     PointRecord,
+    SearchSpec,
+    SparseQuery,
     SparseVec,
     Store,
     StoreError,
@@ -59,6 +65,7 @@ from gateway.storage.base import (
     check_paging,
     definition_point_id,
     index_spec,
+    narrow_payload,
     normalize_id,
     plan_hybrid,
     records_in_order,
@@ -107,6 +114,15 @@ def index_schema(spec: PayloadIndex) -> Any:
             kwargs["stemmer"] = models.SnowballParams(type=models.Snowball.SNOWBALL,
                                                       language=_STEMMERS[spec.language])
     return models.TextIndexParams(**kwargs)
+
+
+@dataclass
+class _Planned:
+    """One search of a batch: its Qdrant requests, and the hybrid plan when the lists are fused here."""
+
+    spec: SearchSpec
+    requests: list[Any]
+    hybrid: HybridPlan | None = None
 
 
 def convert_filter(flt: Filter | None) -> models.Filter | None:
@@ -477,10 +493,23 @@ class QdrantStore(Store):
                                        wait=True),
         )
 
-    def count(self, name: str, filter: Filter | None = None) -> int:
+    def count(self, name: str, filter: Filter | None = None, exact: bool = True) -> int:
         self._require(name)
         qfilter = convert_filter(filter)
-        return int(self._call(name, lambda: self.client.count(name, count_filter=qfilter, exact=True).count))
+        return int(self._call(
+            name, lambda: self.client.count(name, count_filter=qfilter, exact=bool(exact)).count))
+
+    def delete_by_filter(self, name: str, filter: Filter | None) -> int:
+        """Count, then delete with the same filter (a Qdrant server has no count-and-delete in one call:
+        a write from another client between the two is deleted without being counted)."""
+        self._require(name)
+        qfilter = convert_filter(filter) or models.Filter()
+        matched = int(self._call(
+            name, lambda: self.client.count(name, count_filter=qfilter, exact=True).count))
+        if matched:
+            selector = models.FilterSelector(filter=qfilter)
+            self._call(name, lambda: self.client.delete(name, points_selector=selector, wait=True))
+        return matched
 
     def scroll(
         self,
@@ -695,6 +724,102 @@ class QdrantStore(Store):
         )
         payloads = {str(r.id): dict(r.payload or {}) for r in records}
         return [Hit(str(f.id), f.score, payloads.get(str(f.id), {})) for f in fused]
+
+    def search_batch(self, name: str, searches: Sequence[SearchSpec]) -> list[list[Hit]]:
+        """Every search's requests go to Qdrant in one ``query_batch_points`` call.
+
+        RRF hybrid runs inside Qdrant (two prefetches and a weighted ``RrfQuery``; a server too old for
+        RRF weights falls back to the same formula in ``gateway.storage.fusion``); relative-score hybrid
+        fetches both lists in the same batch and fuses them here (min-max normalisation needs each
+        list's best and worst score).
+        """
+        self._require(name)
+        if not searches:
+            if not self.collection_exists(name):
+                raise CollectionNotFound(name)
+            return []
+        engine_rrf = self._engine_rrf
+        planned = [self._plan(name, spec, engine_rrf) for spec in searches]
+        requests = [r for p in planned for r in p.requests]
+        try:
+            responses = self._call(name, lambda: self.client.query_batch_points(name, requests=requests))
+        except CollectionNotFound:
+            raise
+        except StoreError as exc:
+            if not engine_rrf or "weights" not in str(exc).lower():
+                raise
+            # a Qdrant server older than weighted RRF: same formula, fused here from now on
+            self._engine_rrf = False
+            return self.search_batch(name, searches)
+        out: list[list[Hit]] = []
+        fused: list[int] = []  # searches whose hits still need their payloads
+        at = 0
+        for i, p in enumerate(planned):
+            lists = [r.points for r in responses[at:at + len(p.requests)]]
+            at += len(p.requests)
+            spec = p.spec
+            if p.hybrid is None:
+                out.append(self._hits(lists[0], spec.with_payload))
+                continue
+            ranked = [[Ranked(str(pt.id), float(pt.score)) for pt in res] for res in lists]
+            vec_list, bm25_list = p.hybrid.split(ranked)
+            assert isinstance(spec.query, HybridQuery)
+            page = fuse(spec.query.fusion, vec_list, bm25_list, p.hybrid.alpha,
+                        top=spec.offset + spec.limit)[spec.offset:]
+            out.append([Hit(f.id, f.score, None) for f in page])
+            if spec.with_payload is not False and page:
+                fused.append(i)
+        if fused:
+            self._fill_payloads(name, [(out[i], searches[i].with_payload) for i in fused])
+        return out
+
+    def _plan(self, name: str, spec: SearchSpec, engine_rrf: bool) -> _Planned:
+        """The Qdrant requests of one search (checked), and the hybrid plan when it is fused here."""
+        check_paging(spec.limit, spec.offset)
+        query = spec.query
+        qfilter = convert_filter(spec.filter)
+        payload = _with_payload(spec.with_payload)
+
+        def page(q: Any, using: str) -> models.QueryRequest:
+            return models.QueryRequest(query=q, using=using, filter=qfilter, params=self._params,
+                                       limit=spec.limit, offset=spec.offset, with_payload=payload,
+                                       with_vector=False)
+
+        if isinstance(query, DenseQuery):
+            vector = self._check_dense(name, query.vector_name, query.vector)
+            return _Planned(spec, [page(vector, query.vector_name)])
+        if isinstance(query, SparseQuery):
+            sparse = self._check_sparse(name, query.vector_name, query.vector)
+            return _Planned(spec, [page(sparse, query.vector_name)])
+        if not isinstance(query, HybridQuery):
+            raise StoreError(f"query: unsupported query {query!r}")
+        plan = plan_hybrid(query.alpha, query.fusion, spec.limit, spec.offset, query.prefetch_limit)
+        dense_q = self._check_dense(name, query.dense_name, query.dense_vector)
+        sparse_q = self._check_sparse(name, query.sparse_name, query.sparse_vector)
+        parts = [(q, using, w) for (q, using), w in
+                 plan.parts((dense_q, query.dense_name), (sparse_q, query.sparse_name))]
+        if query.fusion == "rrf" and engine_rrf:
+            prefetch = [models.Prefetch(query=q, using=using, filter=qfilter, params=self._params,
+                                        limit=plan.candidates) for q, using, _ in parts]
+            rrf_query = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=[w for _, _, w in parts]))
+            request = models.QueryRequest(prefetch=prefetch, query=rrf_query, limit=spec.limit,
+                                          offset=spec.offset, with_payload=payload, with_vector=False)
+            return _Planned(spec, [request])
+        requests = [models.QueryRequest(query=q, using=using, filter=qfilter, params=self._params,
+                                        limit=plan.candidates, with_payload=False)
+                    for q, using, _ in parts]
+        return _Planned(spec, requests, plan)
+
+    def _fill_payloads(self, name: str, pages: list[tuple[list[Hit], WithPayload]]) -> None:
+        """Fetch the payloads of fused hits, one retrieve for all of them."""
+        ids = list(dict.fromkeys(h.id for hits, _ in pages for h in hits))
+        records = self._call(
+            name, lambda: self.client.retrieve(name, ids=ids, with_payload=True, with_vectors=False)
+        )
+        payloads = {str(r.id): dict(r.payload or {}) for r in records}
+        for hits, with_payload in pages:
+            for hit in hits:
+                hit.payload = narrow_payload(payloads.get(hit.id, {}), with_payload)
 
     # -- definitions -------------------------------------------------------------------------
     def save_definition(self, name: str, definition: dict[str, Any]) -> None:
