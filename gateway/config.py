@@ -73,6 +73,8 @@ class GatewaySettings:
     inference_batch_size: int = field(default=64, metadata={"env": "INFERENCE_BATCH_SIZE"})
     # import / requests
     import_batch_size: int = field(default=1000, metadata={"env": "IMPORT_BATCH_SIZE"})
+    max_page_size: int = field(default=1000, metadata={"env": "MAX_PAGE_SIZE"})
+    search_batch_size: int = field(default=64, metadata={"env": "SEARCH_BATCH_SIZE"})
     max_request_bytes: int = field(default=64 * 1024 * 1024, metadata={"env": "MAX_REQUEST_BYTES"})
     # deepest nesting of a JSON body (HTTP) or of a Struct (gRPC), and of a search filter
     max_json_depth: int = field(default=64, metadata={"env": "MAX_JSON_DEPTH"})
@@ -83,7 +85,8 @@ class GatewaySettings:
 
     def validate(self) -> GatewaySettings:
         for name in ("inference_concurrency", "inference_batch_size", "import_batch_size",
-                     "max_request_bytes", "max_json_depth", "filter_max_depth"):
+                     "max_page_size", "search_batch_size", "max_request_bytes", "max_json_depth",
+                     "filter_max_depth"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1, not {getattr(self, name)}")
         if self.inference_retries < 0:
@@ -134,7 +137,8 @@ def env_name(attr: str) -> str:
 
 
 _INTS = {"inference_concurrency", "inference_retries", "inference_batch_size", "import_batch_size",
-         "max_request_bytes", "image_url_max_bytes", "max_json_depth", "filter_max_depth"}
+         "max_page_size", "search_batch_size", "max_request_bytes", "image_url_max_bytes", "max_json_depth",
+         "filter_max_depth"}
 _PORTS = {"http_port", "grpc_port"}
 
 

@@ -201,9 +201,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     @_rpc
     async def GetObject(self, request, context):  # noqa: N802
         out = await self.service.get_object(request.collection, request.id, with_vectors=request.with_vectors)
-        return gateway_pb2.Object(
-            id=out["id"], uuid=out["uuid"], properties=dict_to_struct(out["properties"]),
-            vectors={k: gateway_pb2.FloatList(values=v) for k, v in out.get("vectors", {}).items()})
+        return _object_message(out)
 
     @_rpc
     async def PutObject(self, request, context):  # noqa: N802
@@ -222,49 +220,62 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     # -- search ---------------------------------------------------------------------------------------------
     @_rpc
     async def Search(self, request, context):  # noqa: N802
-        body: dict[str, Any] = {}
-        kind = request.WhichOneof("query")
-        if kind == "near_text":
-            body["near_text"] = {"query": request.near_text.query}
-        elif kind == "near_image":
-            body["near_image"] = {"image": base64.b64encode(request.near_image.image).decode()}
-        elif kind == "near_vector":
-            body["near_vector"] = {"vector": list(request.near_vector.vector)}
-        elif kind == "bm25":
-            body["bm25"] = {"query": request.bm25.query}
-        elif kind == "hybrid":
-            h = request.hybrid
-            body["hybrid"] = {"query": h.query}
-            if h.HasField("alpha"):
-                body["hybrid"]["alpha"] = h.alpha
-            if h.HasField("fusion"):
-                body["hybrid"]["fusion"] = h.fusion
-        if request.HasField("vector"):
-            body["vector"] = request.vector
+        out = await self.service.search(request.collection, _search_body(request))
+        return _search_response(out)
+
+    @_rpc
+    async def SearchBatch(self, request, context):  # noqa: N802
+        out = await self.service.search_batch(request.collection,
+                                              {"searches": [_search_body(s) for s in request.searches]})
+        results = []
+        for r in out["results"]:
+            if "error" in r:
+                error = gateway_pb2.SearchError(message=r["error"], field=r.get("field") or "")
+                results.append(gateway_pb2.SearchResult(error=error))
+            else:
+                results.append(gateway_pb2.SearchResult(response=_search_response(r)))
+        return gateway_pb2.SearchBatchResponse(results=results, took_ms=out["took_ms"])
+
+    @_rpc
+    async def ScrollObjects(self, request, context):  # noqa: N802
+        body: dict[str, Any] = {"with_vectors": request.with_vectors}
         if request.HasField("filter"):
             body["filter"] = struct_to_dict(request.filter)
         if request.HasField("limit"):
             body["limit"] = request.limit
-        if request.HasField("offset"):
-            body["offset"] = request.offset
+        if request.HasField("cursor"):
+            body["cursor"] = request.cursor
         if request.HasField("properties"):
             body["properties"] = list(request.properties.names)
-        if request.HasField("order_by"):
-            body["order_by"] = {"field": request.order_by.field}
-            if request.order_by.HasField("direction"):
-                body["order_by"]["direction"] = request.order_by.direction
-        if request.HasField("diversity"):
-            mmr: dict[str, Any] = {}
-            if request.diversity.mmr.HasField("lambda"):
-                mmr["lambda"] = getattr(request.diversity.mmr, "lambda")
-            if request.diversity.mmr.HasField("candidates"):
-                mmr["candidates"] = request.diversity.mmr.candidates
-            body["diversity"] = {"mmr": mmr}
-        out = await self.service.search(request.collection, body)
-        return gateway_pb2.SearchResponse(
-            hits=[gateway_pb2.Hit(id=h["id"], score=h["score"], properties=dict_to_struct(h["properties"]))
-                  for h in out["hits"]],
-            took_ms=out["took_ms"])
+        out = await self.service.scroll_objects(request.collection, body)
+        response = gateway_pb2.ScrollObjectsResponse(objects=[_object_message(o) for o in out["objects"]])
+        if out["next_cursor"] is not None:
+            response.next_cursor = out["next_cursor"]
+        return response
+
+    @_rpc
+    async def CountObjects(self, request, context):  # noqa: N802
+        body: dict[str, Any] = {}
+        if request.HasField("filter"):
+            body["filter"] = struct_to_dict(request.filter)
+        if request.HasField("exact"):
+            body["exact"] = request.exact
+        out = await self.service.count_objects(request.collection, body)
+        return gateway_pb2.CountObjectsResponse(count=out["count"])
+
+    @_rpc
+    async def DeleteObjects(self, request, context):  # noqa: N802
+        body: dict[str, Any] = {"all": request.all}
+        if request.HasField("filter"):
+            body["filter"] = struct_to_dict(request.filter)
+        if request.ids:
+            body["ids"] = list(request.ids)
+        out = await self.service.delete_objects(request.collection, body)
+        return gateway_pb2.DeleteObjectsResponse(deleted=out["deleted"])
+
+    @_rpc
+    async def GetLimits(self, request, context):  # noqa: N802
+        return gateway_pb2.Limits(**self.service.limits())
 
 
     @_rpc
@@ -299,6 +310,62 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return gateway_pb2.ReindexBm25Response(
             collection=out["collection"], objects=out["objects"], avg_len=out["avg_len"],
             bm25=json_format.ParseDict(out["bm25"], gateway_pb2.Bm25()), took_ms=out["took_ms"])
+
+
+def _object_message(out: dict[str, Any]) -> gateway_pb2.Object:
+    return gateway_pb2.Object(
+        id=out["id"], uuid=out["uuid"], properties=dict_to_struct(out["properties"]),
+        vectors={k: gateway_pb2.FloatList(values=v) for k, v in out.get("vectors", {}).items()})
+
+
+def _search_body(request: gateway_pb2.SearchRequest) -> dict[str, Any]:
+    """A SearchRequest message as the HTTP API's JSON body."""
+    body: dict[str, Any] = {}
+    kind = request.WhichOneof("query")
+    if kind == "near_text":
+        body["near_text"] = {"query": request.near_text.query}
+    elif kind == "near_image":
+        body["near_image"] = {"image": base64.b64encode(request.near_image.image).decode()}
+    elif kind == "near_vector":
+        body["near_vector"] = {"vector": list(request.near_vector.vector)}
+    elif kind == "bm25":
+        body["bm25"] = {"query": request.bm25.query}
+    elif kind == "hybrid":
+        h = request.hybrid
+        body["hybrid"] = {"query": h.query}
+        if h.HasField("alpha"):
+            body["hybrid"]["alpha"] = h.alpha
+        if h.HasField("fusion"):
+            body["hybrid"]["fusion"] = h.fusion
+    if request.HasField("vector"):
+        body["vector"] = request.vector
+    if request.HasField("filter"):
+        body["filter"] = struct_to_dict(request.filter)
+    if request.HasField("limit"):
+        body["limit"] = request.limit
+    if request.HasField("offset"):
+        body["offset"] = request.offset
+    if request.HasField("properties"):
+        body["properties"] = list(request.properties.names)
+    if request.HasField("order_by"):
+        body["order_by"] = {"field": request.order_by.field}
+        if request.order_by.HasField("direction"):
+            body["order_by"]["direction"] = request.order_by.direction
+    if request.HasField("diversity"):
+        mmr: dict[str, Any] = {}
+        if request.diversity.mmr.HasField("lambda"):
+            mmr["lambda"] = getattr(request.diversity.mmr, "lambda")
+        if request.diversity.mmr.HasField("candidates"):
+            mmr["candidates"] = request.diversity.mmr.candidates
+        body["diversity"] = {"mmr": mmr}
+    return body
+
+
+def _search_response(out: dict[str, Any]) -> gateway_pb2.SearchResponse:
+    return gateway_pb2.SearchResponse(
+        hits=[gateway_pb2.Hit(id=h["id"], score=h["score"], properties=dict_to_struct(h["properties"]))
+              for h in out["hits"]],
+        took_ms=out["took_ms"])
 
 
 async def start_grpc_server(service: GatewayService, host: str, port: int, *,

@@ -35,11 +35,15 @@ from gateway.definitions import CollectionDefinition, loc_to_field
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.service import GatewayService
 from gateway.service.requests import (
+    BatchSearchRequest,
     CollectionPatch,
+    CountRequest,
+    DeleteRequest,
     FacetsRequest,
     ImportRequest,
     ObjectPut,
     ReindexBm25Request,
+    ScrollRequest,
     SearchRequest,
 )
 from services import tracing
@@ -256,6 +260,11 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
     # -- collections ----------------------------------------------------------------------------------------
     # (the API key of every /v1 route is checked by the middleware, before the body is read)
 
+    @app.get("/v1/limits", tags=["collections"])
+    async def limits(request: Request) -> dict[str, int]:
+        """The limits a client sizes its requests by (IMPORT_BATCH_SIZE, MAX_PAGE_SIZE, ...)."""
+        return svc(request).limits()
+
     @app.post("/v1/collections", status_code=201, tags=["collections"])
     async def create_collection(body: CollectionDefinition, request: Request) -> dict[str, Any]:
         return await svc(request).create_collection(body)
@@ -286,6 +295,27 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
     async def import_objects(name: str, body: ImportRequest, request: Request) -> dict[str, Any]:
         return await svc(request).import_objects(name, body)
 
+    @app.post("/v1/collections/{name}/objects/scroll", tags=["objects"])
+    async def scroll_objects(name: str, body: ScrollRequest, request: Request) -> dict[str, Any]:
+        """One page of objects (matching a filter); pass next_cursor back for the next page."""
+        return await svc(request).scroll_objects(name, body)
+
+    @app.get("/v1/collections/{name}/objects", tags=["objects"])
+    async def list_objects(name: str, request: Request, limit: int = 100, cursor: str | None = None,
+                           with_vectors: bool = False) -> dict[str, Any]:
+        """One page of objects, like POST .../objects/scroll without a filter."""
+        return await svc(request).scroll_objects(
+            name, {"limit": limit, "cursor": cursor, "with_vectors": with_vectors})
+
+    @app.post("/v1/collections/{name}/objects/delete", tags=["objects"])
+    async def delete_objects(name: str, body: DeleteRequest, request: Request) -> dict[str, Any]:
+        """Delete by filter or ids; a delete matching every object needs "all": true."""
+        return await svc(request).delete_objects(name, body)
+
+    @app.post("/v1/collections/{name}/count", tags=["objects"])
+    async def count_objects(name: str, request: Request, body: CountRequest | None = None) -> dict[str, Any]:
+        return await svc(request).count_objects(name, body)
+
     @app.get("/v1/collections/{name}/objects/{object_id}", tags=["objects"])
     async def get_object(name: str, object_id: str, request: Request, with_vectors: bool = False) -> dict:
         return await svc(request).get_object(name, object_id, with_vectors=with_vectors)
@@ -306,6 +336,11 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
     @app.post("/v1/collections/{name}/facets", tags=["search"])
     async def facets(name: str, body: FacetsRequest, request: Request) -> dict[str, Any]:
         return await svc(request).facets(name, body)
+
+    @app.post("/v1/collections/{name}/search/batch", tags=["search"])
+    async def search_batch(name: str, body: BatchSearchRequest, request: Request) -> dict[str, Any]:
+        """Several searches in one call: {results: [{hits, took_ms} | {error, field}]}, in order."""
+        return await svc(request).search_batch(name, body)
 
     openapi.install(app)  # the completed /openapi.json, and /docs from local assets
     return app

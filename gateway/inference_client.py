@@ -241,6 +241,8 @@ class InferenceClient:
         if self._meta is not None and self._meta.max_items_per_request:
             size = min(size, self._meta.max_items_per_request)
         size = max(1, size)
+        if len(texts) + len(images) <= size:
+            return [(texts, images)]  # one call, both modalities (a batch of search queries)
         chunks: list[tuple[list[str], list[bytes]]] = []
         for i in range(0, len(texts), size):
             chunks.append((texts[i:i + size], []))

@@ -483,3 +483,109 @@ class FacetsResponse(_message.Message):
     values: _containers.RepeatedCompositeFieldContainer[FacetValue]
     took_ms: float
     def __init__(self, values: _Optional[_Iterable[_Union[FacetValue, _Mapping]]] = ..., took_ms: _Optional[float] = ...) -> None: ...
+
+class ScrollObjectsRequest(_message.Message):
+    __slots__ = ("collection", "filter", "limit", "cursor", "properties", "with_vectors")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    filter: _struct_pb2.Struct
+    limit: int
+    cursor: str
+    properties: PropertyList
+    with_vectors: bool
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., properties: _Optional[_Union[PropertyList, _Mapping]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
+class ScrollObjectsResponse(_message.Message):
+    __slots__ = ("objects", "next_cursor")
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    objects: _containers.RepeatedCompositeFieldContainer[Object]
+    next_cursor: str
+    def __init__(self, objects: _Optional[_Iterable[_Union[Object, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class CountObjectsRequest(_message.Message):
+    __slots__ = ("collection", "filter", "exact")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    filter: _struct_pb2.Struct
+    exact: bool
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., exact: _Optional[bool] = ...) -> None: ...
+
+class CountObjectsResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class DeleteObjectsRequest(_message.Message):
+    __slots__ = ("collection", "filter", "ids", "all")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    filter: _struct_pb2.Struct
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class DeleteObjectsResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+
+class SearchBatchRequest(_message.Message):
+    __slots__ = ("collection", "searches")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    searches: _containers.RepeatedCompositeFieldContainer[SearchRequest]
+    def __init__(self, collection: _Optional[str] = ..., searches: _Optional[_Iterable[_Union[SearchRequest, _Mapping]]] = ...) -> None: ...
+
+class SearchError(_message.Message):
+    __slots__ = ("message", "field")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    field: str
+    def __init__(self, message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+
+class SearchResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: SearchResponse
+    error: SearchError
+    def __init__(self, response: _Optional[_Union[SearchResponse, _Mapping]] = ..., error: _Optional[_Union[SearchError, _Mapping]] = ...) -> None: ...
+
+class SearchBatchResponse(_message.Message):
+    __slots__ = ("results", "took_ms")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SearchResult]
+    took_ms: float
+    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., took_ms: _Optional[float] = ...) -> None: ...
+
+class GetLimitsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("import_batch_size", "max_page_size", "search_batch_size", "max_request_bytes")
+    IMPORT_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    import_batch_size: int
+    max_page_size: int
+    search_batch_size: int
+    max_request_bytes: int
+    def __init__(self, import_batch_size: _Optional[int] = ..., max_page_size: _Optional[int] = ..., search_batch_size: _Optional[int] = ..., max_request_bytes: _Optional[int] = ...) -> None: ...

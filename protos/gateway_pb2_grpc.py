@@ -94,6 +94,31 @@ class GatewayStub:
                 request_serializer=protos_dot_gateway__pb2.ReindexBm25Request.SerializeToString,
                 response_deserializer=protos_dot_gateway__pb2.ReindexBm25Response.FromString,
                 _registered_method=True)
+        self.ScrollObjects = channel.unary_unary(
+                '/polyvec.gateway.v1.Gateway/ScrollObjects',
+                request_serializer=protos_dot_gateway__pb2.ScrollObjectsRequest.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.ScrollObjectsResponse.FromString,
+                _registered_method=True)
+        self.CountObjects = channel.unary_unary(
+                '/polyvec.gateway.v1.Gateway/CountObjects',
+                request_serializer=protos_dot_gateway__pb2.CountObjectsRequest.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.CountObjectsResponse.FromString,
+                _registered_method=True)
+        self.DeleteObjects = channel.unary_unary(
+                '/polyvec.gateway.v1.Gateway/DeleteObjects',
+                request_serializer=protos_dot_gateway__pb2.DeleteObjectsRequest.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.DeleteObjectsResponse.FromString,
+                _registered_method=True)
+        self.SearchBatch = channel.unary_unary(
+                '/polyvec.gateway.v1.Gateway/SearchBatch',
+                request_serializer=protos_dot_gateway__pb2.SearchBatchRequest.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.SearchBatchResponse.FromString,
+                _registered_method=True)
+        self.GetLimits = channel.unary_unary(
+                '/polyvec.gateway.v1.Gateway/GetLimits',
+                request_serializer=protos_dot_gateway__pb2.GetLimitsRequest.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.Limits.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -183,6 +208,41 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScrollObjects(self, request, context):
+        """POST /v1/collections/{name}/objects/scroll (and GET /v1/collections/{name}/objects)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountObjects(self, request, context):
+        """POST /v1/collections/{name}/count
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteObjects(self, request, context):
+        """POST /v1/collections/{name}/objects/delete
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchBatch(self, request, context):
+        """POST /v1/collections/{name}/search/batch
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLimits(self, request, context):
+        """GET /v1/limits
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -245,6 +305,31 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ReindexBm25,
                     request_deserializer=protos_dot_gateway__pb2.ReindexBm25Request.FromString,
                     response_serializer=protos_dot_gateway__pb2.ReindexBm25Response.SerializeToString,
+            ),
+            'ScrollObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScrollObjects,
+                    request_deserializer=protos_dot_gateway__pb2.ScrollObjectsRequest.FromString,
+                    response_serializer=protos_dot_gateway__pb2.ScrollObjectsResponse.SerializeToString,
+            ),
+            'CountObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountObjects,
+                    request_deserializer=protos_dot_gateway__pb2.CountObjectsRequest.FromString,
+                    response_serializer=protos_dot_gateway__pb2.CountObjectsResponse.SerializeToString,
+            ),
+            'DeleteObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteObjects,
+                    request_deserializer=protos_dot_gateway__pb2.DeleteObjectsRequest.FromString,
+                    response_serializer=protos_dot_gateway__pb2.DeleteObjectsResponse.SerializeToString,
+            ),
+            'SearchBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchBatch,
+                    request_deserializer=protos_dot_gateway__pb2.SearchBatchRequest.FromString,
+                    response_serializer=protos_dot_gateway__pb2.SearchBatchResponse.SerializeToString,
+            ),
+            'GetLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLimits,
+                    request_deserializer=protos_dot_gateway__pb2.GetLimitsRequest.FromString,
+                    response_serializer=protos_dot_gateway__pb2.Limits.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -571,6 +656,141 @@ class Gateway:
             '/polyvec.gateway.v1.Gateway/ReindexBm25',
             protos_dot_gateway__pb2.ReindexBm25Request.SerializeToString,
             protos_dot_gateway__pb2.ReindexBm25Response.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScrollObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyvec.gateway.v1.Gateway/ScrollObjects',
+            protos_dot_gateway__pb2.ScrollObjectsRequest.SerializeToString,
+            protos_dot_gateway__pb2.ScrollObjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyvec.gateway.v1.Gateway/CountObjects',
+            protos_dot_gateway__pb2.CountObjectsRequest.SerializeToString,
+            protos_dot_gateway__pb2.CountObjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyvec.gateway.v1.Gateway/DeleteObjects',
+            protos_dot_gateway__pb2.DeleteObjectsRequest.SerializeToString,
+            protos_dot_gateway__pb2.DeleteObjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyvec.gateway.v1.Gateway/SearchBatch',
+            protos_dot_gateway__pb2.SearchBatchRequest.SerializeToString,
+            protos_dot_gateway__pb2.SearchBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyvec.gateway.v1.Gateway/GetLimits',
+            protos_dot_gateway__pb2.GetLimitsRequest.SerializeToString,
+            protos_dot_gateway__pb2.Limits.FromString,
             options,
             channel_credentials,
             insecure,

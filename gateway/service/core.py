@@ -35,18 +35,24 @@ from gateway.inference_client import (
 from gateway.inference_urls import inference_url_allowed
 from gateway.metrics import GatewayMetrics
 from gateway.service import objects as obj
+from gateway.service import queries
 from gateway.service.collections import StoredCollection, VectorInfo
 from gateway.service.filters import parse_filter
 from gateway.service.indexes import IndexBuilder, index_states, missing
+from gateway.service.paging import decode_cursor, encode_cursor
 from gateway.service.reindex import reindex_bm25
 from gateway.service.requests import (
     DEFAULT_MMR_CANDIDATES,
     DENSE_KINDS,
+    BatchSearchRequest,
     CollectionPatch,
+    CountRequest,
+    DeleteRequest,
     FacetsRequest,
     ImportRequest,
     ObjectPut,
     ReindexBm25Request,
+    ScrollRequest,
     SearchRequest,
     parse,
 )
@@ -56,6 +62,7 @@ from gateway.storage.base import (
     Hit,
     Mmr,
     OrderBy,
+    PointRecord,
     Store,
     StoreError,
     StoreUnavailable,
@@ -64,6 +71,10 @@ from services import tracing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
 DEFINITION_CACHE_MAX = 4096  # definitions kept at most (the cache is cleared when full)
 
 
@@ -443,6 +454,72 @@ class GatewayService:
         await self._db(self.store.delete_points, name, [point_id])
         return {"id": object_id, "deleted": True}
 
+    async def scroll_objects(self, name: str, body: ScrollRequest | dict) -> dict[str, Any]:
+        """One page of objects in a stable order; ``next_cursor`` (None on the last page) gets the next.
+
+        The cursor holds the point id the next page starts from (Qdrant's scroll offset), not a count:
+        writes between pages never make a page skip or repeat an object that was there throughout.
+        """
+        req: ScrollRequest = parse(ScrollRequest, body)
+        most = self.settings.max_page_size
+        if req.limit > most:
+            raise BadRequest("limit", f"at most {most} objects per page (MAX_PAGE_SIZE), got {req.limit}")
+        start = decode_cursor(req.cursor, "cursor")
+        flt = parse_filter(req.filter)
+        await self._load(name)
+        with_payload: bool | list[str] = True if req.properties is None else [*req.properties, obj.ID_KEY]
+        records, next_id = await self._db(self.store.scroll, name, filter=flt, limit=req.limit,
+                                          cursor=start, with_payload=with_payload,
+                                          with_vectors=req.with_vectors)
+        return {"objects": [_object_out(r, req.properties, req.with_vectors) for r in records],
+                "next_cursor": encode_cursor(next_id)}
+
+    async def count_objects(self, name: str, body: CountRequest | dict | None = None) -> dict[str, Any]:
+        req: CountRequest = parse(CountRequest, body if body is not None else {})
+        flt = parse_filter(req.filter)
+        await self._load(name)
+        return {"count": await self._db(self.store.count, name, flt, req.exact)}
+
+    async def delete_objects(self, name: str, body: DeleteRequest | dict) -> dict[str, Any]:
+        """Delete by ids or by filter; ``deleted`` is exact (counted just before the delete).
+
+        A delete that would remove every object (no filter, an empty filter, or a filter matching them
+        all) needs ``"all": true``.
+        """
+        req: DeleteRequest = parse(DeleteRequest, body)
+        if req.ids is not None:
+            if req.filter is not None:
+                raise BadRequest("ids", "give ids or filter, not both")
+            most = self.settings.import_batch_size
+            if len(req.ids) > most:
+                raise BadRequest("ids", f"at most {most} ids per request (IMPORT_BATCH_SIZE), "
+                                        f"got {len(req.ids)}")
+            await self._load(name)
+            point_ids = list(dict.fromkeys(object_uuid(i) for i in req.ids))
+            found = await self._db(self.store.retrieve, name, point_ids)
+            if found:
+                await self._db(self.store.delete_points, name, [r.id for r in found])
+            return {"deleted": len(found)}
+        flt = parse_filter(req.filter)
+        await self._load(name)
+        if not req.all:
+            if req.filter is None:
+                raise BadRequest("filter", 'give a filter or ids (or "all": true to delete every object)')
+            if flt is None:
+                raise BadRequest("all", 'an empty filter matches every object: send "all": true to delete '
+                                        "them all")
+            total = await self._db(self.store.count, name)
+            if total and await self._db(self.store.count, name, flt) == total:
+                raise BadRequest("all", f"the filter matches every object in the collection ({total}): "
+                                        'send "all": true to delete them all')
+        return {"deleted": await self._db(self.store.delete_by_filter, name, flt)}
+
+    def limits(self) -> dict[str, int]:
+        """The limits a client has to respect (so it can size its requests)."""
+        s = self.settings
+        return {"import_batch_size": s.import_batch_size, "max_page_size": s.max_page_size,
+                "search_batch_size": s.search_batch_size, "max_request_bytes": s.max_request_bytes}
+
     # -- search ---------------------------------------------------------------------------------------------
     def _vector_name(self, stored: StoredCollection, requested: str | None) -> str:
         vectorizers = stored.definition.vectorizers
@@ -621,6 +698,120 @@ class GatewayService:
             raise BadRequest(field, f"collection {stored.definition.name!r} has no bm25 fields")
         return encoder.query(text)
 
+    async def search_batch(self, name: str, body: BatchSearchRequest | dict) -> dict[str, Any]:
+        """Several searches in one request; one result per search, in order: ``{hits, took_ms}`` or
+        ``{error, field}`` (a bad search fails alone, naming ``searches.N.field``).
+
+        Query texts and images are embedded in one Vectorize call per inference service and the
+        searches run as one store batch query.
+        """
+        started = time.perf_counter()
+        request: BatchSearchRequest = parse(BatchSearchRequest, body)
+        most = self.settings.search_batch_size
+        if len(request.searches) > most:
+            raise BadRequest("searches", f"at most {most} searches per batch (SEARCH_BATCH_SIZE), "
+                                         f"got {len(request.searches)}")
+        stored = await self._load(name)
+
+        async def prepare(i: int, raw: Any) -> queries.Query:
+            where = f"searches.{i}"
+            try:
+                req = parse(SearchRequest, raw, where)
+                return await queries.prepare(stored, req, where, self.images.fetch)
+            except BadRequest as exc:
+                return queries.Query.failed(where, exc)
+
+        batch = list(await asyncio.gather(*(prepare(i, raw) for i, raw in enumerate(request.searches))))
+        await self._embed_queries(stored, batch)
+        ready = [q for q in batch if q.error is None and not q.alone]
+        hit_lists = dict(zip(map(id, ready), await self._run_searches(name, ready), strict=True))
+        alone = {id(q): await self._search_alone(name, q) for q in batch if q.alone and q.error is None}
+        took_ms = _ms_since(started)
+        results: list[dict[str, Any]] = []
+        for q in batch:
+            if id(q) in alone:
+                results.append(alone[id(q)])
+            elif q.error is not None:
+                results.append(q.error.to_dict())
+            else:
+                results.append({"hits": q.hits_out(hit_lists[id(q)]), "took_ms": took_ms})
+        return {"results": results, "took_ms": took_ms}
+
+    async def _search_alone(self, name: str, q: queries.Query) -> dict[str, Any]:
+        """A search of a batch that the store batch does not cover (browse, order_by, diversity)."""
+        try:
+            return await self.search(name, q.req)
+        except BadRequest as exc:
+            return BadRequest(queries.at(q.where, exc.field) if exc.field else q.where, exc.detail).to_dict()
+
+    async def _run_searches(self, name: str, ready: list[queries.Query]) -> list[list[Hit]]:
+        """Hits of each query from one store batch; a query the store refuses fails alone (hits [])."""
+        if not ready:
+            return []
+        try:
+            return await self._db(self.store.search_batch, name, [q.spec() for q in ready])
+        except BadRequest:
+            if len(ready) == 1:
+                raise
+        out: list[list[Hit]] = []
+        for q in ready:  # find the search the store refused: each on its own
+            try:
+                out.append((await self._db(self.store.search_batch, name, [q.spec()]))[0])
+            except BadRequest as exc:
+                q.fail(exc.field, exc.detail)
+                out.append([])
+        return out
+
+    async def _embed_queries(self, stored: StoredCollection, batch: list[queries.Query]) -> None:
+        """Query vectors for every waiting query: one Vectorize call per inference service.
+
+        A text or image the model rejects fails its own query only; a service that does not answer
+        fails the request (503 naming it).
+        """
+        by_address: dict[str, list[queries.Query]] = {}
+        for q in batch:
+            if q.waiting:
+                assert q.vector is not None
+                address, _ = self._resolve(q.vector, stored.definition.vectorizers[q.vector])
+                by_address.setdefault(address, []).append(q)
+        await asyncio.gather(*(self._embed_at(stored, address, waiting)
+                               for address, waiting in by_address.items()))
+
+    async def _embed_at(self, stored: StoredCollection, address: str, waiting: list[queries.Query]) -> None:
+        client = self.pool.get(address)
+        texts = list(dict.fromkeys(q.text for q in waiting if q.text is not None))
+        images = list(dict.fromkeys(q.image for q in waiting if q.image is not None))
+        text_errors: list[str | None] = [None] * len(texts)
+        image_errors: list[str | None] = [None] * len(images)
+        try:
+            try:
+                text_vectors, image_vectors = await client.vectorize(texts=texts, images=images)
+            except InferenceRejected as exc:
+                if len(texts) + len(images) == 1:
+                    text_errors, image_errors = [exc.message] * len(texts), [exc.message] * len(images)
+                    text_vectors, image_vectors = [None] * len(texts), [None] * len(images)
+                else:  # find the culprits: each modality split in halves until they are found
+                    text_vectors, text_errors = await obj.embed_isolating(client, "text", texts)
+                    image_vectors, image_errors = await obj.embed_isolating(client, "image", images)
+        except InferenceUnavailable as exc:
+            assert waiting[0].vector is not None
+            raise self._unavailable(stored, waiting[0].vector, exc) from None
+        answers: dict[Any, tuple[Any, str | None]] = {}
+        answers.update(zip(texts, zip(text_vectors, text_errors, strict=True), strict=True))
+        answers.update(zip(images, zip(image_vectors, image_errors, strict=True), strict=True))
+        for q in waiting:
+            assert q.vector is not None
+            vector, error = answers[q.text if q.text is not None else q.image]
+            if error is not None or vector is None:
+                q.fail(q.embed_field, error or "the model returned no vector")
+                continue
+            values = vector.tolist()
+            problem = check_vector(values, stored.vectors[q.vector].dimensions)
+            if problem:
+                raise Unavailable(f"inference service {client.address}",
+                                  f"inference service {client.address} returned a vector that {problem}")
+            q.values = values
+
     # -- health ---------------------------------------------------------------------------------------------
     async def ready(self, timeout_s: float = 2.0) -> dict[str, Any]:
         """Storage reachable (required) and each configured model's inference service (reported)."""
@@ -641,3 +832,14 @@ class GatewayService:
 
         await asyncio.gather(*(probe(m, a) for m, a in self.settings.models.items()))
         return {"ready": storage_ok, "storage": "ok" if storage_ok else "unavailable", "models": models}
+
+def _object_out(rec: PointRecord, properties: list[str] | None, with_vectors: bool) -> dict[str, Any]:
+    """A stored point as the API shows an object: the user's id, its UUID, properties, dense vectors."""
+    props = obj.public_payload(rec.payload)
+    if properties is not None:
+        wanted = set(properties)
+        props = {k: v for k, v in props.items() if k in wanted}
+    out: dict[str, Any] = {"id": obj.external_id(rec.id, rec.payload), "uuid": rec.id, "properties": props}
+    if with_vectors:
+        out["vectors"] = {k: list(v) for k, v in rec.dense.items()}
+    return out

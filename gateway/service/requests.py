@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.definitions import FIELD_RE, bad_request_from, invalid
 
@@ -148,6 +156,40 @@ class ReindexBm25Request(_Strict):
                                   description="use this mean length (default: measured)")
     bm25: dict[str, Any] | None = Field(None, description="analyzer settings to change (language, stemmer, "
                                                           "stopwords, ...); the analyzer becomes qdrant")
+
+
+class ScrollRequest(_Strict):
+    filter: dict[str, Any] | None = Field(None, description="payload filter (see docs)")
+    limit: int = Field(100, ge=1, description="objects per page (at most MAX_PAGE_SIZE)")
+    cursor: str | None = Field(None, description="next_cursor of the previous page; unset: the first page")
+    properties: list[str] | None = Field(None, description="properties to return (default: all)")
+    with_vectors: StrictBool = False
+
+
+class CountRequest(_Strict):
+    filter: dict[str, Any] | None = Field(None, description="payload filter (see docs); unset: every object")
+    exact: StrictBool = Field(True, description="false: the store's fast estimate")
+
+
+class DeleteRequest(_Strict):
+    filter: dict[str, Any] | None = Field(None, description="delete the objects matching this filter")
+    ids: list[str] | None = Field(None, description="or delete these objects (your ids)")
+    all: StrictBool = Field(False, description="confirms a delete that matches every object")
+
+    @field_validator("ids")
+    @classmethod
+    def _ids(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must not be empty")
+            for i, item in enumerate(value):
+                if not item.strip():
+                    raise ValueError(f"ids[{i}] must not be empty")
+        return value
+
+
+class BatchSearchRequest(_Strict):
+    searches: list[Any] = Field(..., min_length=1, description="search requests, each like POST .../search")
 
 
 def parse(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
