@@ -1,9 +1,11 @@
-"""The ``polyvec`` command: ``polyvec inference | gateway | up``."""
+"""The ``polyvec`` command: ``polyvec inference | gateway | up`` and the client's
+``polyvec import | export | search | collections`` (polyvec-client, clients/python)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 USAGE = """usage: polyvec COMMAND [options]
 
@@ -12,6 +14,11 @@ commands:
   gateway     run the gateway (HTTP + gRPC) on Qdrant
   up          run everything on this machine: embedded store, inference services, gateway
   reindex-bm25  rebuild a collection's BM25 vectors through a running gateway (measures avg_len)
+
+  import      import a JSONL/CSV/Parquet file or a folder of images into a collection
+  export      write a collection as JSON lines (what import reads)
+  search      search a collection and print the hits
+  collections list, show or delete collections
 
 Run 'polyvec COMMAND --help' for the options of one command."""
 
@@ -24,6 +31,22 @@ COMMANDS = {
     "reindex-bm25": ("gateway.reindex_cli", "gateway"),
 }
 FIRST_PARTY = ("services", "gateway", "protos")
+#: commands of the client's command line (polyvec_client.cli)
+CLIENT_COMMANDS = ("import", "export", "search", "collections")
+
+
+def client_main(argv: list[str]) -> int:
+    """Run polyvec-client's command line; from a source checkout, this checkout's client is used."""
+    checkout = Path(__file__).resolve().parents[1] / "clients" / "python" / "src"
+    if (checkout / "polyvec_client").is_dir() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    try:
+        from polyvec_client.cli.main import main as run
+    except ModuleNotFoundError as exc:
+        print(f"polyvec {argv[0]}: the client is not installed ({exc}); pip install ./clients/python",
+              file=sys.stderr)
+        return 1
+    return run(argv, prog="polyvec")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
+    if command in CLIENT_COMMANDS:
+        return client_main(argv)
     if command not in COMMANDS:
         print(f"polyvec: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""The ``polyvec import | export | search | collections`` command line (see :mod:`.main`)."""

@@ -1,0 +1,352 @@
+"""The synchronous client: ``Client(url, api_key=...)`` (see :mod:`polyvec_client.aio` for the async twin)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import httpx
+
+from polyvec_client import _paths as paths
+from polyvec_client import query as q
+from polyvec_client._http import Request, RetryPolicy, SyncHTTP
+from polyvec_client._importer import Chunk, FailureHook, Planner, absorb, fail_chunk, object_uuid
+from polyvec_client.errors import BadRequestError, NotFoundError, PayloadTooLargeError, PolyvecError
+from polyvec_client.models import (
+    CollectionInfo,
+    ImportReport,
+    Limits,
+    Object,
+    SearchError,
+    SearchResult,
+)
+from polyvec_client.progress import Progress, ProgressCallback, make_progress
+
+DEFAULT_URL = "http://localhost:8000"
+
+
+class ImportInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``insert_many``: the requests in flight were let finish; ``report`` says what the
+    gateway acknowledged (``report.unsent_from``: the first input position that was not sent)."""
+
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__("import interrupted")
+        self.report = report
+
+
+def resolve(url: str | None, api_key: str | None) -> tuple[str, str | None]:
+    """The gateway URL and API key: the arguments, else POLYVEC_URL / POLYVEC_API_KEY, else the default."""
+    return (url or os.environ.get("POLYVEC_URL") or DEFAULT_URL).rstrip("/"), \
+        api_key if api_key is not None else os.environ.get("POLYVEC_API_KEY") or None
+
+
+class Client:
+    """A polyvec gateway over HTTP.
+
+    ``url`` (default: $POLYVEC_URL or http://localhost:8000), ``api_key`` (default: $POLYVEC_API_KEY),
+    ``timeout`` per request in seconds, ``retry`` (429/503 and unreachable gateways are retried with
+    jittered backoff honouring Retry-After). Use it as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, url: str | None = None, *, api_key: str | None = None, timeout: float = 120.0,
+                 retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None) -> None:
+        self.url, api_key = resolve(url, api_key)
+        self._http = SyncHTTP(self.url, api_key=api_key, timeout=timeout, retry=retry or RetryPolicy(),
+                              transport=transport)
+        self._limits: Limits | None = None
+        self.collections = Collections(self)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+                content: bytes | None = None, idempotent: bool = True) -> Any:
+        """One call of the gateway API (retried as described above); the decoded JSON answer."""
+        return self._http.send(Request(method, path, json=json, params=params, content=content,
+                                       idempotent=idempotent))
+
+    def collection(self, name: str) -> Collection:
+        return Collection(self, name)
+
+    def limits(self, refresh: bool = False) -> Limits:
+        """The gateway's per-request limits (IMPORT_BATCH_SIZE, ...), asked once."""
+        if self._limits is None or refresh:
+            try:
+                self._limits = Limits.from_json(self.request("GET", "/v1/limits"))
+            except NotFoundError:  # a gateway older than /v1/limits: its documented defaults
+                self._limits = Limits()
+        return self._limits
+
+    def ready(self) -> dict[str, Any]:
+        """The gateway's /readyz answer (store and models)."""
+        return self.request("GET", "/readyz")
+
+
+class Collections:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(self, name_or_definition: str | dict[str, Any], *, vectorizers: dict[str, Any] | None = None,
+               bm25: dict[str, Any] | None = None, distance: str | None = None,
+               **fields: Any) -> CollectionInfo:
+        """Create a collection from a definition dict, or a name plus definition fields."""
+        body = paths.definition(name_or_definition, vectorizers=vectorizers, bm25=bm25, distance=distance,
+                                **fields)
+        return CollectionInfo.from_json(self._client.request("POST", "/v1/collections", json=body))
+
+    def get(self, name: str) -> CollectionInfo:
+        return CollectionInfo.from_json(self._client.request("GET", paths.col(name)))
+
+    def list(self) -> list[CollectionInfo]:
+        answer = self._client.request("GET", "/v1/collections")
+        return [CollectionInfo.from_json(c) for c in answer["collections"]]
+
+    def delete(self, name: str) -> bool:
+        return bool(self._client.request("DELETE", paths.col(name))["deleted"])
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except NotFoundError:
+            return False
+        return True
+
+
+class Collection:
+    """One collection: objects in and out, counts, deletes; searches under ``.search``."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client = client
+        self.name = name
+        self.search = Search(self)
+
+    def __repr__(self) -> str:
+        return f"Collection({self.name!r})"
+
+    def info(self) -> CollectionInfo:
+        return self.client.collections.get(self.name)
+
+    # -- single objects ------------------------------------------------------------------------------------
+    def insert(self, properties: dict[str, Any], *, id: str | None = None,
+               vectors: dict[str, Sequence[float]] | None = None) -> str:
+        """Store one object; returns its id (a UUID when you give none). Raises if it is refused."""
+        item: dict[str, Any] = {"properties": properties}
+        if id is not None:
+            item["id"] = id
+        if vectors is not None:
+            item["vectors"] = {k: list(v) for k, v in vectors.items()}
+        answer = self.client.request("POST", paths.col(self.name, "objects"), json={"objects": [item]},
+                                     idempotent=id is not None)
+        result = answer["results"][0]
+        if result["status"] != "ok":
+            field = (result.get("field") or "").removeprefix("objects.0.") or None
+            raise BadRequestError(result.get("error", "refused"), status=200, field=field)
+        return str(result["id"])
+
+    def get(self, object_id: str, *, with_vectors: bool = False) -> Object:
+        params = {"with_vectors": "true"} if with_vectors else None
+        return Object.from_json(self.client.request("GET", paths.obj(self.name, object_id), params=params))
+
+    def put(self, object_id: str, properties: dict[str, Any], *,
+            vectors: dict[str, Sequence[float]] | None = None) -> dict[str, Any]:
+        """Replace an object's properties (created when missing); only changed fields are re-embedded."""
+        body: dict[str, Any] = {"properties": properties}
+        if vectors is not None:
+            body["vectors"] = {k: list(v) for k, v in vectors.items()}
+        return self.client.request("PUT", paths.obj(self.name, object_id), json=body)
+
+    def delete(self, object_id: str) -> bool:
+        return bool(self.client.request("DELETE", paths.obj(self.name, object_id))["deleted"])
+
+    # -- many objects --------------------------------------------------------------------------------------
+    def count(self, filter: dict[str, Any] | None = None, *, exact: bool = True) -> int:
+        body: dict[str, Any] = {"exact": exact}
+        if filter is not None:
+            body["filter"] = filter
+        return int(self.client.request("POST", paths.col(self.name, "count"), json=body)["count"])
+
+    def delete_many(self, filter: dict[str, Any] | None = None, *, ids: Sequence[str] | None = None,
+                    all: bool = False) -> int:
+        """Delete by filter (``all=True`` to allow deleting every object) or by ids; returns how many."""
+        body = paths.delete_body(filter, ids, all)
+        answer = self.client.request("POST", paths.col(self.name, "objects", "delete"), json=body)
+        return int(answer["deleted"])
+
+    def page(self, filter: dict[str, Any] | None = None, *, limit: int = paths.DEFAULT_PAGE,
+             cursor: str | None = None, properties: Sequence[str] | None = None,
+             with_vectors: bool = False) -> tuple[list[Object], str | None]:
+        """One page of objects and the cursor of the next (None after the last)."""
+        body = paths.scroll_body(filter, limit, cursor, properties, with_vectors)
+        answer = self.client.request("POST", paths.col(self.name, "objects", "scroll"), json=body)
+        return [Object.from_json(o) for o in answer["objects"]], answer["next_cursor"]
+
+    def iterate(self, filter: dict[str, Any] | None = None, *, batch_size: int | None = None,
+                properties: Sequence[str] | None = None, with_vectors: bool = False) -> Iterator[Object]:
+        """Every object (matching ``filter``), page by page over the gateway's cursor.
+
+        The next page is fetched while you process the current one. Objects written meanwhile may or
+        may not appear; none that stays is skipped or repeated.
+        """
+        limit = min(batch_size or paths.DEFAULT_PAGE, self.client.limits().max_page_size)
+
+        def fetch(cursor: str | None) -> tuple[list[Object], str | None]:
+            return self.page(filter, limit=limit, cursor=cursor, properties=properties,
+                             with_vectors=with_vectors)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="polyvec-scroll") as pool:
+            pending = pool.submit(fetch, None)
+            while True:
+                objects, cursor = pending.result()
+                if cursor is not None:
+                    pending = pool.submit(fetch, cursor)
+                yield from objects
+                if cursor is None:
+                    return
+
+    def existing_ids(self) -> Callable[[str], bool]:
+        """A membership test for the ids stored now (16 bytes of UUID kept per object)."""
+        present = {uuid.UUID(o.uuid).bytes for o in self.iterate(properties=[], batch_size=1000)}
+        return lambda object_id: uuid.UUID(object_uuid(object_id)).bytes in present
+
+    def insert_many(self, objects: Iterable[Any], *, batch_size: int | None = None, concurrency: int = 4,
+                    progress: bool | ProgressCallback | Progress = True, id_field: str | None = None,
+                    skip_existing: bool = False, total: int | None = None,
+                    on_failure: FailureHook | None = None) -> ImportReport:
+        """Import any iterable of objects, streaming: never more than ``concurrency`` + 1 chunks in memory.
+
+        Items are ``{id?, properties, vectors?}`` or flat property dicts (id from ``id_field``). Chunks
+        hold at most ``batch_size`` objects (default and ceiling: the gateway's IMPORT_BATCH_SIZE) and
+        fit its MAX_REQUEST_BYTES; ``concurrency`` requests are in flight at once. Every object gets a
+        result: ``report.ok``, and ``report.failed`` with ``(index, id, field, error)`` per refused object.
+        ``skip_existing``: objects whose id is already stored are not sent (``report.skipped``).
+        ``on_failure(failure, item)`` is called with each refused object as it is known (e.g. to write a
+        file of failed objects while the import goes on).
+        Ctrl-C lets the requests in flight finish, then raises :class:`ImportInterrupted` with the report.
+        A fatal error (collection gone, gateway unreachable past the retries) carries ``.report`` too.
+        """
+        limits = self.client.limits()
+        size = min(batch_size or limits.import_batch_size, limits.import_batch_size)
+        report = ImportReport()
+        skip = self.existing_ids() if skip_existing else None
+        planner = Planner(report, size, limits.max_request_bytes, id_field=id_field, skip=skip,
+                          on_failure=on_failure)
+        update, close = make_progress(progress, f"import {self.name}", total)
+        started = time.monotonic()
+        inflight: dict[Future[list[tuple[Chunk, Any]]], Chunk] = {}
+        pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="polyvec-import")
+
+        def settle(block_until: str, *, quiet: bool = False) -> None:
+            done, _ = wait(list(inflight), return_when=block_until)
+            for fut in done:
+                inflight.pop(fut)
+                try:
+                    results = fut.result()
+                except PolyvecError:
+                    if not quiet:
+                        raise
+                    continue
+                for chunk, answer in results:
+                    if isinstance(answer, PolyvecError):
+                        fail_chunk(report, chunk, answer.message, answer.field, on_failure)
+                    else:
+                        absorb(report, chunk, answer, on_failure)
+            if update is not None:
+                update(report.ok + len(report.failed) + report.skipped, len(report.failed))
+
+        def submit(chunk: Chunk) -> None:
+            while len(inflight) >= max(1, concurrency):
+                settle(FIRST_COMPLETED)
+            inflight[pool.submit(self._send_chunk, chunk)] = chunk
+            report.sent += len(chunk)
+
+        try:
+            try:
+                for index, item in enumerate(objects):
+                    for chunk in planner.add(index, item):
+                        submit(chunk)
+                last = planner.flush()
+                if last is not None:
+                    submit(last)
+                while inflight:
+                    settle(FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                report.interrupted = True
+                report.unsent_from = planner.current.indices[0] if planner.current.indices else None
+                while inflight:  # what is on the wire is let finish: its results are real
+                    settle(FIRST_COMPLETED, quiet=True)
+                raise ImportInterrupted(report) from None
+            except PolyvecError as exc:
+                while inflight:
+                    settle(FIRST_COMPLETED, quiet=True)
+                exc.report = report  # type: ignore[attr-defined]
+                raise
+        finally:
+            pool.shutdown(wait=True)
+            report.elapsed = time.monotonic() - started
+            close()
+        return report
+
+    def _send_chunk(self, chunk: Chunk) -> list[tuple[Chunk, Any]]:
+        """Send one chunk; a chunk the gateway finds too large is split in halves and sent again."""
+        try:
+            answer = self.client.request("POST", paths.col(self.name, "objects"), content=chunk.body(),
+                                         idempotent=chunk.idempotent)
+            return [(chunk, answer)]
+        except (BadRequestError, PayloadTooLargeError) as exc:
+            splittable = isinstance(exc, PayloadTooLargeError) or exc.field == "objects"
+            if splittable and len(chunk) > 1:
+                a, b = chunk.halves()
+                return self._send_chunk(a) + self._send_chunk(b)
+            return [(chunk, exc)]
+
+
+class Search:
+    """Searches of one collection; every method takes ``limit``, ``offset``, ``filter``, ``properties``."""
+
+    def __init__(self, collection: Collection) -> None:
+        self._col = collection
+
+    def run(self, body: dict[str, Any]) -> SearchResult:
+        """A search from a request body (see :mod:`polyvec_client.query`)."""
+        answer = self._col.client.request("POST", paths.col(self._col.name, "search"), json=body)
+        return SearchResult.from_json(answer)
+
+    def near_text(self, query: str, **options: Any) -> SearchResult:
+        return self.run(q.near_text(query, **options))
+
+    def near_image(self, image: q.ImageInput, **options: Any) -> SearchResult:
+        """``image``: a file path, an http(s) URL (the gateway fetches it), encoded bytes or a PIL.Image."""
+        return self.run(q.near_image(image, **options))
+
+    def near_vector(self, vector: Sequence[float], **options: Any) -> SearchResult:
+        return self.run(q.near_vector(vector, **options))
+
+    def bm25(self, query: str, **options: Any) -> SearchResult:
+        return self.run(q.bm25(query, **options))
+
+    def hybrid(self, query: str, *, alpha: float = 0.5, fusion: str = "rrf", **options: Any) -> SearchResult:
+        return self.run(q.hybrid(query, alpha=alpha, fusion=fusion, **options))
+
+    def batch(self, searches: Sequence[dict[str, Any]]) -> list[SearchResult | SearchError]:
+        """Several searches (bodies from :mod:`polyvec_client.query`), one result each, in order.
+
+        Sent in requests of the gateway's SEARCH_BATCH_SIZE; a bad search gets a SearchError naming
+        ``searches.N.field`` and does not fail the others.
+        """
+        size = self._col.client.limits().search_batch_size
+        out: list[SearchResult | SearchError] = []
+        for start in range(0, len(searches), size):
+            answer = self._col.client.request("POST", paths.col(self._col.name, "search", "batch"),
+                                              json={"searches": list(searches[start:start + size])})
+            out += paths.renumber(paths.batch_results(answer), start)
+        return out
