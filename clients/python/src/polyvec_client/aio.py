@@ -24,7 +24,7 @@ from polyvec_client.progress import Progress, ProgressCallback, make_progress
 class AsyncClient:
     """A polyvec gateway over HTTP, for asyncio. Arguments as :class:`polyvec_client.Client`."""
 
-    def __init__(self, url: str | None = None, *, api_key: str | None = None, timeout: float = 120.0,
+    def __init__(self, url: str | None = None, *, api_key: str | None = None, timeout: float = 600.0,
                  retry: RetryPolicy | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url, api_key = resolve(url, api_key)
         self._http = AsyncHTTP(self.url, api_key=api_key, timeout=timeout, retry=retry or RetryPolicy(),

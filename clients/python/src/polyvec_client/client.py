@@ -52,7 +52,7 @@ class Client:
     jittered backoff honouring Retry-After). Use it as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, url: str | None = None, *, api_key: str | None = None, timeout: float = 120.0,
+    def __init__(self, url: str | None = None, *, api_key: str | None = None, timeout: float = 600.0,
                  retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None) -> None:
         self.url, api_key = resolve(url, api_key)
         self._http = SyncHTTP(self.url, api_key=api_key, timeout=timeout, retry=retry or RetryPolicy(),

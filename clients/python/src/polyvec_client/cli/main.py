@@ -26,7 +26,7 @@ def build_parser(prog: str = "polyvec") -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="the gateway (default: $POLYVEC_URL or http://localhost:8000)")
     common.add_argument("--api-key", help="API key (default: $POLYVEC_API_KEY)")
-    common.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    common.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("import", parents=[common], help="import a file or folder into a collection",
