@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
 from polyvec_client.errors import PolyvecError, TransportError, error_from_response
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
