@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -269,19 +271,29 @@ class Collection:
             inflight[pool.submit(self._send_chunk, chunk)] = chunk
             report.sent += len(chunk)
 
+        stop = threading.Event()
+        restore = _catch_sigint(stop)
+        next_index = 0
         try:
             try:
                 for index, item in enumerate(objects):
                     for chunk in planner.add(index, item):
                         submit(chunk)
-                last = planner.flush()
-                if last is not None:
-                    submit(last)
+                    next_index = index + 1
+                    if stop.is_set():
+                        break
+                if not stop.is_set():
+                    last = planner.flush()
+                    if last is not None:
+                        submit(last)
                 while inflight:
-                    settle(FIRST_COMPLETED)
+                    settle(FIRST_COMPLETED, quiet=stop.is_set())
+                if stop.is_set():
+                    raise KeyboardInterrupt
             except KeyboardInterrupt:
                 report.interrupted = True
-                report.unsent_from = planner.current.indices[0] if planner.current.indices else None
+                unsent = planner.current.indices[0] if planner.current.indices else next_index
+                report.unsent_from = unsent
                 while inflight:  # what is on the wire is let finish: its results are real
                     settle(FIRST_COMPLETED, quiet=True)
                 raise ImportInterrupted(report) from None
@@ -291,6 +303,7 @@ class Collection:
                 exc.report = report  # type: ignore[attr-defined]
                 raise
         finally:
+            restore()
             pool.shutdown(wait=True)
             report.elapsed = time.monotonic() - started
             close()
@@ -350,3 +363,23 @@ class Search:
                                               json={"searches": list(searches[start:start + size])})
             out += paths.renumber(paths.batch_results(answer), start)
         return out
+
+
+def _catch_sigint(stop: threading.Event) -> Callable[[], None]:
+    """While an import runs in the main thread, Ctrl-C sets ``stop`` instead of raising where it lands
+    (half-way through folding an answer in); a second Ctrl-C interrupts at once. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return lambda: None
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGINT) is on_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    return restore
