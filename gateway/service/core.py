@@ -739,6 +739,7 @@ class GatewayService:
 
     async def _search_alone(self, name: str, q: queries.Query) -> dict[str, Any]:
         """A search of a batch that the store batch does not cover (browse, order_by, diversity)."""
+        assert q.req is not None
         try:
             return await self.search(name, q.req)
         except BadRequest as exc:
@@ -783,6 +784,8 @@ class GatewayService:
         images = list(dict.fromkeys(q.image for q in waiting if q.image is not None))
         text_errors: list[str | None] = [None] * len(texts)
         image_errors: list[str | None] = [None] * len(images)
+        text_vectors: Any
+        image_vectors: Any
         try:
             try:
                 text_vectors, image_vectors = await client.vectorize(texts=texts, images=images)

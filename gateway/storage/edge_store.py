@@ -794,7 +794,7 @@ class EdgeStore(Store):
             prefetches = [qe.Prefetch(limit=plan.candidates, query=q, filter=qfilter, params=self._params)
                           for q, _ in parts]
             request = qe.QueryRequest(limit=spec.limit, offset=spec.offset,
-                                      query=qe.Fusion.Rrf(k=RRF_K, weights=[w for _, w in parts]),
+                                      query=cast(Any, qe.Fusion.Rrf(k=RRF_K, weights=[w for _, w in parts])),
                                       prefetches=prefetches, with_payload=payload, with_vector=False)
             return _Planned(spec, [request])
         requests = [qe.QueryRequest(limit=plan.candidates, query=q, filter=qfilter, with_payload=False,

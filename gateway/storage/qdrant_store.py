@@ -766,7 +766,7 @@ class QdrantStore(Store):
             assert isinstance(spec.query, HybridQuery)
             page = fuse(spec.query.fusion, vec_list, bm25_list, p.hybrid.alpha,
                         top=spec.offset + spec.limit)[spec.offset:]
-            out.append([Hit(f.id, f.score, None) for f in page])
+            out.append([Hit(str(f.id), f.score, None) for f in page])
             if spec.with_payload is not False and page:
                 fused.append(i)
         if fused:
