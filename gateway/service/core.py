@@ -809,10 +809,10 @@ class GatewayService:
                 q.fail(q.embed_field, error or "the model returned no vector")
                 continue
             values = vector.tolist()
-            problem = check_vector(values, stored.vectors[q.vector].dimensions)
+            problem = check_vector(values, stored.vectors[q.vector].dimensions, "vector")
             if problem:
                 raise Unavailable(f"inference service {client.address}",
-                                  f"inference service {client.address} returned a vector that {problem}")
+                                  f"inference service {client.address} returned a vector that {problem[1]}")
             q.values = values
 
     # -- health ---------------------------------------------------------------------------------------------

@@ -155,9 +155,9 @@ async def prepare(stored: StoredCollection, req: SearchRequest, where: str,
     if kind == "near_vector":
         assert req.near_vector is not None
         values = [float(v) for v in req.near_vector.vector]
-        problem = check_vector(values, dims)
+        problem = check_vector(values, dims, at(where, "near_vector.vector"))
         if problem:
-            raise BadRequest(at(where, "near_vector.vector"), problem)
+            raise BadRequest(*problem)
         q.values = values
     elif kind == "near_text":
         assert req.near_text is not None
