@@ -266,3 +266,32 @@ def test_duplicate_ids_in_one_import_the_later_one_wins(tmp_path):
             assert (await svc.get_collection("docs"))["count"] == 3
 
     run(scenario())
+
+
+@pytest.mark.parametrize("address,patterns,allowed", [
+    ("inf-1.svc.cluster.local:50051", ("inf-1.svc.cluster.local",), True),
+    ("INF-1.svc.cluster.local.:50051", ("inf-1.svc.cluster.local",), True),
+    ("inf-1.svc.cluster.local:50051", ("inf-1.svc.cluster.local:50051",), True),
+    ("inf-1.svc.cluster.local:50052", ("inf-1.svc.cluster.local:50051",), False),
+    ("inf-1.svc.cluster.local:50052", ("inf-1.svc.cluster.local:*",), True),
+    ("a.svc.cluster.local:1", ("*.svc.cluster.local",), True),
+    ("a.b.svc.cluster.local:1", ("*.svc.cluster.local:1",), True),
+    ("a.svc.cluster.local:2", ("*.svc.cluster.local:1",), False),
+    ("svc.cluster.local:1", ("*.svc.cluster.local",), False),
+    ("evilsvc.cluster.local:1", ("*.svc.cluster.local",), False),
+    ("svc.cluster.local.evil.com:1", ("*.svc.cluster.local",), False),
+    ("169.254.169.254:80", ("10.0.0.5",), False),
+    ("10.0.0.5:50051", ("10.0.0.5",), True),
+    ("10.0.0.50:50051", ("10.0.0.5",), False),
+    ("[fd00::5]:50051", ("[fd00::5]:50051",), True),
+    ("[fd00::5]:50051", ("fd00::5",), True),
+    ("[fd00::5]:50052", ("[fd00::5]:50051",), False),
+    ("[fd00::6]:50051", ("fd00::5",), False),
+    ("anything:1", ("*",), True),
+    ("anything:1", (), False),
+    ("anything:1", ("other", "anything:1"), True),
+])
+def test_inference_url_patterns(address, patterns, allowed):
+    from gateway.inference_urls import inference_url_allowed
+
+    assert inference_url_allowed(address, patterns) is allowed

@@ -60,7 +60,7 @@ def check_vector(values: Sequence[float], dims: int, field: str) -> tuple[str, s
     for i, v in enumerate(values):
         if not isinstance(v, int | float) or isinstance(v, bool):
             return f"{field}.{i}", f"is not a number: {v!r}"
-        if not math.isfinite(v):
+        if isinstance(v, float) and not math.isfinite(v):  # (an int is finite, however large)
             return f"{field}.{i}", f"is not a finite number: {v!r}"
     with np.errstate(over="ignore"):
         try:
@@ -71,7 +71,8 @@ def check_vector(values: Sequence[float], dims: int, field: str) -> tuple[str, s
     overflow = np.flatnonzero(np.isinf(as_float32))
     if overflow.size:
         i = int(overflow[0])
-        return f"{field}.{i}", (f"{values[i]!r} is outside the float32 range (magnitude at most "
+        shown = repr(values[i]) if len(repr(values[i])) <= 24 else f"{repr(values[i])[:12]}..."
+        return f"{field}.{i}", (f"{shown} is outside the float32 range (magnitude at most "
                                 f"{FLOAT32_MAX!r}); vectors are stored as float32")
     return None
 
