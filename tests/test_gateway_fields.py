@@ -461,3 +461,63 @@ def test_grpc_mirrors_the_new_routes(tmp_path):
             await closing(svc)
 
     run(scenario())
+
+
+def mmr_order(query, vectors: dict[str, list[float]], lam: float, limit: int) -> list[str]:
+    """Maximal marginal relevance over unit vectors, computed here (cosine similarity)."""
+    import numpy as np
+
+    unit = {k: np.asarray(v) / np.linalg.norm(v) for k, v in vectors.items()}
+    q = np.asarray(query) / np.linalg.norm(query)
+    pool = sorted(unit, key=lambda k: -float(unit[k] @ q))
+    chosen = [pool.pop(0)]
+    while pool and len(chosen) < limit:
+        scores = {k: lam * float(unit[k] @ q) - (1 - lam) * max(float(unit[k] @ unit[c]) for c in chosen)
+                  for k in pool}
+        best, second = sorted(scores.values(), reverse=True)[:2] if len(scores) > 1 else (0.0, -1.0)
+        assert best - second > 1e-3  # no near tie: the engines' choice is determined
+        pick = max(scores, key=scores.__getitem__)
+        pool.remove(pick)
+        chosen.append(pick)
+    return chosen
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_diversity_on_near_text_and_near_image(kind, tmp_path):
+    import base64
+
+    from tests.gateway_support import gateway_with_inference, png_bytes
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    titles = {"a": "red apple", "b": "red apple fresh", "c": "red apple juicy", "d": "green grass apple",
+              "e": "blue sky"}
+    colours = {"a": "red", "b": "yellow", "c": "white", "d": "green", "e": "blue"}
+
+    async def scenario():
+        async with gateway_with_inference(make_store(kind, tmp_path)) as (svc, inference):
+            vectorizers = {"t": {"model": "clip", "text_fields": ["title"]},
+                           "i": {"model": "clip", "image_fields": ["photo"]}}
+            await svc.create_collection({"name": "m", "vectorizers": vectorizers})
+            await svc.import_objects("m", {"objects": [
+                {"id": k, "properties": {"title": t, "photo": b64(png_bytes(colours[k]))}}
+                for k, t in titles.items()]})
+            text_vectors = {k: inference.text_vector(t).tolist() for k, t in titles.items()}
+            query = inference.text_vector("red apple pie").tolist()
+            for lam in (1.0, 0.5, 0.1):
+                got = await svc.search("m", {"near_text": {"query": "red apple pie"}, "vector": "t",
+                                             "limit": 3, "diversity": {"mmr": {"lambda": lam}}})
+                assert ids(got) == mmr_order(query, text_vectors, lam, 3), lam
+            plain = await svc.search("m", {"near_text": {"query": "red apple pie"}, "vector": "t",
+                                           "limit": 3})
+            diverse = await svc.search("m", {"near_text": {"query": "red apple pie"}, "vector": "t",
+                                             "limit": 3, "diversity": {"mmr": {"lambda": 0.1}}})
+            assert ids(plain) != ids(diverse)
+            got = await svc.search("m", {"near_image": {"image": b64(png_bytes("red"))},
+                                         "vector": "i", "limit": 2, "diversity": {"mmr": {"lambda": 0.2}}})
+            image_vectors = {k: (await svc.get_object("m", k, with_vectors=True))["vectors"]["i"]
+                             for k in titles}
+            assert ids(got) == mmr_order(image_vectors["a"], image_vectors, 0.2, 2)
+
+    run(scenario())
