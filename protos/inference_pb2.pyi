@@ -57,7 +57,7 @@ class Limits(_message.Message):
     def __init__(self, max_batch_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_items_per_request: _Optional[int] = ...) -> None: ...
 
 class MetaResponse(_message.Message):
-    __slots__ = ("name", "type", "dimensions", "modalities", "device", "precision", "limits", "normalize", "max_text_tokens", "max_text_chars")
+    __slots__ = ("name", "type", "dimensions", "modalities", "device", "precision", "limits", "normalize", "max_text_tokens", "max_text_chars", "kind", "function_name", "vocab_size", "sparse_prune_ratio", "sparse_max_terms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,11 @@ class MetaResponse(_message.Message):
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_PRUNE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_MAX_TERMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     dimensions: int
@@ -78,4 +83,37 @@ class MetaResponse(_message.Message):
     normalize: bool
     max_text_tokens: int
     max_text_chars: int
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., dimensions: _Optional[int] = ..., modalities: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., normalize: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., max_text_chars: _Optional[int] = ...) -> None: ...
+    kind: str
+    function_name: str
+    vocab_size: int
+    sparse_prune_ratio: float
+    sparse_max_terms: int
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., dimensions: _Optional[int] = ..., modalities: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., normalize: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., kind: _Optional[str] = ..., function_name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., sparse_prune_ratio: _Optional[float] = ..., sparse_max_terms: _Optional[int] = ...) -> None: ...
+
+class VectorizeSparseRequest(_message.Message):
+    __slots__ = ("texts", "return_tokens")
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    return_tokens: bool
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., return_tokens: _Optional[bool] = ...) -> None: ...
+
+class SparseVector(_message.Message):
+    __slots__ = ("indices", "values", "tokens")
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, indices: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VectorizeSparseResponse(_message.Message):
+    __slots__ = ("vectors", "model", "vocab_size")
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    vectors: _containers.RepeatedCompositeFieldContainer[SparseVector]
+    model: str
+    vocab_size: int
+    def __init__(self, vectors: _Optional[_Iterable[_Union[SparseVector, _Mapping]]] = ..., model: _Optional[str] = ..., vocab_size: _Optional[int] = ...) -> None: ...

@@ -45,6 +45,11 @@ class InferenceStub:
                 request_serializer=protos_dot_inference__pb2.MetaRequest.SerializeToString,
                 response_deserializer=protos_dot_inference__pb2.MetaResponse.FromString,
                 _registered_method=True)
+        self.VectorizeSparse = channel.unary_unary(
+                '/polyvec.inference.v1.Inference/VectorizeSparse',
+                request_serializer=protos_dot_inference__pb2.VectorizeSparseRequest.SerializeToString,
+                response_deserializer=protos_dot_inference__pb2.VectorizeSparseResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -65,6 +70,13 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VectorizeSparse(self, request, context):
+        """Sparse models only (Meta.kind == "sparse"): one sparse vector per text, in input order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +89,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.Meta,
                     request_deserializer=protos_dot_inference__pb2.MetaRequest.FromString,
                     response_serializer=protos_dot_inference__pb2.MetaResponse.SerializeToString,
+            ),
+            'VectorizeSparse': grpc.unary_unary_rpc_method_handler(
+                    servicer.VectorizeSparse,
+                    request_deserializer=protos_dot_inference__pb2.VectorizeSparseRequest.FromString,
+                    response_serializer=protos_dot_inference__pb2.VectorizeSparseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +151,33 @@ class Inference:
             '/polyvec.inference.v1.Inference/Meta',
             protos_dot_inference__pb2.MetaRequest.SerializeToString,
             protos_dot_inference__pb2.MetaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VectorizeSparse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyvec.inference.v1.Inference/VectorizeSparse',
+            protos_dot_inference__pb2.VectorizeSparseRequest.SerializeToString,
+            protos_dot_inference__pb2.VectorizeSparseResponse.FromString,
             options,
             channel_credentials,
             insecure,

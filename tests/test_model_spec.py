@@ -171,7 +171,7 @@ def test_unknown_keys_inside_model_location():
         "did you mean 'Bucket'",
     )
     refused(
-        {"name": "a", "type": "open_clip", "modelLocation": {"hf": {"repo_id": "o/r"}}},
+        {"name": "a", "type": "open_clip", "modelLocation": {"hf": {"repoid": "o/r"}}},
         "modelLocation.hf",
         "did you mean 'repoId'",
     )
@@ -256,7 +256,7 @@ def test_wrong_types_and_values_name_the_key(key, value, needle):
 
 def test_type_required_and_checked():
     refused({"name": "x"}, "type is required")
-    refused({"name": "x", "type": "onnx"}, "type", "'onnx'", "open_clip")
+    refused({"name": "x", "type": "tensorflow"}, "type", "'tensorflow'", "open_clip")
     refused({"name": "x", "type": 3}, "type", "string")
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from services.inference.model_spec import ModelSpecError
-from services.inference.registry import BUILTIN_MODELS, builtin_spec, known_models, minilm_package_dir
+from services.inference.registry import (
+    BUILTIN_MODELS,
+    OPENSEARCH_MODELS,
+    builtin_spec,
+    known_models,
+    minilm_package_dir,
+)
 
 EXPECTED = {
     "open_clip/ViT-B-32/laion2b_s34b_b79k": ("open_clip", "ViT-B-32", "laion2b_s34b_b79k", 512),
@@ -35,8 +41,8 @@ def test_builtin_specs(name):
 
 
 def test_known_models_lists_the_registry():
-    assert known_models() == list(BUILTIN_MODELS)
-    assert set(known_models()) == set(EXPECTED)
+    assert known_models() == list(BUILTIN_MODELS) + list(OPENSEARCH_MODELS)
+    assert set(BUILTIN_MODELS) == set(EXPECTED)
 
 
 def test_unknown_name_lists_known_models():

@@ -3,7 +3,11 @@
 :func:`resolve_artifact` returns the local path of the model file or folder (``None`` when the
 spec names no location: the model library then resolves ``name`` itself). Downloads land in
 ``cache_dir`` once (temp file, then an atomic rename), log their progress, and are verified
-against ``sha256`` before use, on cache hits too. Archives are extracted safely, once.
+against ``sha256`` (and ``content_size``, an OpenSearch body's ``model_content_size_in_bytes``)
+before use, on cache hits too. Archives are extracted safely, once.
+
+:func:`apply_published_config` completes the spec of one of OpenSearch's pretrained models from
+the ``config.json`` published next to its zip (hash, size, model_config) before the zip is fetched.
 
 Cache layout under ``cache_dir``::
 
@@ -47,11 +51,11 @@ def resolve_artifact(spec: ModelSpec, auth: ModelAuth | None, cache_dir: str | P
         path = _from_localpath(spec)
         return _maybe_extract(path, cache / "extracted" / _local_key(path, spec.sha256))
     if spec.url:
-        path = _from_url(spec.url, spec.sha256, cache)
+        path = _from_url(spec.url, spec.sha256, cache, spec.content_size)
     elif spec.s3 is not None:
-        path = _from_s3(spec.s3, spec.sha256, spec.auth_required, auth, cache)
+        path = _from_s3(spec.s3, spec.sha256, spec.auth_required, auth, cache, spec.content_size)
     elif spec.hf is not None:
-        path = _from_hf(spec.hf, spec.sha256, spec.auth_required, auth, cache)
+        path = _from_hf(spec.hf, spec.sha256, spec.auth_required, auth, cache, spec.content_size)
         if path.is_file():
             return _maybe_extract(path, cache / "extracted" / _local_key(path, spec.sha256))
         return path
@@ -75,9 +79,20 @@ def _mismatch(label: str, expected: str, actual: str) -> ArtifactError:
         f"sha256 mismatch for {label}: expected {expected}, got {actual}; refusing to load it")
 
 
+def _size_mismatch(label: str, expected: int, actual: int) -> ArtifactError:
+    return ArtifactError(
+        f"size mismatch for {label}: expected {expected} bytes (model_content_size_in_bytes), got {actual}; "
+        "refusing to load it")
+
+
 def _verify(path: Path, expected: str | None, label: str,
-            discard: Callable[[Path], None] | None = None) -> None:
-    """Check ``path`` against ``expected``; on a mismatch ``discard(path)`` (if given), then raise."""
+            discard: Callable[[Path], None] | None = None, size: int | None = None) -> None:
+    """Check ``path`` against ``size`` and ``expected``; on a mismatch ``discard(path)`` (if given), raise."""
+    if size is not None and path.is_file() and path.stat().st_size != size:
+        actual_size = path.stat().st_size
+        if discard is not None:
+            discard(path)
+        raise _size_mismatch(label, size, actual_size)
     if expected is None:
         return
     actual = sha256_file(path)
@@ -95,14 +110,14 @@ def _from_localpath(spec: ModelSpec) -> Path:
     if not path.exists():
         raise ArtifactError(f"localpath {spec.localpath} does not exist")
     if path.is_dir():
-        if spec.sha256:
+        if spec.sha256 or spec.content_size:
             raise ArtifactError(
-                f"sha256 was given but localpath {spec.localpath} is a folder; "
-                "sha256 checks a single file or archive")
+                f"sha256 / size was given but localpath {spec.localpath} is a folder; "
+                "they check a single file or archive")
         return path
     if not os.access(path, os.R_OK):
         raise ArtifactError(f"localpath {spec.localpath} is not readable")
-    _verify(path, spec.sha256, f"localpath {path}")
+    _verify(path, spec.sha256, f"localpath {path}", size=spec.content_size)
     return path
 
 
@@ -173,12 +188,17 @@ def _cached_download(
     expected: str | None,
     label: str,
     fetch: Callable[[IO[bytes], Callable[[bytes], None]], None],
+    size: int | None = None,
 ) -> Path:
     """Return ``dest`` if it is cached (and verified), else fetch it through a temp file.
 
     ``fetch(out, sink)`` writes the bytes to ``out`` and hands every chunk to ``sink``
-    (which hashes it and logs progress).
+    (which hashes it and logs progress). ``size``: the expected byte count, checked before the hash.
     """
+    if dest.is_file() and size is not None and dest.stat().st_size != size:
+        log.warning("cached %s has %d bytes, expected %d: removing it and downloading again",
+                    label, dest.stat().st_size, size)
+        dest.unlink(missing_ok=True)
     if dest.is_file():
         if expected is None:
             log.info("using cached %s (%s)", label, dest)
@@ -199,6 +219,8 @@ def _cached_download(
             fetch(out, digest.update)
             out.flush()
             os.fsync(out.fileno())
+        if size is not None and tmp.stat().st_size != size:
+            raise _size_mismatch(f"{label} (file {dest.name})", size, tmp.stat().st_size)
         if expected is not None and digest.hexdigest() != expected:
             raise _mismatch(f"{label} (file {dest.name})", expected, digest.hexdigest())
         os.replace(tmp, dest)
@@ -229,7 +251,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _from_url(url: str, expected: str | None, cache: Path) -> Path:
+def _from_url(url: str, expected: str | None, cache: Path, size: int | None = None) -> Path:
     import httpx
 
     label = redact_url(url)
@@ -261,7 +283,7 @@ def _from_url(url: str, expected: str | None, cache: Path) -> Path:
         except httpx.HTTPError as exc:
             raise ArtifactError(f"download of {label} failed: {type(exc).__name__}: {exc}") from None
 
-    return _cached_download(dest, expected, label, fetch)
+    return _cached_download(dest, expected, label, fetch, size)
 
 
 # --- S3 ----------------------------------------------------------------------------------------
@@ -299,7 +321,7 @@ def _s3_client(auth_required: bool, auth: ModelAuth | None, label: str) -> Any:
 
 
 def _from_s3(loc: S3Location, expected: str | None, auth_required: bool, auth: ModelAuth | None,
-             cache: Path) -> Path:
+             cache: Path, size: int | None = None) -> Path:
     from botocore.exceptions import BotoCoreError, ClientError
 
     label = f"s3://{loc.bucket}/{loc.key}"
@@ -329,7 +351,7 @@ def _from_s3(loc: S3Location, expected: str | None, auth_required: bool, auth: M
         except BotoCoreError as exc:
             raise ArtifactError(f"download of {label} failed: {exc}") from None
 
-    return _cached_download(dest, expected, label, fetch)
+    return _cached_download(dest, expected, label, fetch, size)
 
 
 def _iter_body(body: Any) -> Iterator[bytes]:
@@ -346,7 +368,7 @@ def _env_true(name: str) -> bool:
 
 
 def _from_hf(loc: HfLocation, expected: str | None, auth_required: bool, auth: ModelAuth | None,
-             cache: Path) -> Path:
+             cache: Path, size: int | None = None) -> Path:
     from huggingface_hub import constants, hf_hub_download, snapshot_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError
 
@@ -373,7 +395,7 @@ def _from_hf(loc: HfLocation, expected: str | None, auth_required: bool, auth: M
     except (HfHubHTTPError, EntryNotFoundError, HFValidationError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ArtifactError(f"download of {label} failed: {type(exc).__name__}: {first}") from None
-    _verify(path, expected, f"{label} (file {path})", discard=_remove_hub_file)
+    _verify(path, expected, f"{label} (file {path})", discard=_remove_hub_file, size=size)
     return path
 
 
@@ -386,3 +408,47 @@ def _remove_hub_file(path: Path) -> None:
             blob.unlink(missing_ok=True)
     except OSError as exc:  # a read-only cache: the error above still refuses the file
         log.warning("could not remove %s from the hub cache: %s", path, exc)
+
+
+# --- OpenSearch's published config.json ----------------------------------------------------------
+
+def apply_published_config(spec: ModelSpec, cache_dir: str | Path) -> ModelSpec:
+    """``spec`` completed from the ``config.json`` at ``spec.config_url`` (OpenSearch pretrained models).
+
+    The config gives the zip's SHA-256 and size, which the zip is then verified against, and its
+    ``model_config`` (pooling mode, normalisation, dimensions). Specs without ``config_url`` are
+    returned unchanged.
+    """
+    if not spec.config_url:
+        return spec
+    import dataclasses
+
+    from .model_spec import ModelSpecError
+    from .opensearch_spec import parse_config_json
+
+    path = _from_url(spec.config_url, None, Path(cache_dir).expanduser())
+    label = f"{redact_url(spec.config_url)} (OpenSearch model config)"
+    try:
+        published = parse_config_json(path.read_bytes(), label)
+    except ModelSpecError:
+        path.unlink(missing_ok=True)  # fetch it again next time
+        raise
+    if published["function_name"] != spec.function_name:
+        raise ArtifactError(
+            f"{label} describes a {published['function_name']} model; {spec.name} is {spec.function_name}")
+    config = published["config"]
+    dims = config.get("dimensions")
+    if spec.dimensions is not None and dims is not None and dims != spec.dimensions:
+        raise ArtifactError(f"{label} says embedding_dimension {dims}; {spec.name} has {spec.dimensions}")
+    log.info("%s: sha256 %s, %s bytes", label, published["sha256"], published["content_size"] or "?")
+    return dataclasses.replace(
+        spec, sha256=published["sha256"], content_size=published["content_size"],
+        dimensions=dims or spec.dimensions,
+        pooling_mode=config.get("pooling_mode", spec.pooling_mode),
+        normalize=config.get("normalize", spec.normalize),
+        max_text_tokens=config.get("max_text_tokens", spec.max_text_tokens),
+        framework_type=config.get("framework_type", spec.framework_type),
+        extra={**spec.extra, **{k: v for k, v in config.items()
+                                 if k in ("model_type", "all_config", "additional_config")}},
+        config_url=None,
+    )

@@ -29,7 +29,8 @@ end of their forward pass, so batch N+1 is prepared while batch N runs, and
 items keep accumulating (into bigger batches) while the model is busy.
 
 Results are sliced back per caller, in the caller's order, normalised per
-request if asked, and handed to the caller's event loop with
+request if asked (a sparse encoder's sparse vectors are handed back as a
+list), and handed to the caller's event loop with
 ``call_soon_threadsafe`` (once per event loop and batch). When a batch shared by several requests fails, each
 request is run again on its own, so only the request that cannot be encoded
 fails. A
@@ -83,7 +84,7 @@ class _Request:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     remaining: int = 0
-    result: np.ndarray | None = None
+    result: np.ndarray | list | None = None  # a list of SparseVector for sparse encoders
     done: bool = False  # delivered, failed or abandoned: its items are no longer wanted
     enqueued_ns: int = 0
     # one entry per batch that held items of this request, for its trace spans:
@@ -467,11 +468,15 @@ class DynamicBatcher:
             else:
                 out = self.encoder.forward_images(prepared)
             elapsed = time.perf_counter() - start
-            out = np.asarray(out, dtype=np.float32)
-            if out.ndim != 2 or out.shape[0] != len(items):
-                raise RuntimeError(
-                    f"model returned shape {tuple(out.shape)} for a batch of {len(items)} items"
-                )
+            if isinstance(out, list):  # a sparse encoder: one SparseVector per item
+                if len(out) != len(items):
+                    raise RuntimeError(f"model returned {len(out)} vectors for a batch of {len(items)} items")
+            else:
+                out = np.asarray(out, dtype=np.float32)
+                if out.ndim != 2 or out.shape[0] != len(items):
+                    raise RuntimeError(
+                        f"model returned shape {tuple(out.shape)} for a batch of {len(items)} items"
+                    )
         except Exception as exc:
             raise _StageError(stage, exc) from exc
         if self.metrics is not None:
@@ -482,14 +487,15 @@ class DynamicBatcher:
             req.batches.append(timing)
         return out
 
-    def _deliver(self, items: list[_Item], out: np.ndarray) -> None:
+    def _deliver(self, items: list[_Item], out: np.ndarray | list) -> None:
         finished: list[_Request] = []
         for row, item in enumerate(items):
             req = item.request
             if req.done:
                 continue
             if req.result is None:
-                req.result = np.empty((req.count, out.shape[1]), dtype=np.float32)
+                req.result = [None] * req.count if isinstance(out, list) \
+                    else np.empty((req.count, out.shape[1]), dtype=np.float32)
             req.result[item.pos] = out[row]
             req.remaining -= 1
             if req.remaining == 0:
@@ -503,7 +509,8 @@ class DynamicBatcher:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, np.ndarray]]] = {}
         for req in finished:
             assert req.result is not None  # every finished request has its vectors
-            vectors = l2_normalize(req.result) if req.normalize else req.result
+            vectors = l2_normalize(req.result) if req.normalize and isinstance(req.result, np.ndarray) \
+                else req.result
             by_loop.setdefault(req.loop, []).append((req.future, vectors))
         for loop, results in by_loop.items():
             _call_in_loop(loop, _resolve_all, results)

@@ -44,6 +44,10 @@ class InferenceSettings:
     model_properties: str | None = field(default=None, metadata={"env": "MODEL_PROPERTIES"})
     model_auth: str | None = field(default=None, metadata={"env": "MODEL_AUTH"})
     model_cache_dir: str = field(default_factory=_default_cache_dir, metadata={"env": "MODEL_CACHE_DIR"})
+    model_format: str | None = field(default=None, metadata={"env": "MODEL_FORMAT"})  # TORCH_SCRIPT | ONNX
+    # sparse models: how weights become sparse vectors
+    sparse_prune_ratio: float = field(default=0.0, metadata={"env": "SPARSE_PRUNE_RATIO"})
+    sparse_max_terms: int = field(default=0, metadata={"env": "SPARSE_MAX_TERMS"})  # 0: no limit
     # where it runs
     enable_cuda: bool = field(default=False, metadata={"env": "ENABLE_CUDA"})
     cuda_device: int = field(default=0, metadata={"env": "CUDA_DEVICE"})
@@ -80,6 +84,16 @@ class InferenceSettings:
             raise SettingsError(f"MAX_BATCH_TOKENS must be >= 0 (0: no limit), not {self.max_batch_tokens}")
         if self.batch_wait_ms < 0:
             raise SettingsError(f"BATCH_WAIT_MS must be >= 0, not {self.batch_wait_ms}")
+        if self.model_format is not None and self.model_format not in ("TORCH_SCRIPT", "ONNX"):
+            raise SettingsError(f"MODEL_FORMAT must be TORCH_SCRIPT or ONNX, not {self.model_format!r}")
+        if self.model_format is not None and self.model_properties:
+            raise SettingsError("MODEL_FORMAT chooses the artifact of a built-in MODEL; with "
+                                "MODEL_PROPERTIES give model_format in the spec")
+        if not 0.0 <= self.sparse_prune_ratio < 1.0:
+            raise SettingsError(
+                f"SPARSE_PRUNE_RATIO must be at least 0 and below 1, not {self.sparse_prune_ratio}")
+        if self.sparse_max_terms < 0:
+            raise SettingsError(f"SPARSE_MAX_TERMS must be >= 0 (0: no limit), not {self.sparse_max_terms}")
         for name in ("grpc_port", "http_port"):
             check_port(env_name(name), getattr(self, name))
         return self
@@ -98,7 +112,7 @@ def env_name(attr: str) -> str:
 
 _INTS = {"cuda_device", "grpc_port", "max_batch_size", "max_batch_tokens", "max_queue",
          "max_items_per_request",
-         "max_request_bytes", "max_image_pixels", "prep_threads"}
+         "max_request_bytes", "max_image_pixels", "prep_threads", "sparse_max_terms"}
 
 
 def _parse(attr: str, env: str, raw: str):
@@ -110,8 +124,12 @@ def _parse(attr: str, env: str, raw: str):
         return parse_int(env, raw)
     if attr == "batch_wait_ms":
         return parse_float(env, raw, "milliseconds")
+    if attr == "sparse_prune_ratio":
+        return parse_float(env, raw, "a share of the largest weight, e.g. 0.1")
     if attr == "precision":
         return raw.lower()
+    if attr == "model_format":
+        return raw.strip().upper().replace("-", "_") or None
     return raw
 
 
@@ -125,6 +143,7 @@ ENV_VARS: tuple[str, ...] = env_vars(InferenceSettings) + (
     "HF_ENDPOINT",
     "HF_TOKEN",
     "HF_HUB_OFFLINE",
+    "OPENSEARCH_ARTIFACTS_URL",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",

@@ -77,6 +77,26 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 dimensions=dims,
             )
 
+    async def VectorizeSparse(self, request, context):  # noqa: N802 - gRPC method name
+        with tracing.tracer().start_as_current_span(
+                "polyvec.inference.v1.Inference/VectorizeSparse", kind=SpanKind.SERVER,
+                context=tracing.extract_metadata(context.invocation_metadata()),
+                attributes={"rpc.system": "grpc", "polyvec.texts": len(request.texts)}), \
+                self.service.metrics.track("grpc.VectorizeSparse") as state:
+            try:
+                vectors = await self.service.vectorize_sparse(list(request.texts))
+                encoder = self.service.encoder
+                out = [
+                    inference_pb2.SparseVector(
+                        indices=v.indices.tolist(), values=v.values.tolist(),
+                        tokens=self.service.token_strings(v) if request.return_tokens else None)
+                    for v in vectors
+                ]
+            except Exception as exc:
+                await self._abort(context, exc, state)
+            return inference_pb2.VectorizeSparseResponse(
+                vectors=out, model=encoder.info.name, vocab_size=encoder.info.vocab_size)
+
     async def Meta(self, request, context):  # noqa: N802 - gRPC method name
         with self.service.metrics.track("grpc.Meta") as state:
             try:
@@ -94,6 +114,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 normalize=meta["normalize"],
                 max_text_tokens=meta["max_text_tokens"],
                 max_text_chars=meta["max_text_chars"],
+                kind=meta["kind"],
+                function_name=meta["function_name"],
+                vocab_size=meta["vocab_size"],
+                sparse_prune_ratio=meta["sparse_prune_ratio"],
+                sparse_max_terms=meta["sparse_max_terms"],
                 limits=inference_pb2.Limits(
                     max_batch_size=limits["max_batch_size"],
                     batch_wait_ms=int(round(limits["batch_wait_ms"])),

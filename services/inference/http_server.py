@@ -6,6 +6,10 @@ this port works unchanged:
 * ``POST /vectorize`` ``{"texts": [...], "images": [base64, ...]}`` ->
   ``{"textVectors": [[...]], "imageVectors": [[...]]}`` (either list may be
   ``null`` or missing; Go sends ``null`` for an empty slice);
+* ``POST /vectorize_sparse`` ``{"texts": [...]}`` (sparse models) ->
+  ``{"vectors": [{"tokens": {"sunshine": 0.57, ...}}, ...]}``, the token -> weight mapping
+  OpenSearch's predict API returns (``"sparse_embedding_format": "token_id"`` keys it by token id;
+  ``text_docs`` is accepted for ``texts``, as in OpenSearch's predict body);
 * ``GET /meta`` -> a JSON object describing the model;
 * ``GET /.well-known/live`` -> 204 always; ``GET /.well-known/ready`` -> 204
   once the model is loaded, 503 before;
@@ -173,6 +177,41 @@ _VECTORIZE_DOC = {
 }
 
 
+_SPARSE_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "texts": {**_STRINGS, "description": "texts to encode, in order (or text_docs)"},
+                        "sparse_embedding_format": {"type": "string", "enum": ["word", "token_id"],
+                                                    "description": "key the weights by token (default) "
+                                                                   "or by token id"},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {"description": '{"vectors": [{"tokens": {"sunshine": 0.57, ...}}]} in input order'},
+        "422": {"description": '{"error": "..."} naming the bad field, or a dense model'},
+    },
+}
+_SPARSE_FORMATS = ("word", "token_id")
+
+
+def _sparse_texts(body: dict) -> list[str]:
+    if body.get("texts") is not None and body.get("text_docs") is not None:
+        raise InvalidInput("texts", "give texts or text_docs, not both")
+    key = "text_docs" if body.get("text_docs") is not None else "texts"
+    unknown = sorted(set(body) - {"texts", "text_docs", "sparse_embedding_format"})
+    if unknown:
+        raise InvalidInput(unknown[0], "unknown field; known: texts (or text_docs), sparse_embedding_format")
+    return _string_list(body, key)
+
+
 def create_app(service: InferenceService) -> FastAPI:
     app = FastAPI(
         title="polyvec inference",
@@ -185,6 +224,19 @@ def create_app(service: InferenceService) -> FastAPI:
     metrics = service.metrics
     limit = service.settings.max_request_bytes
 
+    async def json_body(request: Request, state: dict, example: str) -> dict | JSONResponse:
+        """The request's JSON object, or the error answer (413 too large, 400 not a JSON object)."""
+        try:
+            raw = await _read_body(request, limit)
+        except _BodyTooLarge as exc:
+            state["status"] = "too_large"
+            return _error(413, str(exc))
+        try:
+            return _json_object(raw, example)
+        except _BadBody as exc:
+            state["status"] = "invalid"
+            return _error(400, str(exc))
+
     @app.post("/vectorize", openapi_extra=_VECTORIZE_DOC)
     async def vectorize(request: Request) -> Response:
         with tracing.tracer().start_as_current_span(
@@ -192,16 +244,9 @@ def create_app(service: InferenceService) -> FastAPI:
                 context=tracing.extract_metadata(request.headers.items()),
                 attributes={"http.request.method": "POST", "http.route": "/vectorize"}), \
                 metrics.track("http.vectorize") as state:
-            try:
-                raw = await _read_body(request, limit)
-            except _BodyTooLarge as exc:
-                state["status"] = "too_large"
-                return _error(413, str(exc))
-            try:
-                body = _json_object(raw, '{"texts": [...], "images": [...]}')
-            except _BadBody as exc:
-                state["status"] = "invalid"
-                return _error(400, str(exc))
+            body = await json_body(request, state, '{"texts": [...], "images": [...]}')
+            if isinstance(body, JSONResponse):
+                return body
             try:
                 texts = _string_list(body, "texts")
                 encoded = _string_list(body, "images")
@@ -216,6 +261,31 @@ def create_app(service: InferenceService) -> FastAPI:
             except ServiceError as exc:
                 return _service_error(exc, state)
             return vectors_response(text_vectors, image_vectors)
+
+    @app.post("/vectorize_sparse", openapi_extra=_SPARSE_DOC)
+    async def vectorize_sparse(request: Request) -> Response:
+        with tracing.tracer().start_as_current_span(
+                "POST /vectorize_sparse", kind=SpanKind.SERVER,
+                context=tracing.extract_metadata(request.headers.items()),
+                attributes={"http.request.method": "POST", "http.route": "/vectorize_sparse"}), \
+                metrics.track("http.vectorize_sparse") as state:
+            body = await json_body(request, state, '{"texts": [...]}')
+            if isinstance(body, JSONResponse):
+                return body
+            try:
+                texts = _sparse_texts(body)
+                fmt = body.get("sparse_embedding_format") or "word"
+                if not isinstance(fmt, str) or fmt.lower() not in _SPARSE_FORMATS:
+                    raise InvalidInput("sparse_embedding_format", f"must be word or token_id, not {fmt!r}")
+                vectors = await service.vectorize_sparse(texts)
+                out = []
+                for v in vectors:
+                    keys = [str(i) for i in v.indices.tolist()] if fmt.lower() == "token_id" \
+                        else service.token_strings(v)
+                    out.append({"tokens": dict(zip(keys, v.values.tolist(), strict=True))})
+            except ServiceError as exc:
+                return _service_error(exc, state)
+            return JSONResponse({"vectors": out})
 
     @app.get("/meta")
     async def meta() -> Response:

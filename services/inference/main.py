@@ -50,6 +50,10 @@ _HELP = {
     "model_properties": "JSON model spec in the Marqo modelProperties shape (bring your own model)",
     "model_auth": "JSON credentials for the model artifact: {s3: {...}, hf: {token}}",
     "model_cache_dir": "where downloaded/extracted models are cached",
+    "model_format": "TORCH_SCRIPT or ONNX: which artifact of an OpenSearch pretrained MODEL "
+                    "(default: ONNX where published, TORCH_SCRIPT with --enable-cuda)",
+    "sparse_prune_ratio": "sparse models: drop weights not above this share of a text's largest (0-1)",
+    "sparse_max_terms": "sparse models: keep at most this many weights per text (0: all)",
     "enable_cuda": "run on a GPU (0/1)",
     "cuda_device": "GPU index when --enable-cuda",
     "precision": "fp32, fp16 (GPU only) or bf16",
@@ -119,12 +123,14 @@ class ModelPlan:
     auth: Any
     choice: Any
     cache_dir: str
+    sparse: Any = None  # SparseSettings
 
 
 def plan_model(settings: InferenceSettings) -> ModelPlan:
     """Resolve MODEL / MODEL_PROPERTIES, MODEL_AUTH and the device (raise on bad values)."""
     from services.inference.auth import parse_model_auth
-    from services.inference.device import choose_device
+    from services.inference.device import DeviceChoice, DeviceError, choose_device
+    from services.inference.loaders.artifact_encoder import SparseSettings
 
     if settings.model_properties:
         from services.inference.model_spec import parse_model_properties
@@ -133,17 +139,31 @@ def plan_model(settings: InferenceSettings) -> ModelPlan:
     else:
         from services.inference.registry import builtin_spec
 
-        spec = builtin_spec(settings.model or "")
+        spec = builtin_spec(settings.model or "", settings.model_format, enable_cuda=settings.enable_cuda)
     auth = parse_model_auth(settings.model_auth)
     precision = settings.precision or getattr(spec, "precision", None)
-    choice = choose_device(settings.enable_cuda, settings.cuda_device, precision)
-    return ModelPlan(spec=spec, auth=auth, choice=choice, cache_dir=settings.model_cache_dir)
+    try:
+        choice = choose_device(settings.enable_cuda, settings.cuda_device, precision)
+    except DeviceError:
+        if not (settings.enable_cuda and _runs_on_onnxruntime(spec)):
+            raise
+        # onnxruntime finds its own GPU (or falls back to the CPU, saying so): torch's CUDA does not matter
+        choice = DeviceChoice(device=f"cuda:{settings.cuda_device}", precision="fp32")
+    sparse = SparseSettings(settings.sparse_prune_ratio, settings.sparse_max_terms)
+    if (sparse.prune_ratio or sparse.max_terms) and not spec.sparse:
+        raise SettingsError(f"SPARSE_PRUNE_RATIO / SPARSE_MAX_TERMS apply to sparse models; {spec.name!r} is "
+                            "a dense model")
+    return ModelPlan(spec=spec, auth=auth, choice=choice, cache_dir=settings.model_cache_dir, sparse=sparse)
+
+
+def _runs_on_onnxruntime(spec: Any) -> bool:
+    return getattr(spec, "model_format", None) == "ONNX"
 
 
 def load_model(plan: ModelPlan) -> Encoder:
     from services.inference.loaders import load_encoder
 
-    return load_encoder(plan.spec, plan.choice, auth=plan.auth, cache_dir=plan.cache_dir)
+    return load_encoder(plan.spec, plan.choice, auth=plan.auth, cache_dir=plan.cache_dir, sparse=plan.sparse)
 
 
 def _startup_errors() -> tuple[type[BaseException], ...]:

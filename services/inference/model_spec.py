@@ -1,7 +1,12 @@
-"""The bring-your-own-model spec (``MODEL_PROPERTIES``), Marqo ``modelProperties`` shape.
+"""The bring-your-own-model spec (``MODEL_PROPERTIES``): Marqo's ``modelProperties`` or an OpenSearch
+register body.
 
 The dataclass fields are the contract other modules read; :func:`parse_model_properties`
 turns the user's JSON into one, refusing unknown keys and contradictions with the key named.
+A body holding OpenSearch's keys (``model_format``, ``function_name``, ``model_config``,
+``model_content_hash_value``, ...) is read by :mod:`.opensearch_spec`; anything else is Marqo's shape.
+Marqo's snake_case spellings (``model_location``, ``repo_id``, ``auth_required``) are accepted next
+to the camelCase ones.
 """
 
 from __future__ import annotations
@@ -21,6 +26,30 @@ class ModelSpecError(ValueError):
     """The model spec is invalid; the message names the offending key."""
 
 
+TEXT_EMBEDDING = "TEXT_EMBEDDING"
+SPARSE_ENCODING = "SPARSE_ENCODING"
+SPARSE_TOKENIZE = "SPARSE_TOKENIZE"
+FUNCTION_NAMES: tuple[str, ...] = (TEXT_EMBEDDING, SPARSE_ENCODING, SPARSE_TOKENIZE)
+SPARSE_FUNCTIONS: tuple[str, ...] = (SPARSE_ENCODING, SPARSE_TOKENIZE)
+TORCH_SCRIPT = "TORCH_SCRIPT"
+ONNX = "ONNX"
+MODEL_FORMATS: tuple[str, ...] = (TORCH_SCRIPT, ONNX)
+#: OpenSearch's pooling modes (``model_config.pooling_mode``), lower-case as its docs spell them
+POOLING_MODES: tuple[str, ...] = ("mean", "mean_sqrt_len", "max", "weightedmean", "cls", "lasttoken", "none")
+_POOLING_ALIASES = {"weighted_mean": "weightedmean", "last_token": "lasttoken"}
+
+
+def parse_pooling_mode(raw: Any, where: str) -> str:
+    """A pooling mode in any case (``MEAN``, ``mean``, ``weighted_mean``...), canonical lower-case."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ModelSpecError(f"{where} must be one of {', '.join(POOLING_MODES)}, not {raw!r}")
+    key = raw.strip().lower()
+    key = _POOLING_ALIASES.get(key, key)
+    if key not in POOLING_MODES:
+        raise ModelSpecError(f"{where} must be one of {', '.join(POOLING_MODES)}, not {raw!r}")
+    return key
+
+
 @dataclass(frozen=True)
 class S3Location:
     bucket: str
@@ -36,7 +65,7 @@ class HfLocation:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # architecture name (open_clip), hub name, "hf-hub:ORG/NAME", or a label
-    type: str  # "open_clip" | "clip" | "sentence_transformers"
+    type: str  # "open_clip" | "clip" | "sentence_transformers" | "torchscript" | "onnx" | "sparse"
     dimensions: int | None = None
     pretrained: str | None = None  # open_clip pretrained tag (built-in registry only)
     url: str | None = None
@@ -55,6 +84,20 @@ class ModelSpec:
     normalize: bool = True
     max_text_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # --- OpenSearch artifacts (zip: one .pt or .onnx, tokenizer.json, optional config.json / idf.json)
+    function_name: str = TEXT_EMBEDDING  # TEXT_EMBEDDING | SPARSE_ENCODING | SPARSE_TOKENIZE
+    model_format: str | None = None  # TORCH_SCRIPT | ONNX (None: found from the files)
+    pooling_mode: str | None = None  # mean | mean_sqrt_len | max | weightedmean | cls | lasttoken | none
+    content_size: int | None = None  # the artifact's size in bytes, checked with sha256
+    version: str | None = None
+    framework_type: str | None = None  # sentence_transformers | huggingface_transformers
+    #: OpenSearch's config.json next to the zip: its hash, size and model_config complete this spec
+    #: before the zip is fetched (built-in OpenSearch names)
+    config_url: str | None = None
+
+    @property
+    def sparse(self) -> bool:
+        return self.function_name in SPARSE_FUNCTIONS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -62,7 +105,9 @@ class ModelSpec:
 # --------------------------------------------------------------------------------------------------
 
 #: canonical model types a loader exists for
-MODEL_TYPES: tuple[str, ...] = ("open_clip", "clip", "sentence_transformers")
+MODEL_TYPES: tuple[str, ...] = ("open_clip", "clip", "sentence_transformers", "torchscript", "onnx", "sparse")
+#: types whose artifact is OpenSearch's layout (or, for sparse, also a Hugging Face masked-LM folder)
+ARTIFACT_TYPES: tuple[str, ...] = ("torchscript", "onnx", "sparse")
 
 _TYPE_ALIASES: dict[str, str] = {
     "open_clip": "open_clip",
@@ -81,6 +126,11 @@ _TYPE_ALIASES: dict[str, str] = {
     "hf": "sentence_transformers",
     "huggingface": "sentence_transformers",
     "transformers": "sentence_transformers",
+    "torchscript": "torchscript",
+    "torch_script": "torchscript",
+    "onnx": "onnx",
+    "sparse": "sparse",
+    "splade": "sparse",
 }
 
 IMAGE_PREPROCESSORS: tuple[str, ...] = ("OpenCLIP", "OpenAI", "SigLIP", "MobileCLIP", "CLIPA")
@@ -94,11 +144,18 @@ _PRECISIONS: dict[str, str] = {
 _KNOWN_KEYS: tuple[str, ...] = (
     "name", "dimensions", "type", "url", "localpath", "modelLocation", "authRequired", "jit", "precision",
     "tokenizer", "imagePreprocessor", "mean", "std", "size", "sha256", "normalize", "tokens",
-    "maxTextTokens", "pretrained", "note", "notes",
+    "maxTextTokens", "pretrained", "poolingMode", "note", "notes",
 )
 _LOCATION_KEYS: tuple[str, ...] = ("s3", "hf", "authRequired")
 _S3_KEYS: tuple[str, ...] = ("Bucket", "Key")
 _HF_KEYS: tuple[str, ...] = ("repoId", "filename")
+#: Marqo's own examples spell these in snake_case; both spellings are accepted (one per spec)
+_SNAKE_CASE: dict[str, str] = {
+    "model_location": "modelLocation",
+    "auth_required": "authRequired",
+    "repo_id": "repoId",
+    "pooling_mode": "poolingMode",
+}
 
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _WHERE = "MODEL_PROPERTIES"
@@ -110,6 +167,11 @@ def parse_model_properties(raw: str | bytes | Mapping[str, Any]) -> ModelSpec:
     Unknown keys, wrong types and contradictions raise :class:`ModelSpecError` naming the key.
     """
     props = _load(raw)
+    from .opensearch_spec import is_register_body, parse_register_body
+
+    if is_register_body(props):
+        return parse_register_body(props)
+    props = camel_case(props, _WHERE)
     refuse_unknown(props, _KNOWN_KEYS, _WHERE)
 
     mtype = _parse_type(props)
@@ -131,6 +193,8 @@ def parse_model_properties(raw: str | bytes | Mapping[str, Any]) -> ModelSpec:
     normalize = _opt_bool(props, "normalize")
     max_tokens = _parse_max_tokens(props)
     pretrained = _opt_str(props, "pretrained")
+    pooling = (parse_pooling_mode(props["poolingMode"], f"{_WHERE}.poolingMode")
+               if props.get("poolingMode") is not None else None)
     extra: dict[str, Any] = {}
     for key in ("note", "notes"):
         if key in props:
@@ -182,11 +246,20 @@ def parse_model_properties(raw: str | bytes | Mapping[str, Any]) -> ModelSpec:
             f"{_WHERE}: name {name!r} loads its weights from the hub; do not also give {given[0]}")
     if jit and mtype != "open_clip":
         raise ModelSpecError(f"{_WHERE}.jit applies to open_clip models only, not {mtype!r}")
-    if mtype == "sentence_transformers":
+    if mtype in ("sentence_transformers",) + ARTIFACT_TYPES:
         for key, value in (("imagePreprocessor", preprocessor), ("mean", mean), ("std", std), ("size", size)):
             if value is not None:
                 raise ModelSpecError(
                     f"{_WHERE}.{key} is an image setting; type {mtype!r} embeds text only")
+    if pooling is not None and mtype not in ("torchscript", "onnx"):
+        raise ModelSpecError(f"{_WHERE}.poolingMode applies to types torchscript and onnx, not {mtype!r}")
+    if mtype in ("torchscript", "onnx") and not (url or localpath or s3 or hf):
+        raise ModelSpecError(
+            f"{_WHERE}: type {mtype!r} needs the model's files: give url, localpath or modelLocation "
+            "(a zip or folder holding one .pt or .onnx file and tokenizer.json)")
+    if mtype == "sparse" and dimensions is not None:
+        raise ModelSpecError(
+            f"{_WHERE}.dimensions does not apply to type 'sparse': a sparse model's width is its vocabulary")
     if (mean is None) != (std is None):
         have, missing = ("mean", "std") if mean is not None else ("std", "mean")
         raise ModelSpecError(f"{_WHERE}.{have} given without {missing}: give both, 3 numbers each")
@@ -205,8 +278,23 @@ def parse_model_properties(raw: str | bytes | Mapping[str, Any]) -> ModelSpec:
         name=name, type=mtype, dimensions=dimensions, pretrained=pretrained, url=url, localpath=localpath,
         s3=s3, hf=hf, auth_required=auth_required, jit=jit, precision=precision, tokenizer=tokenizer,
         image_preprocessor=preprocessor, mean=mean, std=std, size=size, sha256=sha256,
-        normalize=True if normalize is None else normalize, max_text_tokens=max_tokens, extra=extra,
+        normalize=(mtype != "sparse") if normalize is None else normalize, max_text_tokens=max_tokens,
+        extra=extra, pooling_mode=pooling,
+        model_format={"torchscript": TORCH_SCRIPT, "onnx": ONNX}.get(mtype),
+        function_name=SPARSE_ENCODING if mtype == "sparse" else TEXT_EMBEDDING,
     )
+
+
+def camel_case(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``obj`` with Marqo's snake_case keys renamed to camelCase; both spellings of one key is refused."""
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        canonical = _SNAKE_CASE.get(key, key) if isinstance(key, str) else key
+        if canonical in out:
+            other = key if canonical != key else next(k for k, v in _SNAKE_CASE.items() if v == key)
+            raise ModelSpecError(f"{where}: give one of {canonical!r} and {other!r}, not both")
+        out[canonical] = value
+    return out
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -334,8 +422,6 @@ def _parse_type(props: Mapping[str, Any]) -> str:
     key = raw.strip().lower().replace("-", "_").replace(" ", "_")
     if key in _TYPE_ALIASES:
         return _TYPE_ALIASES[key]
-    if key == "sparse":
-        raise ModelSpecError(f"{_WHERE}.type 'sparse' is not supported by this inference service yet")
     raise ModelSpecError(
         f"{_WHERE}.type {raw!r} is not supported: use one of {', '.join(MODEL_TYPES)} (or hf)")
 
@@ -384,6 +470,7 @@ def _parse_location(raw: Any) -> tuple[S3Location | None, HfLocation | None, boo
     if not isinstance(raw, Mapping):
         raise ModelSpecError(f"{where} must be an object like {{\"s3\": {{...}}}} or {{\"hf\": {{...}}}}, "
                              f"not {_type_name(raw)}")
+    raw = camel_case(raw, where)
     refuse_unknown(raw, _LOCATION_KEYS, where)
     auth = _opt_bool(raw, "authRequired", where)
     if "s3" in raw and "hf" in raw:
@@ -405,6 +492,7 @@ def _parse_location(raw: Any) -> tuple[S3Location | None, HfLocation | None, boo
         if not isinstance(hf, Mapping):
             raise ModelSpecError(f"{hw} must be an object {{\"repoId\": ..., \"filename\": ...}}, "
                                  f"not {_type_name(hf)}")
+        hf = camel_case(hf, hw)
         refuse_unknown(hf, _HF_KEYS, hw)
         repo_id = _opt_str(hf, "repoId", hw)
         if repo_id is None:

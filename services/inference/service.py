@@ -22,7 +22,7 @@ from services import tracing
 from services.inference.batcher import BatcherClosed, BatchFailed, DynamicBatcher, QueueFull
 from services.inference.config import CPU_MAX_BATCH_TOKENS, InferenceSettings
 from services.inference.images import ImageError, decode_image
-from services.inference.loaders.base import IMAGE, TEXT, Encoder
+from services.inference.loaders.base import DENSE, IMAGE, SPARSE, TEXT, Encoder, SparseVector
 from services.inference.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -140,10 +140,18 @@ class InferenceService:
             raise NotReady("the model is still loading")
         return self.encoder, self.batcher
 
-    def validate(self, texts: list[str], images: list[Any]) -> None:
-        """Checks that need no decoding: empty, too many items, missing modality, size."""
+    def validate(self, texts: list[str], images: list[Any], kind: str = DENSE) -> None:
+        """Checks that need no decoding: the model's kind, empty, too many items, missing modality, size."""
         encoder, _ = self._require_ready()
         s = self.settings
+        if encoder.info.kind != kind:
+            info = encoder.info
+            if kind == DENSE:
+                raise InvalidInput("model", f"model {info.name!r} is a sparse model ({info.function_name}): "
+                                            "call VectorizeSparse (HTTP: POST /vectorize_sparse)")
+            raise InvalidInput("model", f"model {info.name!r} is a dense model ({info.function_name}): "
+                                        "call Vectorize (HTTP: POST /vectorize); VectorizeSparse needs a "
+                                        "sparse model")
         if not texts and not images:
             raise InvalidInput("texts", "the request has no texts and no images; send at least one item")
         total = len(texts) + len(images)
@@ -197,6 +205,30 @@ class InferenceService:
         except BatchFailed as exc:
             raise InternalError(str(exc)) from None
 
+    async def vectorize_sparse(self, texts: list[str]) -> list[SparseVector]:
+        """One sparse vector (token ids ascending, weights) per text, in input order (sparse models only)."""
+        texts = list(texts)
+        if not texts:
+            raise InvalidInput("texts", "the request has no texts; send at least one")
+        self.validate(texts, [], kind=SPARSE)
+        encoder, batcher = self._require_ready()
+        texts = [encoder.cut_text(text) for text in texts]  # a huge text must not stall the tokenizer
+        try:
+            batcher.check_room(len(texts))
+            vectors, _ = await batcher.encode(texts, [], False)
+        except QueueFull as exc:
+            raise Overloaded(str(exc)) from None
+        except BatcherClosed as exc:
+            raise NotReady(str(exc)) from None
+        except BatchFailed as exc:
+            raise InternalError(str(exc)) from None
+        return list(vectors)
+
+    def token_strings(self, vector: SparseVector) -> list[str]:
+        """The vocabulary entries of a sparse vector's token ids."""
+        encoder, _ = self._require_ready()
+        return encoder.token_strings(vector.indices)
+
     async def _decode_all(self, images: list[bytes]) -> list:
         if not images:
             return []
@@ -241,6 +273,11 @@ class InferenceService:
             "normalize": bool(info.normalize),
             "max_text_tokens": int(info.max_text_tokens),
             "max_text_chars": int(encoder.max_text_chars),
+            "kind": info.kind,
+            "function_name": info.function_name,
+            "vocab_size": int(info.vocab_size),
+            "sparse_prune_ratio": float(info.prune_ratio),
+            "sparse_max_terms": int(info.max_terms),
             "batching": self.batching,
             "limits": self.limits(),
         }

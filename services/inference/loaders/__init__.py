@@ -7,6 +7,12 @@ and dispatches on ``spec.type`` to one loader module:
 * ``open_clip``                          -> :mod:`.open_clip_loader`
 * ``clip`` (also ``hf_clip``, ``siglip``)  -> :mod:`.hf_clip_loader` (transformers CLIP / SigLIP)
 * ``sentence_transformers`` (also ``hf``)  -> :mod:`.sentence_transformers_loader`
+* ``torchscript`` (OpenSearch TORCH_SCRIPT)  -> :mod:`.torchscript_loader`
+* ``onnx`` (OpenSearch ONNX)                -> :mod:`.onnx_loader` (onnxruntime)
+* ``sparse`` (SPARSE_ENCODING / SPARSE_TOKENIZE, SPLADE folders) -> :mod:`.sparse_loader`
+
+OpenSearch's pretrained models first read the ``config.json`` published next to their zip
+(:func:`services.inference.artifacts.apply_published_config`): the zip is verified against it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..model_spec import ModelSpecError
-from .base import IMAGE, TEXT, Encoder, EncoderInfo, UnsupportedModality, l2_normalize
+from .artifact_encoder import SparseSettings
+from .base import IMAGE, TEXT, Encoder, EncoderInfo, SparseVector, UnsupportedModality, l2_normalize
 
 if TYPE_CHECKING:
     from ..auth import ModelAuth
@@ -27,8 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "IMAGE", "TEXT", "LOADER_TYPES", "Encoder", "EncoderInfo", "UnsupportedModality", "l2_normalize",
-    "hub_cache", "load_encoder", "loader_kind",
+    "IMAGE", "TEXT", "LOADER_TYPES", "Encoder", "EncoderInfo", "SparseSettings", "SparseVector",
+    "UnsupportedModality", "l2_normalize", "hub_cache", "load_encoder", "loader_kind",
 ]
 
 # spec.type (lower-case) -> loader
@@ -42,6 +49,9 @@ LOADER_TYPES: dict[str, str] = {
     "sentence_transformers": "sentence_transformers",
     "sentence-transformers": "sentence_transformers",
     "hf": "sentence_transformers",
+    "torchscript": "torchscript",
+    "onnx": "onnx",
+    "sparse": "sparse",
 }
 
 
@@ -49,9 +59,7 @@ def loader_kind(model_type: str) -> str:
     """The loader for a ``type`` value; ModelSpecError naming ``type`` when none fits."""
     kind = LOADER_TYPES.get((model_type or "").strip().lower())
     if kind is None:
-        known = "open_clip, clip, sentence_transformers (or hf)"
-        if (model_type or "").strip().lower() == "sparse":
-            raise ModelSpecError("type 'sparse' has no dense loader in this version; use one of " + known)
+        known = "open_clip, clip, sentence_transformers (or hf), torchscript, onnx, sparse"
         raise ModelSpecError(f"type {model_type!r} is not supported; use one of {known}")
     return kind
 
@@ -62,9 +70,11 @@ def load_encoder(
     *,
     auth: ModelAuth | None = None,
     cache_dir: str | Path,
+    sparse: SparseSettings | None = None,
 ) -> Encoder:
     """Fetch the spec's artifact (cached in ``cache_dir``) and load it on ``choice.device``.
 
+    ``sparse``: how a sparse model's weights become sparse vectors (prune ratio, most terms).
     Raises ModelSpecError (bad spec, e.g. ``dimensions`` not matching the model), ArtifactError (download or
     checksum), or the library's own error when the files are not a valid model.
     """
@@ -73,8 +83,9 @@ def load_encoder(
         from ..device import DeviceError
 
         raise DeviceError("PRECISION=fp16 is not supported on CPU: use bf16 or fp32 (see choose_device)")
-    from ..artifacts import resolve_artifact
+    from ..artifacts import apply_published_config, resolve_artifact
 
+    spec = apply_published_config(spec, cache_dir)
     artifact = resolve_artifact(spec, auth, cache_dir)
     log.info("loading %s model %r from %s on %s (%s)", kind, spec.name, artifact or "the library's hub",
              choice.device, choice.precision)
@@ -87,6 +98,19 @@ def load_encoder(
         from .hf_clip_loader import load_hf_clip
 
         encoder = load_hf_clip(spec, choice, artifact, cache_dir=cache_dir, hf_token=hf_token)
+    elif kind == "torchscript":
+        from .torchscript_loader import load_torchscript
+
+        encoder = load_torchscript(spec, choice, artifact)
+    elif kind == "onnx":
+        from .onnx_loader import load_onnx
+
+        encoder = load_onnx(spec, choice, artifact)
+    elif kind == "sparse":
+        from .sparse_loader import load_sparse
+
+        encoder = load_sparse(spec, choice, artifact, settings=sparse or SparseSettings(), auth=auth,
+                              cache_dir=cache_dir)
     else:
         from .sentence_transformers_loader import load_sentence_transformer
 

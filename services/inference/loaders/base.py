@@ -13,6 +13,9 @@ CPU work with the forward pass:
 
 Texts are cut to :attr:`Encoder.max_text_chars` before ``prepare_texts`` sees them (by the service
 and by ``encode_text``), so no loader tokenizes more than a bounded prefix of a huge text.
+
+Sparse encoders (``info.kind == "sparse"``) follow the same split; their ``forward_texts``
+returns one :class:`SparseVector` per text instead of a row of a dense array.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from PIL import Image
 
 TEXT = "text"
 IMAGE = "image"
+DENSE = "dense"
+SPARSE = "sparse"
 
 #: A text is cut to this many characters per model token before it is tokenized
 #: (:attr:`Encoder.max_text_chars`). The model reads at most ``max_text_tokens`` tokens; a token of
@@ -46,6 +51,22 @@ class EncoderInfo:
     precision: str  # fp32 | fp16 | bf16, what was actually used
     normalize: bool  # whether vectors are L2-normalised by default
     max_text_tokens: int  # longer texts are truncated by the model's own tokenizer (0: no limit)
+    kind: str = DENSE  # dense | sparse
+    function_name: str = "TEXT_EMBEDDING"  # OpenSearch's: TEXT_EMBEDDING | SPARSE_ENCODING | SPARSE_TOKENIZE
+    vocab_size: int = 0  # sparse models: the width of their vectors (token ids are < vocab_size)
+    prune_ratio: float = 0.0  # sparse models: weights not above this share of a text's largest are dropped
+    max_terms: int = 0  # sparse models: most weights kept per text (0: all)
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    """One text's sparse vector: token ids (uint32, ascending) and their weights (float32), no zeros."""
+
+    indices: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
 
 
 class UnsupportedModality(ValueError):
@@ -104,6 +125,10 @@ class Encoder(ABC):  # noqa: B024 - every method has a default; loaders override
         """``text`` cut to :attr:`max_text_chars` (the service applies this to every text it embeds)."""
         limit = self.max_text_chars
         return text[:limit] if limit and len(text) > limit else text
+
+    def token_strings(self, ids: np.ndarray) -> list[str]:
+        """The vocabulary entries of token ids (sparse models)."""
+        raise UnsupportedModality(f"model {self.info.name!r} has no token vocabulary")
 
     # --- one-step helpers --------------------------------------------------
     def encode_text(self, texts: list[str], normalize: bool | None = None) -> np.ndarray:
