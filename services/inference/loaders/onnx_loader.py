@@ -52,7 +52,7 @@ class OnnxRunner:
         # idle worker threads sleep instead of spinning: the gRPC loop and the tokenising threads
         # share these cores (see services/inference/cpu_threads.py for the same choice with OpenMP)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
+        providers: list[Any] = ["CPUExecutionProvider"]
         self.device = "cpu"
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -101,7 +101,7 @@ def load_onnx(spec: ModelSpec, choice: Any, artifact: Path | None) -> ArtifactEn
     files = find_files(artifact, spec)
     tokenizer = TextTokenizer(files.tokenizer, max_length=spec.max_text_tokens,
                               model_max_positions=max_positions(files.config or spec.extra.get("all_config")))
-    runner = OnnxRunner(files.model_file, str(choice.device), DENSE_OUTPUTS)
+    runner = OnnxRunner(files.model, str(choice.device), DENSE_OUTPUTS)
     if (choice.precision or "fp32") != "fp32":
         log.info("PRECISION=%s applies to torch models; the ONNX graph runs in the precision it was "
                  "exported in", choice.precision)

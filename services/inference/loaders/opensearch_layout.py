@@ -29,6 +29,13 @@ class ArtifactFiles:
     config: dict | None  # config.json, when present
     idf: Path | None
 
+    @property
+    def model(self) -> Path:
+        """The model file (an artifact found for a model that runs one always has it)."""
+        if self.model_file is None:
+            raise ModelSpecError(f"no .pt or .onnx model file in {self.root}")
+        return self.model_file
+
 
 def find_files(root: Path, spec: ModelSpec) -> ArtifactFiles:
     """The files of an OpenSearch artifact under ``root``, checked against ``spec``."""

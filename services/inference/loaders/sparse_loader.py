@@ -81,7 +81,7 @@ class MaskedLMRunner:
 def load_sparse(spec: ModelSpec, choice: Any, artifact: Path | None, *, settings: SparseSettings,
                 auth: Any = None, cache_dir: str | Path | None = None) -> ArtifactEncoder:
     """A sparse encoder from an OpenSearch artifact, a masked-LM folder, or the hub repo ``spec.name``."""
-    if artifact is None:  # type: sparse with a hub name only: the repo's snapshot
+    if artifact is None:  # a sparse spec naming a hub repo only: fetch the repo's snapshot
         from ..artifacts import resolve_artifact
 
         artifact = resolve_artifact(dataclasses.replace(spec, hf=HfLocation(repo_id=spec.name)), auth,
@@ -94,7 +94,7 @@ def load_sparse(spec: ModelSpec, choice: Any, artifact: Path | None, *, settings
         and any((artifact / w).is_file() for w in _HF_WEIGHTS)
     function = spec.function_name
     if spec.model_format is None and function == SPARSE_ENCODING and not (has_model_file or has_hf_weights):
-        function = SPARSE_TOKENIZE  # type: sparse over a tokenizer-only folder
+        function = SPARSE_TOKENIZE  # a sparse spec over a tokenizer-only folder
         spec = dataclasses.replace(spec, function_name=function)
     if function == SPARSE_TOKENIZE:
         return _tokenize_encoder(spec, artifact, settings)
@@ -125,15 +125,15 @@ def _artifact_encoder(spec: ModelSpec, choice: Any, root: Path, settings: Sparse
     if files.model_format == ONNX:
         from .onnx_loader import OnnxRunner
 
-        runner: Any = OnnxRunner(files.model_file, device, SPARSE_OUTPUTS)
+        runner: Any = OnnxRunner(files.model, device, SPARSE_OUTPUTS)
         device, precision = runner.device, "fp32"
     else:
         assert files.model_format == TORCH_SCRIPT
         from .torchscript_loader import TorchScriptRunner
 
-        runner = TorchScriptRunner(files.model_file, device, getattr(choice, "torch_dtype", None),
+        runner = TorchScriptRunner(files.model, device, getattr(choice, "torch_dtype", None),
                                    SPARSE_OUTPUTS)
-    width = _probe_width(runner, tokenizer, files.model_file.name)
+    width = _probe_width(runner, tokenizer, files.model.name)
     info = _info(spec, settings, device, precision, tokenizer, SPARSE_ENCODING, width)
     return _ready(ArtifactEncoder(tokenizer, runner, SparseHead(tokenizer.special_ids, settings), info,
                                   release=runner.release))

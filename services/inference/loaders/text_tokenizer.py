@@ -40,11 +40,11 @@ class TextTokenizer:
             limit = min(limit, model_max_positions)
         tokenizer.enable_truncation(max_length=int(limit))
         padding = tokenizer.padding or {}
-        pad_id, pad_token = padding.get("pad_id"), padding.get("pad_token")
+        pad_id: int | None = padding.get("pad_id")
+        pad_token: str | None = padding.get("pad_token")
         if pad_token is None or pad_id is None:
-            pad_token = next((t for t in _PAD_CANDIDATES if tokenizer.token_to_id(t) is not None), None)
-            pad_id = tokenizer.token_to_id(pad_token) if pad_token is not None else 0
-            pad_token = pad_token or "[PAD]"
+            pad_token = next((t for t in _PAD_CANDIDATES if tokenizer.token_to_id(t) is not None), "[PAD]")
+            pad_id = tokenizer.token_to_id(pad_token) or 0
         tokenizer.enable_padding(pad_id=int(pad_id), pad_token=str(pad_token))  # to the batch's longest
         self._tokenizer = tokenizer
         self.max_length = int(limit)

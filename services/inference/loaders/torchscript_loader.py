@@ -96,7 +96,7 @@ def load_torchscript(spec: ModelSpec, choice: Any, artifact: Path | None) -> Art
     files = find_files(artifact, spec)
     tokenizer = TextTokenizer(files.tokenizer, max_length=spec.max_text_tokens,
                               model_max_positions=max_positions(files.config or spec.extra.get("all_config")))
-    runner = TorchScriptRunner(files.model_file, str(choice.device), getattr(choice, "torch_dtype", None),
+    runner = TorchScriptRunner(files.model, str(choice.device), getattr(choice, "torch_dtype", None),
                                DENSE_OUTPUTS)
     info = EncoderInfo(name=spec.name, type="torchscript", dimensions=0, modalities=(TEXT,),
                        device=str(choice.device), precision=choice.precision or "fp32",
