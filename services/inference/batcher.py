@@ -506,7 +506,7 @@ class DynamicBatcher:
             self._returning = len(finished)
             self._arrived = 0
         # one wake-up per event loop for the whole batch, not one per request
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, np.ndarray]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, np.ndarray | list]]] = {}
         for req in finished:
             assert req.result is not None  # every finished request has its vectors
             vectors = l2_normalize(req.result) if req.normalize and isinstance(req.result, np.ndarray) \
