@@ -79,6 +79,8 @@ class GatewaySettings:
     # deepest nesting of a JSON body (HTTP) or of a Struct (gRPC), and of a search filter
     max_json_depth: int = field(default=64, metadata={"env": "MAX_JSON_DEPTH"})
     filter_max_depth: int = field(default=32, metadata={"env": "FILTER_MAX_DEPTH"})
+    # POST /v1/collections/{name}/evaluate (the search page's Evaluate tab): most searches per request
+    eval_max_searches: int = field(default=10_000, metadata={"env": "EVAL_MAX_SEARCHES"})
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
     # shutdown: on SIGTERM/SIGINT new requests are refused and those in flight get this long to finish
     drain_timeout_s: float = field(default=30.0, metadata={"env": "DRAIN_TIMEOUT_S"})
@@ -86,7 +88,7 @@ class GatewaySettings:
     def validate(self) -> GatewaySettings:
         for name in ("inference_concurrency", "inference_batch_size", "import_batch_size",
                      "max_page_size", "search_batch_size", "max_request_bytes", "max_json_depth",
-                     "filter_max_depth"):
+                     "filter_max_depth", "eval_max_searches"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1, not {getattr(self, name)}")
         if self.inference_retries < 0:
@@ -138,7 +140,7 @@ def env_name(attr: str) -> str:
 
 _INTS = {"inference_concurrency", "inference_retries", "inference_batch_size", "import_batch_size",
          "max_page_size", "search_batch_size", "max_request_bytes", "image_url_max_bytes", "max_json_depth",
-         "filter_max_depth"}
+         "filter_max_depth", "eval_max_searches"}
 _PORTS = {"http_port", "grpc_port"}
 
 

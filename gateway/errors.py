@@ -61,6 +61,13 @@ class Unauthorized(GatewayError):
     grpc_code = "UNAUTHENTICATED"
 
 
+class NotInstalled(GatewayError):
+    """The feature needs packages this gateway was installed without; the message names the extra."""
+
+    http_status = 501
+    grpc_code = "UNIMPLEMENTED"
+
+
 class Unavailable(GatewayError):
     """A dependency (an inference service or the store) did not answer; ``service`` names it."""
 

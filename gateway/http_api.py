@@ -2,7 +2,8 @@
 
 Errors are JSON ``{"error": message, "field": dotted.path}`` (4xx) or ``{"error", "service"}`` (503);
 never a stack trace. With API keys configured every /v1 route needs ``Authorization: Bearer KEY`` or
-``x-api-key: KEY`` (checked before the body is read); /healthz, /readyz, /metrics and /docs stay open.
+``x-api-key: KEY`` (checked before the body is read); /healthz, /readyz, /metrics, /docs and the search
+page /ui stay open.
 
 Request bodies are read here, not by the framework: the bytes are counted as they stream in (chunked
 bodies too) and the request is answered 413 as soon as MAX_REQUEST_BYTES is passed, without reading the
@@ -29,11 +30,12 @@ from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from gateway import json_body, openapi
+from gateway import json_body, openapi, ui
 from gateway.api_keys import check_api_key
 from gateway.definitions import CollectionDefinition, loc_to_field
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.service import GatewayService
+from gateway.service.evaluate import EvaluateRequest
 from gateway.service.requests import (
     BatchSearchRequest,
     CollectionPatch,
@@ -342,5 +344,12 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
         """Several searches in one call: {results: [{hits, took_ms} | {error, field}]}, in order."""
         return await svc(request).search_batch(name, body)
 
+    @app.post("/v1/collections/{name}/evaluate", tags=["search"])
+    async def evaluate(name: str, body: EvaluateRequest, request: Request) -> dict[str, Any]:
+        """Recall@K, P@K, MRR@10, nDCG@10, MAP, AvgRecall and latency per search kind and hybrid alpha,
+        from BEIR queries and qrels (what `polyvec eval` computes; the search page's Evaluate tab)."""
+        return await svc(request).evaluate(name, body)
+
     openapi.install(app)  # the completed /openapi.json, and /docs from local assets
+    ui.install(app)  # the search page, /ui
     return app

@@ -65,6 +65,8 @@ _HELP = {
     "max_request_bytes": "largest request body in bytes, counted as it streams in (default 64 MiB)",
     "max_json_depth": "deepest nesting of a request body's JSON (or gRPC Struct) (default 64)",
     "filter_max_depth": "deepest nesting of a search filter, counting objects and lists (default 32)",
+    "eval_max_searches": "most searches one evaluation request (the search page's Evaluate tab) may run "
+                         "(default 10000)",
     "image_urls": "fetch http(s) image URLs in image fields and near_image (0/1, default 1)",
     "image_url_hosts": "comma-separated hosts image URLs may point at (*.example.com for subdomains)",
     "image_url_allow_private": "allow image URLs on loopback/private networks (0/1, default 0)",

@@ -173,6 +173,32 @@ class BatchSearchResult(_Open):
     took_ms: float | None = None
 
 
+class EvalRun(_Open):
+    """One search configuration: its measures (null when every search failed) and latency."""
+
+    name: str = Field(examples=["hybrid alpha=0.5 rrf"])
+    kind: str
+    alpha: float | None = None
+    fusion: str | None = None
+    queries: int
+    errors: int
+    metrics: dict[str, float] | None = Field(examples=[{"R@1": 0.41, "R@10": 0.83, "MRR@10": 0.55,
+                                                        "nDCG@10": 0.6, "MAP": 0.52, "AvgRecall": 0.62}])
+    latency_ms: dict[str, float] | None = Field(examples=[{"p50": 4.1, "p99": 9.7, "mean": 4.5}])
+    error: str | None = None
+
+
+class EvalReport(_Open):
+    """Retrieval quality per search kind and hybrid alpha (the JSON of `polyvec eval --json`)."""
+
+    collection: str
+    k: list[int]
+    measures: list[str]
+    queries: dict[str, int]
+    latency: str
+    runs: list[EvalRun]
+
+
 class ReindexResult(_Open):
     collection: str
     objects: int
@@ -201,6 +227,7 @@ RESPONSES: dict[tuple[str, str], tuple[int, type[BaseModel], tuple[int, ...]]] =
     ("post", "/v1/collections/{name}/objects/delete"): (200, ObjectsDeleted, (400, 401, 404, 413, 503)),
     ("post", "/v1/collections/{name}/count"): (200, Count, (400, 401, 404, 413, 503)),
     ("post", "/v1/collections/{name}/search/batch"): (200, BatchSearchResult, (400, 401, 404, 413, 503)),
+    ("post", "/v1/collections/{name}/evaluate"): (200, EvalReport, (400, 401, 404, 413, 501, 503)),
 }
 #: routes outside the JSON API: Prometheus text, and the documentation itself
 NOT_JSON = {("get", "/metrics"), ("get", "/docs"), ("get", "/docs/oauth2-redirect"), ("get", "/openapi.json")}
@@ -211,6 +238,7 @@ ERROR_TEXT = {
     404: "No such collection or object.",
     409: "A collection with this name exists already.",
     413: "The request body is larger than MAX_REQUEST_BYTES.",
+    501: "This gateway was installed without the packages the route needs; `error` names the extra.",
     429: "The gateway is at its limit of requests in flight; retry after the time in Retry-After.",
     503: "An inference service or Qdrant did not answer in time; `service` names it.",
 }

@@ -815,6 +815,12 @@ class GatewayService:
                                   f"inference service {client.address} returned a vector that {problem[1]}")
             q.values = values
 
+    async def evaluate(self, name: str, body: Any) -> dict[str, Any]:
+        """Retrieval quality of a collection from BEIR queries and qrels (see gateway.service.evaluate)."""
+        from gateway.service.evaluate import evaluate
+
+        return await evaluate(self, name, body)
+
     # -- health ---------------------------------------------------------------------------------------------
     async def ready(self, timeout_s: float = 2.0) -> dict[str, Any]:
         """Storage reachable (required) and each configured model's inference service (reported)."""
