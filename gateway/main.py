@@ -121,6 +121,7 @@ def describe(settings: GatewaySettings, http_port: int | None, grpc_port: int | 
     lines = []
     if http_port is not None:
         lines.append(f"  HTTP   http://{host}:{http_port}   (API docs: http://{host}:{http_port}/docs)")
+        lines.append(f"  page   http://{host}:{http_port}/ui   (search and evaluate in a browser)")
     if grpc_port is not None:
         lines.append(f"  gRPC   {host}:{grpc_port}   (polyvec.gateway.v1.Gateway)")
     lines.append("  store  " + (f"Qdrant at {settings.qdrant_url}" if settings.qdrant_url

@@ -112,6 +112,8 @@ def test_up_end_to_end(tmp_path):
         http = re.search(r"HTTP\s+(http://\S+)", out).group(1)
         assert http == f"http://127.0.0.1:{http_port}"
         assert f"gRPC   127.0.0.1:{grpc_port}" in out
+        page = re.search(r"page\s+(http://\S+)", out).group(1)  # the search page
+        assert page == f"{http}/ui"
         # the summary lists the model's addresses; the first model is also "default"
         model_line = re.search(r"model\s+minilm\s+(.*)", out).group(1)
         model_address = f"127.0.0.1:{model_grpc}"
@@ -124,6 +126,7 @@ def test_up_end_to_end(tmp_path):
             assert len(r.json()["textVectors"][0]) == 384
             assert c.get("/meta").status_code == 200
         with httpx.Client(base_url=http, timeout=60) as c:
+            assert "polyvec search" in c.get("/ui").text
             r = c.post("/v1/collections", json={"name": "notes", "vectorizers": {
                 "main": {"model": "default", "text_fields": ["text"]}}})
             assert r.status_code == 201, r.text

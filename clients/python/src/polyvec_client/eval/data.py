@@ -149,9 +149,10 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return parse_qrels(_read(path, "qrels"), source=str(path))
 
 
-def read_corpus(path: str | Path, *, image_fields: tuple[str, ...] = ("image",)) -> Iterator[dict[str, Any]]:
-    """BEIR corpus lines ``{"_id", "title", "text", ...}`` as import objects ``{id, properties}``; an image
-    field holding a path (relative to the file) is read and sent as base64."""
+def read_corpus(path: str | Path) -> Iterator[dict[str, Any]]:
+    """BEIR corpus lines ``{"_id", "title", "text", ...}`` as import objects ``{id, properties}``. A string
+    property naming an image file (``.png``, ``.jpg``, ... relative to the corpus file) is read and sent as
+    base64, so a corpus can point at its pictures."""
     path = Path(path)
     with path.open(encoding="utf-8") as stream:
         for number, line in enumerate(stream, 1):
@@ -165,13 +166,11 @@ def read_corpus(path: str | Path, *, image_fields: tuple[str, ...] = ("image",))
             if not isinstance(record, dict) or "_id" not in record:
                 raise EvalDataError(where, "a corpus line is a JSON object with an _id")
             properties = {k: v for k, v in record.items() if k != "_id"}
-            for field in image_fields:
-                value = properties.get(field)
+            for key, value in properties.items():
                 if isinstance(value, str) and not is_url(value) and looks_like_path(value):
                     file = (path.parent / value).resolve()
-                    if not file.is_file():
-                        raise EvalDataError(f"{where}: {field}", f"no such image file: {file}")
-                    properties[field] = image_file_base64(file)
+                    if file.is_file():
+                        properties[key] = image_file_base64(file)
             yield {"id": str(record["_id"]), "properties": properties}
 
 
