@@ -193,6 +193,7 @@ class EvalReport(_Open):
 
     collection: str
     k: list[int]
+    depth: int = Field(description="hits asked for per search: the largest K, at least 10")
     measures: list[str]
     queries: dict[str, int]
     latency: str

@@ -1,5 +1,5 @@
 """The ``polyvec`` command: ``polyvec inference | gateway | up`` and the client's
-``polyvec import | export | search | collections`` (polyvec-client, clients/python)."""
+``polyvec import | export | search | collections | eval`` (polyvec-client, clients/python)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ commands:
   export      write a collection as JSON lines (what import reads)
   search      search a collection and print the hits
   collections list, show or delete collections
+  eval        measure retrieval quality: Recall@K, P@K, MRR@10, nDCG@10, MAP per search kind and alpha
 
 Run 'polyvec COMMAND --help' for the options of one command."""
 
@@ -32,7 +33,7 @@ COMMANDS = {
 }
 FIRST_PARTY = ("services", "gateway", "protos")
 #: commands of the client's command line (polyvec_client.cli)
-CLIENT_COMMANDS = ("import", "export", "search", "collections")
+CLIENT_COMMANDS = ("import", "export", "search", "collections", "eval")
 
 
 def client_main(argv: list[str]) -> int:

@@ -19,8 +19,8 @@ import pytest
 from gateway.http_api import create_app
 from tests.gateway_support import gateway_with_inference, make_store
 
-DOCS = {"d1": "red apple fruit", "d2": "green leaf plant", "d3": "blue sea water", "d4": "yellow banana fruit",
-        "d5": "black night sky", "d6": "red cherry fruit"}
+DOCS = {"d1": "red apple fruit", "d2": "green leaf plant", "d3": "blue sea water",
+        "d4": "yellow banana fruit", "d5": "black night sky", "d6": "red cherry fruit"}
 QUERIES = [{"_id": "q1", "text": "apple"}, {"_id": "q2", "text": "sea water"}, {"_id": "q3", "text": "fruit"},
            {"_id": "q4", "text": "unjudged query"}]
 QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t1\nq3\td1\t1\nq3\td4\t1\nq3\td6\t1\n"
@@ -31,7 +31,8 @@ def _run(tmp_path, scenario, settings=None):
         async with gateway_with_inference(make_store("qdrant", tmp_path), settings=settings) as (svc, _):
             app = create_app(svc)
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway",
+                                         timeout=60) as client:
                 r = await client.post("/v1/collections", json={
                     "name": "docs", "vectorizers": {"main": {"model": "clip", "text_fields": ["text"]}}})
                 assert r.status_code == 201, r.text

@@ -175,9 +175,11 @@ def test_near_image_by_upload_drop_and_paste(page, gateway, tmp_path):
             const dt = new DataTransfer();
             dt.items.add(new File([bytes], 'q.png', {type: 'image/png'}));
             if (event === 'drop') {
-              document.querySelector('#image-drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+              document.querySelector('#image-drop').dispatchEvent(
+                new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
             } else {
-              document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}));
+              document.dispatchEvent(
+                new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}));
             }
         }""", [event, base64.b64encode(png_bytes(colour, 24)).decode()])
         page.wait_for_selector("#results-a .card")
@@ -198,7 +200,8 @@ def test_more_like_this_uses_the_stored_vector(page, gateway):
     gets = [u for m, u, _ in requests if m == "GET" and "/objects/snow" in u]
     assert gets and "with_vectors=true" in gets[0]
     body = json.loads([d for m, u, d in requests if m == "POST" and u.endswith("/search")][-1])
-    stored = httpx.get(f"{gateway.url}/v1/collections/shop/objects/snow", params={"with_vectors": True}).json()
+    stored = httpx.get(f"{gateway.url}/v1/collections/shop/objects/snow",
+                       params={"with_vectors": True}).json()
     assert body["near_vector"]["vector"] == stored["vectors"]["clip"] and body["vector"] == "clip"
     assert float(page.text_content("#results-a .card .score")) == pytest.approx(1.0, abs=1e-3)
     page.click("#mlt-clear")

@@ -8,7 +8,6 @@ import json
 import math
 
 import pytest
-
 from polyvec_client.eval import data, metrics, report, runner
 
 # q1: relevant d1, d2; ranked d3 d1 d4 d2   q2: d5 (relevance 2); ranked d5 d6   q3: d7; no hits
@@ -102,7 +101,7 @@ def test_runner_plans_kinds_alphas_and_fusions_and_scores_each_run():
     assert result["k"] == [1, 5]
     assert result["queries"] == {"total": 5, "evaluated": 3, "without_qrels": 2, "text": 3, "image": 0}
     text_run, image_run = result["runs"]
-    assert len(calls) == 3 and all(c["limit"] == 5 and c["vector"] == "main" for c in calls)
+    assert len(calls) == 3 and all(c["limit"] == 10 and c["vector"] == "main" for c in calls)
     assert text_run["errors"] == 1 and text_run["error"] == "q3: 400: bad query"
     for name, value in BY_HAND.items():  # q3's failure counts 0, as its empty ranking did
         assert text_run["metrics"][name] == pytest.approx(value), name

@@ -487,7 +487,7 @@ function renderEval(report) {
   if (alphas.length > 1) {
     const series = [];
     for (const fusion of [...new Set(hybrid.map((r) => r.fusion))]) {
-      for (const m of ["nDCG@10", "MRR@10", "R@10"].filter((x) => measures.includes(x))) {
+      for (const m of ["nDCG@10", "MRR@10", "AvgRecall"].filter((x) => measures.includes(x))) {
         series.push({name: `${m} ${fusion}`, values: alphas.map((a) => hybrid.find((r) => r.fusion === fusion && r.alpha === a)?.metrics[m])});
       }
     }

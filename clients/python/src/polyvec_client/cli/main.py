@@ -1,4 +1,5 @@
-"""The user command line: ``polyvec import | export | search | collections`` (also ``polyvec-client ...``).
+"""The user command line: ``polyvec import | export | search | collections | eval`` (also
+``polyvec-client ...``).
 
 The gateway is ``--url`` (default $POLYVEC_URL, else http://localhost:8000) with ``--api-key`` (default
 $POLYVEC_API_KEY).
@@ -18,7 +19,7 @@ from polyvec_client.client import Client
 from polyvec_client.errors import PolyvecError
 from polyvec_client.progress import Progress
 
-COMMANDS = ("import", "export", "search", "collections")
+COMMANDS = ("import", "export", "search", "collections", "eval")
 
 
 def build_parser(prog: str = "polyvec") -> argparse.ArgumentParser:
@@ -63,7 +64,24 @@ def build_parser(prog: str = "polyvec") -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--yes", action="store_true", help="delete without asking")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("eval", parents=[common], help="measure retrieval quality (Recall@K, MRR, nDCG, ...)",
+                       description="Search a collection with BEIR queries and score the hits against the "
+                                   "qrels: Recall@K, P@K, MRR@10, nDCG@10, MAP and AvgRecall = mean(R@1, "
+                                   "R@10) per search kind and hybrid alpha, with p50/p99 latency. Needs the "
+                                   "eval extra (pip install 'polyvec-client[eval]').")
+    eval_arguments(p)
     return parser
+
+
+def eval_arguments(p: argparse.ArgumentParser) -> None:
+    """``polyvec eval``'s options, from polyvec_client.eval.cli when the eval extra is installed."""
+    try:
+        from polyvec_client.eval import cli as eval_cli
+    except ImportError:  # the command then says what to install
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        return
+    eval_cli.add_arguments(p)
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -189,6 +207,8 @@ def collections(client: Client, args: argparse.Namespace, out: IO[str], err: IO[
 def main(argv: list[str] | None = None, *, prog: str = "polyvec-client") -> int:
     args = build_parser(prog).parse_args(argv)
     out, err = sys.stdout, sys.stderr
+    if args.command == "eval":
+        return run_eval(args, prog, out, err)
     try:
         with Client(args.url, api_key=args.api_key, timeout=args.timeout) as client:
             if args.command == "import":
@@ -207,6 +227,20 @@ def main(argv: list[str] | None = None, *, prog: str = "polyvec-client") -> int:
         return 130
     except BrokenPipeError:  # `polyvec export ... | head`
         return 0
+
+
+def run_eval(args: argparse.Namespace, prog: str, out: IO[str], err: IO[str]) -> int:
+    try:
+        from polyvec_client.eval import cli as eval_cli
+    except ImportError as exc:
+        print(f"{prog} eval: needs the eval extra ({exc.name or exc} is missing): "
+              "pip install 'polyvec-client[eval]'", file=err)
+        return 2
+    try:
+        return eval_cli.run(args, out, err)
+    except KeyboardInterrupt:
+        print(f"{prog} eval: interrupted", file=err)
+        return 130
 
 
 if __name__ == "__main__":

@@ -75,11 +75,15 @@ def load_corpus(client: Client, args: argparse.Namespace, err: IO[str]) -> None:
         if not args.model:
             raise data.EvalDataError("--load", f"collection {args.collection!r} does not exist: pass --model "
                                                "NAME to create it (or create it first)")
-        vectorizer: dict[str, Any] = {"model": args.model, "text_fields": args.text_fields}
+        vectorizer: dict[str, Any] = {"model": args.model}
+        if args.text_fields:
+            vectorizer["text_fields"] = args.text_fields
         if args.image_fields:
             vectorizer["image_fields"] = args.image_fields
-        client.collections.create({"name": args.collection, "vectorizers": {"main": vectorizer},
-                                   "bm25": {"fields": args.text_fields}})
+        definition: dict[str, Any] = {"name": args.collection, "vectorizers": {"main": vectorizer}}
+        if args.text_fields:
+            definition["bm25"] = {"fields": args.text_fields}
+        client.collections.create(definition)
         print(f"created collection {args.collection!r} (model {args.model})", file=err)
     started = time.monotonic()
     objects = data.read_corpus(args.load)

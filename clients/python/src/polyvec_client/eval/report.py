@@ -36,14 +36,15 @@ def format_table(report: dict[str, Any]) -> str:
              + (f" ({skipped} without relevant documents in the qrels skipped)" if skipped else "")
              + (f"; latency: {report['latency']}" if report.get("latency") else ""),
              "* best in its column; MRR@10 = ir-measures RR@10, MAP = AP over the top "
-             f"{max(report['k'])}, AvgRecall = mean(R@1, R@10)"]
+             f"{report.get('depth', max(report['k']))}, AvgRecall = mean(R@1, R@10)"]
     errors = [r for r in runs if r.get("metrics") and r.get("errors")]
     notes += [f"{r['name']}: {r['errors']} searches failed (counted 0), e.g. {r['error']}" for r in errors]
     return "\n".join(lines + [""] + notes)
 
 
 def plot(report: dict[str, Any], path: str | Path) -> Path:
-    """Recall@K curves per run, and (with hybrid at several alphas) nDCG@10 / MRR@10 / R@10 against alpha."""
+    """Recall@K curves per run, and (with hybrid at several alphas) nDCG@10 / MRR@10 / AvgRecall against
+    alpha."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,7 +69,7 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     if panels == 2:
         ax = axes[0][1]
         for fusion in dict.fromkeys(r["fusion"] for r in hybrid):
-            for measure, style in (("nDCG@10", "-"), ("MRR@10", "--"), ("R@10", ":")):
+            for measure, style in (("nDCG@10", "-"), ("MRR@10", "--"), ("AvgRecall", ":")):
                 points = sorted((r["alpha"], r["metrics"][measure]) for r in hybrid if r["fusion"] == fusion)
                 ax.plot([a for a, _ in points], [v for _, v in points], style, marker="o",
                         label=f"{measure} {fusion}")

@@ -101,6 +101,12 @@ def check_ks(ks: Sequence[int]) -> list[int]:
     return out
 
 
+def depth(ks: Sequence[int]) -> int:
+    """How many hits each search asks for: the largest K, and never fewer than 10 (MRR@10, nDCG@10 and
+    AvgRecall's R@10 need the top 10 whatever the Ks asked for)."""
+    return max(*ks, 10)
+
+
 def default_kinds(collection: Mapping[str, Any], queries: Sequence[Query]) -> list[str]:
     """The kinds a collection can answer for these queries (from its definition as the gateway shows it)."""
     vectorizers = (collection.get("vectorizers") or {}).values()
@@ -173,7 +179,7 @@ async def evaluate(search: SearchFn, queries: Sequence[Query], qrels: Mapping[st
             out_runs.append({**_describe(config), "queries": 0, "errors": 0, "metrics": None,
                              "latency_ms": None, "error": f"no {config.modality} queries for {config.kind}"})
             continue
-        result = await run_one(search, config, subset, max(ks), vector=vector, filter=filter,
+        result = await run_one(search, config, subset, depth(ks), vector=vector, filter=filter,
                                concurrency=concurrency)
         if on_run is not None:
             on_run(result)
@@ -192,6 +198,7 @@ async def evaluate(search: SearchFn, queries: Sequence[Query], qrels: Mapping[st
     return {
         "collection": collection,
         "k": ks,
+        "depth": depth(ks),
         "measures": metrics.measure_names(ks),
         "queries": {"total": len(queries), "evaluated": len(usable),
                     "without_qrels": len(queries) - len(usable),
