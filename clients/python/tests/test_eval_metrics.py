@@ -125,7 +125,7 @@ def test_plot_draws_recall_curves_and_alpha_panel(tmp_path):
     matplotlib = pytest.importorskip("matplotlib")
     assert matplotlib
     runs = [{"name": f"hybrid alpha={a:g} rrf", "kind": "hybrid", "alpha": a, "fusion": "rrf",
-             "metrics": {"R@1": a / 2, "R@10": a, "nDCG@10": a, "MRR@10": a / 3},
+             "metrics": {"R@1": a / 2, "R@10": a, "nDCG@10": a, "MRR@10": a / 3, "AvgRecall": a * 3 / 4},
              "latency_ms": {"p50": 1, "p99": 2}} for a in (0.0, 0.5, 1.0)]
     out = report.plot({"k": [1, 10], "runs": runs, "collection": "c"}, tmp_path / "plot.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
