@@ -10,8 +10,6 @@ rejected item is tried once more alone, since a batching server may have failed 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +24,7 @@ from gateway.service.collections import StoredCollection
 from gateway.service.requests import ObjectIn
 from gateway.service.vectors import check_vector, get_path, is_uuid, object_uuid, weighted_mean
 from gateway.storage.base import PointRecord
+from services.input_rules import check_text, decode_base64
 
 #: Payload key holding the user's id when it is not a UUID (the point id is derived from it).
 ID_KEY = "_polyvec_id"
@@ -89,15 +88,8 @@ class Job:
 
 
 def decode_base64_image(value: str) -> bytes:
-    if value.startswith("data:") and "," in value:
-        value = value.split(",", 1)[1]
-    try:
-        data = base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("is not valid base64") from None
-    if not data:
-        raise ValueError("is an empty image")
-    return data
+    """A base64 image (or data: URL) by the rule both services share; ValueError saying what is wrong."""
+    return decode_base64(value)
 
 
 def text_value(value: Any) -> str | None:
@@ -105,12 +97,14 @@ def text_value(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
+        check_text(value)
         return value if value.strip() else None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, list) and all(isinstance(v, str | int | float) and not isinstance(v, bool)
                                        for v in value):
         joined = " ".join(str(v) for v in value)
+        check_text(joined)
         return joined if joined.strip() else None
     raise ValueError("must be a string (or a list of strings) to be embedded as text")
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -15,6 +16,7 @@ from pydantic import (
 )
 
 from gateway.definitions import FIELD_RE, bad_request_from, invalid
+from services.input_rules import check_text
 
 MAX_LIMIT = 10_000
 MAX_FACET_LIMIT = 1_000
@@ -23,6 +25,17 @@ QUERY_KINDS = ("near_text", "near_image", "near_vector", "bm25", "hybrid")
 DENSE_KINDS = ("near_text", "near_image", "near_vector")
 #: A JSON number: an int or a float, not a string or a boolean that happens to convert.
 Number = Annotated[float, Field(strict=True)]
+
+
+def _valid_text(value: Any) -> Any:
+    if isinstance(value, str):
+        check_text(value)  # the text rule both services share (InputError is a ValueError)
+    return value
+
+
+#: A query text: valid Unicode (no lone surrogate), by the rule the inference service applies too.
+#: Checked before pydantic's own str check, which refuses a surrogate with a vaguer message.
+Text = Annotated[str, BeforeValidator(_valid_text)]
 
 
 class _Strict(BaseModel):
@@ -52,7 +65,7 @@ class ImportRequest(_Strict):
 
 
 class NearText(_Strict):
-    query: str = Field(..., min_length=1)
+    query: Text = Field(..., min_length=1)
 
 
 class NearImage(_Strict):
@@ -65,11 +78,11 @@ class NearVector(_Strict):
 
 
 class Bm25Query(_Strict):
-    query: str = Field(..., min_length=1)
+    query: Text = Field(..., min_length=1)
 
 
 class HybridQuery(_Strict):
-    query: str = Field(..., min_length=1)
+    query: Text = Field(..., min_length=1)
     alpha: float = Field(0.5, strict=True, description="1 = vector only, 0 = BM25 only")
     fusion: Literal["rrf", "relative_score"] = "rrf"
 

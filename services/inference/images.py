@@ -14,17 +14,15 @@ Every failure is an :class:`ImageError` that names the item's index.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
-import re
 import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from services.input_rules import InputError, decode_base64
+
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 _WHITE = (255, 255, 255)
-_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,", re.IGNORECASE)
 
 
 class ImageError(ValueError):
@@ -106,25 +104,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def decode_base64_image(value: str, index: int) -> bytes:
-    """Decode a base64 image string (plain or a ``data:image/...;base64,`` URL) into bytes."""
-    if not isinstance(value, str):
-        raise ImageError(index, f"expected a base64 string, got {type(value).__name__}")
-    text = value.strip()
-    if text.lower().startswith("data:"):
-        match = _DATA_URL.match(text)
-        if match is None:
-            raise ImageError(index, "data: URL must be of the form data:image/...;base64,<data>")
-        text = text[match.end():]
-    # Tolerate line breaks and the URL-safe alphabet; reject anything else.
-    text = "".join(text.split())
-    if not text:
-        raise ImageError(index, "empty image string")
-    if "-" in text or "_" in text:
-        text = text.replace("-", "+").replace("_", "/")
-    missing = -len(text) % 4
-    if missing == 3:
-        raise ImageError(index, "invalid base64 (bad length)")
+    """Decode a base64 image string (plain or a ``data:image/...;base64,`` URL) into bytes, by the rule
+    both services share (:func:`services.input_rules.decode_base64`)."""
     try:
-        return base64.b64decode(text + "=" * missing, validate=True)
-    except (binascii.Error, ValueError):
-        raise ImageError(index, "invalid base64 data") from None
+        return decode_base64(value)
+    except InputError as exc:
+        raise ImageError(index, str(exc)) from None

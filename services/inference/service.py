@@ -24,6 +24,7 @@ from services.inference.config import CPU_MAX_BATCH_TOKENS, InferenceSettings
 from services.inference.images import ImageError, decode_image
 from services.inference.loaders.base import DENSE, IMAGE, SPARSE, TEXT, Encoder, SparseVector
 from services.inference.metrics import Metrics
+from services.input_rules import InputError, check_text
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,10 @@ class InferenceService:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InvalidInput(f"texts[{i}]", f"must be a string, not {type(text).__name__}")
+            try:
+                check_text(text)  # the text rule both services share
+            except InputError as exc:
+                raise InvalidInput(f"texts[{i}]", str(exc)) from None
             size += len(text)
         for item in images:
             size += len(item) if hasattr(item, "__len__") else 0
