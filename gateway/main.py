@@ -21,6 +21,7 @@ from gateway.storage.base import Store
 from gateway.storage.data_dir_lock import DataDirInUse
 from services import tracing
 from services.env_settings import add_config_flag, add_setting_flags, read_settings_file
+from services.logging_setup import redact, setup_logging
 from services.net import run_event_loop
 
 if TYPE_CHECKING:
@@ -100,6 +101,17 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     return GatewaySettings.from_env(environ, file_values=file_values, **flags)
 
 
+def secrets_of(settings: GatewaySettings) -> list[str]:
+    """The configured values no log line or error may show: the API keys, Qdrant's key and the
+    password of QDRANT_URL (a URL's ``user:password@`` is masked by its shape anyway)."""
+    from urllib.parse import urlsplit
+
+    values = [*settings.api_keys, settings.qdrant_api_key or ""]
+    if settings.qdrant_url:
+        values.append(urlsplit(settings.qdrant_url).password or "")
+    return [v for v in values if v]
+
+
 def build_store(settings: GatewaySettings) -> Store:
     """QdrantStore for QDRANT_URL, else EdgeStore under DATA_DIR."""
     if settings.qdrant_url:
@@ -138,9 +150,10 @@ def http_server(app: Any, settings: GatewaySettings) -> uvicorn.Server:
     from services.net import http_protocol
 
     assert settings.http_port is not None
+    # log_config=None: uvicorn's records go through the root handler (one format, redacted)
     config = uvicorn.Config(app, host=settings.host, port=settings.http_port, http=http_protocol(),
-                            log_level=settings.log_level.lower(), access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s))
+                            log_config=None, log_level=settings.log_level.lower(), access_log=False,
+                            lifespan="off", timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s))
     return uvicorn.Server(config)
 
 
@@ -233,18 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"polyvec gateway: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level, secrets=secrets_of(settings))
     try:
         store = build_store(settings)
     except DataDirInUse as exc:
         print(f"polyvec gateway: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        print(f"polyvec gateway: cannot open the store: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(redact(f"polyvec gateway: cannot open the store: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return 1
 
     def started(http_port: int | None, grpc_port: int | None) -> None:
-        print("polyvec gateway is serving:\n" + describe(settings, http_port, grpc_port), flush=True)
+        print("polyvec gateway is serving:\n" + redact(describe(settings, http_port, grpc_port)), flush=True)
 
     install_stop_handlers()
     tracing.setup("polyvec-gateway")
@@ -253,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except (OSError, SystemExit) as exc:
-        print(f"polyvec gateway: {exc}", file=sys.stderr)
+        print(redact(f"polyvec gateway: {exc}"), file=sys.stderr)
         return 1
     finally:
         tracing.shutdown()

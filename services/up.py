@@ -489,10 +489,12 @@ def main(argv: list[str] | None = None) -> int:
         flags = {key: getattr(args, key) for key in ("data_dir", "host", "http_port", "grpc_port",
                                                       "startup_timeout_s")}
         apply_precedence(cfg, flags, os.environ)
-        import logging
+        from services.logging_setup import setup_logging
 
-        logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            setup_logging(os.environ.get("LOG_LEVEL") or "INFO")  # the secret variables are masked
+        except ValueError as exc:
+            raise UpError(str(exc)) from None
         install_stop_handlers()
         from services import tracing
 

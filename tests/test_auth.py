@@ -65,13 +65,20 @@ def test_repr_and_str_mask_secrets():
         assert "eu-west-1" in text and "***" in text
 
 
-def test_unknown_keys_named_with_suggestion():
-    with pytest.raises(ModelAuthError, match="unknown key 'aws_secret_key'.*aws_secret_access_key"):
+def test_unknown_keys_refused_with_suggestion_but_not_shown():
+    """An unknown key may be a secret pasted in the wrong place: the error says where and what the
+    known keys are, and suggests the closest one, but never quotes the key (issue 7, defect 9)."""
+    hidden = "an unknown key (not shown: it may be a secret)"
+    with pytest.raises(ModelAuthError) as err:
         parse_model_auth({"s3": {"aws_access_key_id": "a", "aws_secret_key": "b"}})
-    with pytest.raises(ModelAuthError, match="unknown key 'gcs'"):
-        parse_model_auth({"gcs": {}})
-    with pytest.raises(ModelAuthError, match=r"MODEL_AUTH\.hf: unknown key 'api_key'"):
-        parse_model_auth({"hf": {"api_key": "x"}})
+    assert f"MODEL_AUTH.s3: {hidden} (did you mean 'aws_secret_access_key'?)" in str(err.value)
+    assert "aws_secret_key'" not in str(err.value)
+    with pytest.raises(ModelAuthError) as err:
+        parse_model_auth({"AKIAIOSFODNN7EXAMPLE": {}})
+    assert f"MODEL_AUTH: {hidden}; known keys: s3, hf" in str(err.value) and "AKIA" not in str(err.value)
+    with pytest.raises(ModelAuthError) as err:
+        parse_model_auth({"hf": {"hf_abcdefghijklmnopqrstuvwx": "x"}})
+    assert f"MODEL_AUTH.hf: {hidden}" in str(err.value) and "hf_abc" not in str(err.value)
 
 
 def test_half_a_key_pair_refused():

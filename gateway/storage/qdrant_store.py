@@ -73,6 +73,7 @@ from gateway.storage.base import (
     validate_collection_name,
 )
 from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse
+from services.logging_setup import redact
 
 T = TypeVar("T")
 _LOCAL_NOT_FOUND = re.compile(r"^Collection .* not found", re.IGNORECASE)
@@ -297,7 +298,7 @@ class QdrantStore(Store):
         else:
             raise StoreError("url: a Qdrant URL or location=':memory:' is required")
         self._local = location is not None
-        self._where = location or url or "the given client"
+        self._where = redact(location or url or "the given client")  # errors never show a password
         # qdrant-client's local mode is not thread-safe; a server client is.
         self._lock = threading.RLock() if self._local else None
         self._system_ready = False

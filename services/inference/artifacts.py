@@ -331,7 +331,8 @@ def _from_s3(loc: S3Location, expected: str | None, auth_required: bool, auth: M
 
     def fetch(out: IO[bytes], sink: Callable[[bytes], None]) -> None:
         client = _s3_client(auth_required, auth, label)
-        log.info("downloading %s%s into %s", label, f" from {endpoint}" if endpoint else "", dest.parent)
+        log.info("downloading %s%s into %s", label, f" from {redact_url(endpoint)}" if endpoint else "",
+                 dest.parent)
         try:
             resp = client.get_object(Bucket=loc.bucket, Key=loc.key)
             total = resp.get("ContentLength")

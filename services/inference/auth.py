@@ -7,9 +7,11 @@ in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from .model_spec import ModelSpecError, blank, decode_json, refuse_unknown
 
@@ -56,12 +58,12 @@ def parse_model_auth(raw: str | bytes | Mapping[str, Any] | None) -> ModelAuth |
     raw = decode_json(raw, _WHERE, ModelAuthError)
     if not isinstance(raw, Mapping):
         raise ModelAuthError(f"{_WHERE} must be a JSON object with s3 and/or hf")
-    refuse_unknown(raw, ("s3", "hf"), _WHERE, ModelAuthError)
+    refuse_unknown(raw, ("s3", "hf"), _WHERE, ModelAuthError, show_key=False)
 
     values: dict[str, str | None] = {}
     if raw.get("s3") is not None:
         s3 = _section(raw["s3"], "s3")
-        refuse_unknown(s3, _S3_KEYS, f"{_WHERE}.s3", ModelAuthError)
+        refuse_unknown(s3, _S3_KEYS, f"{_WHERE}.s3", ModelAuthError, show_key=False)
         for key in _S3_KEYS:
             values["s3_endpoint_url" if key == "endpoint_url" else key] = _opt_str(s3, key, f"{_WHERE}.s3")
         key_id, secret = values.get("aws_access_key_id"), values.get("aws_secret_access_key")
@@ -76,7 +78,7 @@ def parse_model_auth(raw: str | bytes | Mapping[str, Any] | None) -> ModelAuth |
             raise ModelAuthError(f"{_WHERE}.s3.endpoint_url must start with http:// or https://")
     if raw.get("hf") is not None:
         hf = _section(raw["hf"], "hf")
-        refuse_unknown(hf, _HF_KEYS, f"{_WHERE}.hf", ModelAuthError)
+        refuse_unknown(hf, _HF_KEYS, f"{_WHERE}.hf", ModelAuthError, show_key=False)
         values["hf_token"] = _opt_str(hf, "token", f"{_WHERE}.hf")
     return ModelAuth(**values)
 
@@ -94,3 +96,40 @@ def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
     if not isinstance(value, str):
         raise ModelAuthError(f"{where}.{key} must be a string")  # no value: it may be a secret
     return value.strip() or None
+
+
+_NOT_SECRET = ("region",)
+
+
+def secret_values(raw: str | bytes | Mapping[str, Any] | None) -> list[str]:
+    """What in ``MODEL_AUTH`` must never be logged: every string value but ``region`` and
+    ``endpoint_url`` (only its user and password), and every key that is not a known one (a secret
+    pasted as a key). Text that is not JSON is taken whole, and word by word."""
+    if raw is None or blank(raw):
+        return []
+    try:
+        data = decode_json(raw, _WHERE, ModelAuthError)
+    except (ModelAuthError, UnicodeDecodeError):
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
+        return [text, *re.findall(r"[^\s\"'{}:,\[\]]{8,}", text)]
+    known = {"s3", "hf", *_S3_KEYS, *_HF_KEYS}
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if isinstance(key, str) and key not in known:
+                    found.append(key)
+                if key == "endpoint_url" and isinstance(item, str):
+                    parts = urlsplit(item.strip())
+                    found.extend(v for v in (parts.username, parts.password) if v)
+                elif key not in _NOT_SECRET:
+                    walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str):
+            found.append(value)
+
+    walk(data)
+    return found

@@ -105,13 +105,16 @@ def settings_from_args(
     return InferenceSettings.from_env(merged, file_values=file_values)
 
 
-def setup_logging(level: str) -> None:
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
-    logging.basicConfig(
-        level=numeric, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+def setup_logging(settings: InferenceSettings) -> None:
+    """The servers' one logging setup (services.logging_setup), told which values are secrets: what
+    MODEL_AUTH holds (and the credential variables the libraries read)."""
+    from services.inference.auth import secret_values
+    from services.logging_setup import setup_logging as setup
+
+    try:
+        setup(settings.log_level, secrets=secret_values(settings.model_auth))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 # --------------------------------------------------------------- model spec
@@ -182,7 +185,9 @@ def _startup_errors() -> tuple[type[BaseException], ...]:
 
 
 def _fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    from services.logging_setup import redact
+
+    print(f"{PROG}: error: {redact(message)}", file=sys.stderr, flush=True)
     return EXIT_STARTUP
 
 
@@ -383,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = _startup_errors()
     try:
         settings = settings_from_args(args)
-        setup_logging(settings.log_level)
+        setup_logging(settings)
         plan = plan_model(settings)
     except errors as exc:
         return _fail(str(exc))

@@ -330,16 +330,21 @@ def _load(raw: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def refuse_unknown(obj: Mapping[str, Any], known: tuple[str, ...], where: str,
-                   error: type[ModelSpecError] = ModelSpecError) -> None:
-    """Raise ``error`` naming the first key of ``obj`` not in ``known`` (with the closest known key)."""
+                   error: type[ModelSpecError] = ModelSpecError, *, show_key: bool = True) -> None:
+    """Raise ``error`` naming the first key of ``obj`` not in ``known`` (with the closest known key).
+
+    ``show_key=False`` (credentials): the key is not quoted, since a secret pasted in the wrong place
+    may be that key.
+    """
     for key in obj:
         if key in known:
             continue
         if not isinstance(key, str):
-            raise error(f"{where}: keys must be strings, not {key!r}")
+            raise error(f"{where}: keys must be strings" + (f", not {key!r}" if show_key else ""))
         hint = _closest(key, known)
+        name = f"unknown key {key!r}" if show_key else "an unknown key (not shown: it may be a secret)"
         raise error(
-            f"{where}: unknown key {key!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+            f"{where}: {name}" + (f" (did you mean {hint!r}?)" if hint else "")
             + f"; known keys: {', '.join(known)}")
 
 
