@@ -136,10 +136,10 @@ def test_queue_full_fails_at_once_and_recovers():
         await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
         waiting = [asyncio.create_task(b.encode_texts([f"w{i}"], True)) for i in range(2)]
         await wait_until(lambda: b.queue_depth == 2)
-        start = time.perf_counter()
+        # refused at once: the call raises on its first step, before it ever waits (2 + 3 > 4)
+        call = b.encode_texts(["a", "b", "c"], True)
         with pytest.raises(QueueFull, match="limit is 4"):
-            await b.encode_texts(["a", "b", "c"], True)  # 2 + 3 > 4
-        assert time.perf_counter() - start < 0.5
+            call.send(None)
         assert b.queue_depth == 2  # the refused request left nothing behind
         fits = asyncio.create_task(b.encode_texts(["x", "y"], True))  # 2 + 2 == 4 still fits
         await wait_until(lambda: b.queue_depth == 4)
@@ -263,11 +263,14 @@ def test_batch_wait_clock_and_full_batches_go_at_once():
     enc = FakeEncoder()
 
     async def main():
-        b = make(enc, max_batch_size=8, batch_wait_ms=1000)
+        # a full batch goes at once: with a 60 s wait, waiting at all would show
+        b = make(enc, max_batch_size=8, batch_wait_ms=60_000)
         start = time.perf_counter()
-        await b.encode_texts([f"t{i}" for i in range(8)], True)  # full: no waiting
+        await b.encode_texts([f"t{i}" for i in range(8)], True)
         full = time.perf_counter() - start
+        await b.close()
         # two callers answered together; only one comes back: the batch waits for the other
+        b = make(enc, max_batch_size=8, batch_wait_ms=1000)
         await asyncio.gather(b.encode_texts(["a"], True), b.encode_texts(["b"], True))
         start = time.perf_counter()
         await b.encode_texts(["a again"], True)
@@ -276,8 +279,8 @@ def test_batch_wait_clock_and_full_batches_go_at_once():
         return full, waited
 
     full, waited = run(main())
-    assert full < 0.6, full
-    assert waited >= 0.95, waited
+    assert full < 30, full  # generous for a loaded machine, and far below the 60 s wait
+    assert waited >= 0.95, waited  # a lower bound: a slow machine only waits longer
     assert [1] == enc.seen.sizes("text")[-1:]
 
 
@@ -285,7 +288,7 @@ def test_a_lone_caller_does_not_wait_for_company():
     enc = FakeEncoder()
 
     async def main():
-        b = make(enc, max_batch_size=8, batch_wait_ms=1000)
+        b = make(enc, max_batch_size=8, batch_wait_ms=60_000)
         start = time.perf_counter()
         for i in range(5):  # one caller, one request at a time: nobody else can join its batch
             await b.encode_texts([f"lonely {i}"], True)
@@ -294,7 +297,7 @@ def test_a_lone_caller_does_not_wait_for_company():
         return elapsed
 
     elapsed = run(main())
-    assert elapsed < 0.9, elapsed  # far less than one 1000 ms wait, let alone five
+    assert elapsed < 30, elapsed  # generous for a loaded machine, and far below one 60 s wait
     assert enc.seen.sizes("text") == [1] * 5
 
 
@@ -342,16 +345,17 @@ def test_callers_whose_results_just_came_back_can_join_the_next_batch():
     enc = FakeEncoder()
 
     async def main():
-        b = make(enc, max_batch_size=16, batch_wait_ms=300, pipeline_depth=2)
+        b = make(enc, max_batch_size=16, batch_wait_ms=2000, pipeline_depth=2)
         enc.gate.clear()
         first = asyncio.create_task(b.encode_texts(["first"], True))
         await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
         waiting = [asyncio.create_task(b.encode_texts([f"waiting {i}"], True)) for i in range(3)]
         await wait_until(lambda: b.queue_depth == 3)
-        await asyncio.sleep(0.35)  # their own wait is over while the model is still busy
+        await asyncio.sleep(2.05)  # their own wait is over while the model is still busy
         enc.gate.set()
         await first
-        await asyncio.sleep(0.05)  # the model is idle by now; the caller sends its next item
+        # the caller sends its next item at once: the others' window restarted when the model went
+        # idle, so it has 2 s (not a race a loaded machine can lose) to join them
         again = await b.encode_texts(["first again"], True)
         await asyncio.gather(*waiting)
         await b.close()

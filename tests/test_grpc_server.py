@@ -226,9 +226,10 @@ def test_resource_exhausted_when_the_queue_is_full():
             await _until(lambda: len(enc.seen.prepares) == 2 and batcher.queue_depth == 0)
             busy += [call("queued one"), call("queued two")]
             await _until(lambda: batcher.queue_depth == 2)
+            # the model is held: a call that waited for room would wait until the 30 s deadline
             start = time.perf_counter()
             details = await expect_error(
-                stub.Vectorize(inference_pb2.VectorizeRequest(texts=["one too many"])),
+                stub.Vectorize(inference_pb2.VectorizeRequest(texts=["one too many"]), timeout=30),
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
             )
             elapsed = time.perf_counter() - start
@@ -238,7 +239,7 @@ def test_resource_exhausted_when_the_queue_is_full():
 
     details, elapsed, done, metrics = run(main())
     assert "queue full" in details
-    assert elapsed < 1.0
+    assert elapsed < 15, elapsed  # refused at once; generous for a loaded machine
     assert [r.text_vectors.count for r in done] == [1, 1, 1, 1]
     assert 'polyvec_inference_requests_total{endpoint="grpc.Vectorize",status="overloaded"} 1.0' in metrics
 
