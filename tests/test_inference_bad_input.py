@@ -327,7 +327,11 @@ GRPC_CASES = [
     # size limits
     GrpcCase("message-over-limit", grpc.StatusCode.RESOURCE_EXHAUSTED,
              f"Received message larger than max ({OVERSIZED.ByteSize()} vs. {GRPC_LIMIT})", OVERSIZED),
-    GrpcCase("items-over-max-request-bytes", BAD, "request: ", V(texts=["w" * (MAX_BYTES + 1)])),
+    GrpcCase("items-over-max-request-bytes", BAD,
+             "request: 300001 bytes of input; the limit (MAX_REQUEST_BYTES)",
+             V(texts=["w" * (MAX_BYTES + 1)])),
+    GrpcCase("texts-huge", grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max",
+             V(texts=["word " * (GRPC_LIMIT // 5 + 10)])),
     # texts
     GrpcCase("nothing", BAD, "texts: the request has no texts and no images", V()),
     GrpcCase("only-normalize", BAD, "texts: the request has no texts and no images", V(normalize=True)),
