@@ -13,9 +13,10 @@ Base64 (images in JSON)
     left to decode.
 
 Texts
-  * a text must be valid Unicode. JSON's ``\\ud800`` escape can carry a lone surrogate
-    (U+D800..U+DFFF), which UTF-8, protobuf and the stores cannot: such a text is refused, naming
-    the position. It is not replaced, so what is stored and embedded is always what was sent.
+  * every text must be valid Unicode: a text to embed, a query, a property (name or value), an
+    object id. JSON's ``\\ud800`` escape can carry a lone surrogate (U+D800..U+DFFF), which UTF-8,
+    protobuf and the stores cannot: such a text is refused, naming where and the position. It is
+    not replaced, so what is stored and embedded is always what was sent.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Any
 
-__all__ = ["InputError", "check_text", "decode_base64"]
+__all__ = ["InputError", "check_text", "decode_base64", "find_invalid_text"]
 
 
 class InputError(ValueError):
@@ -74,5 +76,33 @@ def check_text(text: str) -> None:
     """:class:`InputError` when ``text`` holds a lone surrogate (it is not valid Unicode)."""
     match = _SURROGATE.search(text)
     if match is not None:
-        raise InputError(f"holds a lone surrogate (U+{ord(match.group()):04X}) at character {match.start()}: "
-                         "a text must be valid Unicode")
+        raise InputError(_surrogate_message(match))
+
+
+def find_invalid_text(value: Any, path: str = "") -> tuple[str, str] | None:
+    """The first string or mapping key inside a JSON-like ``value`` that breaks the text rule, as
+    ``(dotted path, message)`` (``path`` prefixes it); None when every text is valid."""
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            match = _SURROGATE.search(item)
+            if match is not None:
+                return where, _surrogate_message(match)
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                inner = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str) and (match := _SURROGATE.search(key)) is not None:
+                    return inner, "the name " + _surrogate_message(match)
+                children.append((inner, child))
+            stack.extend(reversed(children))
+        elif isinstance(item, list | tuple):
+            stack.extend(reversed([(f"{where}.{i}" if where else str(i), child)
+                                   for i, child in enumerate(item)]))
+    return None
+
+
+def _surrogate_message(match: re.Match[str]) -> str:
+    return (f"holds a lone surrogate (U+{ord(match.group()):04X}) at character {match.start()}: "
+            "a text must be valid Unicode")

@@ -23,7 +23,7 @@ from PIL import Image
 from gateway.errors import BadRequest
 from services.inference.config import InferenceSettings
 from services.inference.main import start_servers
-from services.input_rules import InputError, check_text, decode_base64
+from services.input_rules import InputError, check_text, decode_base64, find_invalid_text
 from tests.fake_encoders import FakeEncoder
 from tests.gateway_support import gateway_with_inference, make_store
 
@@ -180,7 +180,7 @@ def test_both_services_accept_and_refuse_the_same_inputs(tmp_path):
                                  await _gateway_search(svc, {"bm25": {"query": text}}, "bm25.query"),
                                  await _gateway_search(svc, {"hybrid": {"query": text}}, "hybrid.query"),
                                  await _gateway_import(svc, {"title": text}, title),
-                                 await _gateway_import(svc, {"title": [text, "x"]}, title)))
+                                 await _gateway_import(svc, {"title": [text, "x"]}, title + ".0")))
         finally:
             await inference.stop(grace=1)
         return rows
@@ -200,3 +200,43 @@ def test_both_services_accept_and_refuse_the_same_inputs(tmp_path):
             messages = {inference_answer[1], *(answer[1] for answer in gateway_answers)}
             assert len(messages) == 1 and expected in messages.pop(), (kind, case, inference_answer,
                                                                         gateway_answers)
+
+
+def test_find_invalid_text_names_the_path():
+    assert find_invalid_text({"a": ["ok", {"b": "fine 😀"}], "n": 3}) is None
+    where, message = find_invalid_text({"a": ["ok", {"b": "x\ud800"}]}, "objects.0.properties")
+    assert where == "objects.0.properties.a.1.b" and "lone surrogate (U+D800) at character 1" in message
+    where, message = find_invalid_text({"ok": 1, "bad\udc00name": 2})
+    assert where == "bad\udc00name" and message.startswith("the name holds a lone surrogate (U+DC00)")
+    deep: Any = "\ud800"
+    for _ in range(5000):  # no recursion: a deep value is walked without a RecursionError
+        deep = [deep]
+    assert find_invalid_text(deep)[0] == ".".join(["0"] * 5000)
+
+
+@pytest.mark.parametrize("kind", ["qdrant", "edge"])
+def test_gateway_refuses_a_lone_surrogate_anywhere_in_an_object(kind, tmp_path):
+    """Not only the texts it embeds: any property (the embedded store used to fail with a 503 that
+    blamed the storage) and the id; the other objects of the import are written."""
+    objects = [
+        {"id": "a", "properties": {"title": "ok", "author": "x\ud800y"}},
+        {"id": "b", "properties": {"title": "ok", "tags": ["fine", "\udfff"]}},
+        {"id": "c", "properties": {"title": "ok", "meta": {"k\ud800": 1}}},
+        {"id": "d\ud800", "properties": {"title": "ok"}},
+        {"id": "good", "properties": {"title": "all fine 😀", "author": "ü"}},
+    ]
+
+    async def scenario():
+        async with gateway_with_inference(make_store(kind, tmp_path), dims=8) as (svc, _):
+            await svc.create_collection(COLLECTION)
+            out = await svc.import_objects("rules", {"objects": objects})
+            got = await svc.get_object("rules", "good")
+            return out, got
+
+    out, got = asyncio.run(asyncio.wait_for(scenario(), 120))
+    fields = [(r["status"], r.get("field")) for r in out["results"]]
+    assert fields == [("error", "objects.0.properties.author"), ("error", "objects.1.properties.tags.1"),
+                      ("error", "objects.2.properties.meta.k\ud800"), ("error", "objects.3.id"),
+                      ("ok", None)], out
+    assert all("lone surrogate" in r["error"] for r in out["results"][:4])
+    assert got["properties"]["author"] == "ü"

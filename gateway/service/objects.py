@@ -24,7 +24,7 @@ from gateway.service.collections import StoredCollection
 from gateway.service.requests import ObjectIn
 from gateway.service.vectors import check_vector, get_path, is_uuid, object_uuid, weighted_mean
 from gateway.storage.base import PointRecord
-from services.input_rules import check_text, decode_base64
+from services.input_rules import check_text, decode_base64, find_invalid_text
 
 #: Payload key holding the user's id when it is not a UUID (the point id is derived from it).
 ID_KEY = "_polyvec_id"
@@ -138,6 +138,10 @@ def start(index: int, raw: Any, stored: StoredCollection, prefix: str) -> Pendin
         import uuid
 
         pending.point_id = str(uuid.uuid4())
+    invalid = find_invalid_text(obj.properties, f"{prefix}properties")  # the stores cannot hold it
+    if invalid is not None:
+        pending.fail(*invalid)
+        return pending
     for key in obj.properties:
         if key.startswith(RESERVED_PREFIX):
             pending.fail(f"{prefix}properties.{key}",

@@ -43,7 +43,7 @@ class _Strict(BaseModel):
 
 
 class ObjectIn(_Strict):
-    id: str | None = Field(None, description="your id (kept; a UUID is derived from it when it is not one)")
+    id: Text | None = Field(None, description="your id (kept; a UUID is derived from it when it is not one)")
     properties: dict[str, Any] = Field(default_factory=dict)
     vectors: dict[str, list[Number]] | None = Field(None, description="your own vectors, by vector name")
 
