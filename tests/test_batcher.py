@@ -412,3 +412,137 @@ def test_empty_input_returns_empty_arrays_without_a_forward_pass():
     texts, images = run(main())
     assert texts.shape == (0, enc.dimensions) and images.shape == (0, enc.dimensions)
     assert enc.seen.batches == []
+
+
+# --- found by mutation testing (mutmut over batcher.py; see the issue 7 report) -------------------
+
+
+@pytest.mark.parametrize("setting", ["max_batch_size", "max_queue", "prep_threads", "pipeline_depth"])
+def test_every_size_setting_must_be_at_least_one(setting):
+    with pytest.raises(ValueError, match="must be >= 1"):
+        DynamicBatcher(FakeEncoder(), **{setting: 0})
+    b = DynamicBatcher(FakeEncoder(), **{setting: 1})  # 1 is fine
+    b.close_sync()
+
+
+def test_check_room_boundary_and_message():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, max_batch_size=1, batch_wait_ms=0, max_queue=3, pipeline_depth=1)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["in flight"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        waiting = asyncio.create_task(b.encode_texts(["w1", "w2"], True))
+        await wait_until(lambda: b.queue_depth == 2)
+        b.check_room(1)  # 2 + 1 == 3 fits
+        with pytest.raises(QueueFull) as err:
+            b.check_room(2)  # 2 + 2 > 3
+        assert str(err.value) == "queue full: 2 items waiting, this request adds 2, limit is 3"
+        enc.gate.set()
+        await asyncio.gather(first, waiting)
+        assert b.queue_depth == 0 and not b.closed
+        await b.close()
+        assert b.closed
+
+    run(main())
+
+
+def test_a_model_that_returns_the_wrong_number_of_rows_fails_the_batch():
+    class Short(FakeEncoder):
+        def forward_texts(self, prepared):
+            return super().forward_texts(prepared)[:-1]
+
+    async def main():
+        b = make(Short(), batching=False)
+        with pytest.raises(BatchFailed) as err:
+            await b.encode_texts(["one", "two"], True)
+        await b.close()
+        return str(err.value)
+
+    message = run(main())
+    assert message == ("running the text batch failed: RuntimeError: model returned shape (1, 24) for a "
+                       "batch of 2 items")
+
+
+def test_a_failing_length_estimate_falls_back_to_the_character_count():
+    class NoEstimate(FakeEncoder):
+        def text_length(self, text):
+            raise RuntimeError("no estimate")
+
+    enc = NoEstimate()
+    short = ["a", "bb", "ccc"]
+    long = ["x" * 300, "y" * 301, "z" * 302]
+
+    async def main():
+        b = make(enc, max_batch_size=3, batch_wait_ms=0, pipeline_depth=1)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["hold"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        rest = [asyncio.create_task(b.encode_texts([t], True)) for pair in zip(short, long, strict=True)
+                for t in pair]
+        await wait_until(lambda: b.queue_depth == 6)
+        enc.gate.set()
+        await asyncio.gather(first, *rest)
+        await b.close()
+
+    run(main())
+    batches = [sorted(batch) for batch in enc.seen.text_batches[1:]]
+    assert sorted(batches) == sorted([sorted(short), sorted(long)]), batches  # grouped by len(text)
+
+
+def test_the_modality_whose_oldest_item_is_oldest_goes_first():
+    enc = FakeEncoder()
+    image = Image.new("RGB", (8, 8), (10, 200, 10))
+
+    async def main():
+        b = make(enc, max_batch_size=8, batch_wait_ms=0, pipeline_depth=1)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["hold"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        older = asyncio.create_task(b.encode([], [image], True))
+        await wait_until(lambda: b.queue_depth == 1)
+        newer = asyncio.create_task(b.encode_texts(["newer text"], True))
+        await wait_until(lambda: b.queue_depth == 2)
+        enc.gate.set()
+        await asyncio.gather(first, older, newer)
+        await b.close()
+
+    run(main())
+    assert [m for m, _ in enc.seen.batches] == ["text", "image", "text"]
+
+
+def test_a_negative_batch_wait_is_no_wait():
+    b = DynamicBatcher(FakeEncoder(), batch_wait_ms=-5)
+    assert b.batch_wait == 0.0
+    b.close_sync()
+
+
+def test_metrics_record_batches_failures_and_the_queue_depth():
+    from services.inference.metrics import Metrics
+
+    enc = FakeEncoder()
+    metrics = Metrics()
+
+    async def main():
+        b = make(enc, max_batch_size=4, batch_wait_ms=0, pipeline_depth=1, metrics=metrics)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["hold"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        rest = [asyncio.create_task(b.encode_texts([t], True)) for t in ("a", "b", "c")]
+        await wait_until(lambda: b.queue_depth == 3)
+        depth_while_waiting = metrics.queue_depth._value.get()
+        enc.gate.set()
+        await asyncio.gather(first, *rest)
+        with pytest.raises(BatchFailed):
+            await b.encode_texts(["poison"], True)
+        await b.close()
+        return depth_while_waiting
+
+    depth_while_waiting = run(main())
+    text = metrics.render().decode()
+    assert depth_while_waiting == 3
+    assert metrics.queue_depth._value.get() == 0
+    assert 'polyvec_inference_batch_size_count{modality="text"} 2.0' in text  # the two that ran
+    assert 'polyvec_inference_batch_size_sum{modality="text"} 4.0' in text  # 1 + 3 items
+    assert 'polyvec_inference_batch_failures_total{modality="text"} 1.0' in text
