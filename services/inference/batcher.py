@@ -19,6 +19,10 @@ batches:
   counted with padding (items x longest), so texts are always grouped by
   length: a forward pass's cost is its padded tokens, and a run of similar
   lengths wastes few of them (a text longer than the budget goes alone);
+* with ``early_cut`` (``BATCH_EARLY_CUT``, on in the service) a partial batch goes before its
+  wait is over when the arrival rate shows that waiting will not pay: the items expected by the
+  deadline would save less forward-pass overhead than the wait costs (see
+  :mod:`services.inference.arrivals`);
 * ``batching=False`` turns cross-request batching off: every request is its own
   forward pass (the baseline the benchmark compares against).
 
@@ -45,7 +49,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,6 +58,7 @@ import numpy as np
 from opentelemetry import trace
 
 from services import tracing
+from services.inference.arrivals import ArrivalRate, EarlyCut
 from services.inference.loaders.base import IMAGE, TEXT, Encoder, l2_normalize
 
 if TYPE_CHECKING:
@@ -108,6 +113,7 @@ class _Batch:
     items: list[_Item]
     prepared: Future = field(default_factory=Future)
     prepare_ns: tuple[int, int] | None = None  # when the preparation thread worked on it
+    forward_s: float | None = None  # how long its forward pass took, by the batcher's clock
 
 
 class DynamicBatcher:
@@ -123,6 +129,8 @@ class DynamicBatcher:
         batching: bool = True,
         pipeline_depth: int = 2,
         metrics: Metrics | None = None,
+        early_cut: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or prep_threads < 1 or pipeline_depth < 1:
             raise ValueError("max_batch_size, max_queue, prep_threads and pipeline_depth must be >= 1")
@@ -136,6 +144,9 @@ class DynamicBatcher:
         self.batching = batching
         self.pipeline_depth = pipeline_depth
         self.metrics = metrics
+        self._clock = clock
+        # the estimate behind the early cut; a gap is capped well above any wait it is asked about
+        self._early = EarlyCut(ArrivalRate(max_gap=max(0.25, 4 * self.batch_wait))) if early_cut else None
 
         self._cond = threading.Condition()
         self._pending: dict[str, list[_Item]] = {TEXT: [], IMAGE: []}
@@ -163,6 +174,11 @@ class DynamicBatcher:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def early_cut(self) -> bool:
+        """Whether a partial batch may go before its wait is over (:mod:`services.inference.arrivals`)."""
+        return self._early is not None
 
     def check_room(self, n: int) -> None:
         """Raise :class:`QueueFull` now if ``n`` more items cannot be queued (a cheap early check)."""
@@ -193,7 +209,7 @@ class DynamicBatcher:
                         f"queue full: {self._pending_count} items waiting, this request adds {n}, "
                         f"limit is {self.max_queue}"
                     )
-                now = time.monotonic()
+                now = self._clock()
                 now_ns = time.time_ns()
                 was_idle = self._pending_count == 0
                 for modality, payloads in ((TEXT, texts), (IMAGE, images)):
@@ -211,11 +227,16 @@ class DynamicBatcher:
                     self._pending[modality].extend(new)
                 self._pending_count += n
                 self._arrived += 1
+                if self._early is not None:
+                    self._early.observe_arrival(now, n)
                 # Wake the scheduler only when this arrival can change its decision: it starts the
-                # batch clock, fills a batch, or is the last caller the scheduler waits for. Other
-                # arrivals join the batch being waited for without a thread switch each.
+                # batch clock, fills a batch, is the last caller the scheduler waits for, or makes
+                # an idle model's partial batch due (early cut). Other arrivals join the batch
+                # being waited for without a thread switch each.
                 if (was_idle or not self.batching or self._arrived == self._returning
-                        or any(self._is_full(m) for m in requests)):
+                        or any(self._is_full(m) for m in requests)
+                        or (self._early is not None and self._in_pipeline == 0
+                            and self._due_modality(now)[0] is not None)):
                     self._cond.notify_all()
             self._report_depth()
         try:
@@ -277,7 +298,7 @@ class DynamicBatcher:
                         # while the model runs); a partial one keeps growing until the model is
                         # free, so load turns into bigger batches instead of more small ones.
                         partial_ok = self._in_pipeline == 0
-                        modality, timeout = self._due_modality(time.monotonic(), partial_ok)
+                        modality, timeout = self._due_modality(self._clock(), partial_ok)
                         if modality is not None:
                             break
                         self._cond.wait(timeout)
@@ -311,6 +332,9 @@ class DynamicBatcher:
                 # all of a closed-loop crowd): waiting would only add latency
                 due_at = oldest.enqueued
             full = self._is_full(modality)
+            if (partial_ok and self._early is not None and self.batching and not full and now < due_at
+                    and self._early.cut_now(modality, len(items), self._room(modality), due_at - now, now)):
+                due_at = now  # the rest of the wait is not expected to pay for itself
             if full or (partial_ok and (not self.batching or self._closed or now >= due_at)):
                 if best is None or oldest.seq < best[0]:
                     best = (oldest.seq, modality)
@@ -352,6 +376,16 @@ class DynamicBatcher:
             return True
         budget = self.max_batch_tokens
         return modality == TEXT and bool(budget) and self._pending_tokens >= budget
+
+    def _room(self, modality: str) -> int:
+        """About how many more items a batch of ``modality`` could take (called with the lock held)."""
+        items = self._pending[modality]
+        room = self.max_batch_size - len(items)
+        budget = self.max_batch_tokens
+        if modality == TEXT and budget and items:
+            mean = max(1.0, self._pending_tokens / len(items))
+            room = min(room, int((budget - self._pending_tokens) / mean))
+        return max(0, room)
 
     def _similar_lengths(self, items: list[_Item], limit: int, budget: int = 0) -> list[_Item]:
         """A run of texts of similar length that includes the oldest one: ``limit`` texts at most and,
@@ -414,8 +448,10 @@ class DynamicBatcher:
             finally:
                 with self._cond:
                     self._in_pipeline -= 1
+                    if self._early is not None and batch.forward_s is not None:
+                        self._early.observe_forward(batch.modality, len(batch.items), batch.forward_s)
                     if self._in_pipeline == 0:
-                        self._idle_since = time.monotonic()
+                        self._idle_since = self._clock()
                     self._cond.notify_all()
 
     def _run(self, batch: _Batch) -> None:
@@ -462,12 +498,14 @@ class DynamicBatcher:
             prepared = get_prepared()
             ready = time.time_ns()
             stage = "running"
-            start = time.perf_counter()
+            start, clock_start = time.perf_counter(), self._clock()
             if modality == TEXT:
                 out = self.encoder.forward_texts(prepared)
             else:
                 out = self.encoder.forward_images(prepared)
             elapsed = time.perf_counter() - start
+            if batch is not None:
+                batch.forward_s = self._clock() - clock_start
             if isinstance(out, list):  # a sparse encoder: one SparseVector per item
                 if len(out) != len(items):
                     raise RuntimeError(f"model returned {len(out)} vectors for a batch of {len(items)} items")

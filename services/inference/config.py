@@ -62,6 +62,8 @@ class InferenceSettings:
     # GPU; 0: no limit
     max_batch_tokens: int | None = field(default=None, metadata={"env": "MAX_BATCH_TOKENS"})
     batch_wait_ms: float = field(default=2.0, metadata={"env": "BATCH_WAIT_MS"})
+    # send a partial batch before BATCH_WAIT_MS is over when the arrival rate shows waiting will not pay
+    batch_early_cut: bool = field(default=True, metadata={"env": "BATCH_EARLY_CUT"})
     max_queue: int = field(default=2048, metadata={"env": "MAX_QUEUE"})
     max_items_per_request: int = field(default=1024, metadata={"env": "MAX_ITEMS_PER_REQUEST"})
     max_request_bytes: int = field(default=64 * 1024 * 1024, metadata={"env": "MAX_REQUEST_BYTES"})
@@ -116,7 +118,7 @@ _INTS = {"cuda_device", "grpc_port", "max_batch_size", "max_batch_tokens", "max_
 
 
 def _parse(attr: str, env: str, raw: str):
-    if attr == "enable_cuda":
+    if attr in ("enable_cuda", "batch_early_cut"):
         return parse_bool(env, raw)
     if attr == "http_port":
         return parse_port(env, raw)

@@ -64,6 +64,8 @@ _HELP = {
     "max_batch_tokens": "most tokens in one text batch, counted with padding (texts x the longest); "
                         "default 1024 on a CPU, no limit on a GPU; 0: no limit",
     "batch_wait_ms": "longest wait for a batch to fill, counted from its oldest item",
+    "batch_early_cut": "send a partial batch before the wait is over when the arrival rate shows that "
+                       "waiting will not pay (0/1, default 1)",
     "max_queue": "most items waiting; beyond it requests get RESOURCE_EXHAUSTED / 429",
     "max_items_per_request": "most texts+images in one request",
     "max_request_bytes": "largest request body / gRPC message",
@@ -82,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flag(parser)
     add_setting_flags(parser, InferenceSettings, _HELP,
-                      {"enable_cuda": {"nargs": "?", "const": "1", "metavar": "0|1"}})
+                      {"enable_cuda": {"nargs": "?", "const": "1", "metavar": "0|1"},
+                       "batch_early_cut": {"metavar": "0|1"}})
     parser.add_argument("--download-only", action="store_true",
                         help="fetch and load the model into MODEL_CACHE_DIR, then exit 0 (for image builds)")
     parser.add_argument("--no-batching", action="store_true",

@@ -107,6 +107,7 @@ class InferenceService:
             prep_threads=s.prep_threads,
             batching=self.batching,
             metrics=self.metrics,
+            early_cut=s.batch_early_cut,
         )
         self.encoder = encoder
         self.owns_encoder = owned
@@ -250,12 +251,16 @@ class InferenceService:
         return list(results)
 
     # ----------------------------------------------------------------- meta
-    def limits(self) -> dict[str, int | float]:
+    def limits(self) -> dict[str, int | float | bool]:
+        """The limits in force: the batcher's own once the model is attached (MAX_BATCH_TOKENS's
+        device default resolved), the settings before."""
         s = self.settings
+        b = self.batcher
         return {
-            "max_batch_size": s.max_batch_size,
-            "max_batch_tokens": self.batcher.max_batch_tokens if self.batcher else s.max_batch_tokens or 0,
-            "batch_wait_ms": s.batch_wait_ms,
+            "max_batch_size": b.max_batch_size if b else s.max_batch_size,
+            "max_batch_tokens": b.max_batch_tokens if b else s.max_batch_tokens or 0,
+            "batch_wait_ms": b.batch_wait * 1000.0 if b else s.batch_wait_ms,
+            "batch_early_cut": b.early_cut if b else s.batch_early_cut,
             "max_queue": s.max_queue,
             "max_image_pixels": s.max_image_pixels,
             "max_request_bytes": s.max_request_bytes,
