@@ -236,6 +236,11 @@ class ServerProcess:
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (user + system, all its threads; Linux)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
             self.log.seek(0)
@@ -385,6 +390,8 @@ PEERS: dict[str, Callable[[Path], ServerProcess]] = {
 
 
 # ---------------------------------------------------------------- load drivers
+#: how long the last closed-loop measurement ran, seconds
+LAST_WALL = [0.0]
 #: mean pause of each client between its requests, seconds (``--think-ms``); 0: none
 THINK_S = 0.0
 
@@ -411,6 +418,7 @@ async def _closed_loop(clients: int, seconds: float, call: Callable[[int, int], 
     start, cpu_start = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client(c) for c in range(clients)))
     wall = time.perf_counter() - start
+    LAST_WALL[0] = wall
     CLIENT_CPU[key] = (time.process_time() - cpu_start) / wall
     return counter / wall
 
@@ -616,6 +624,8 @@ async def ab_served(modality: str, model_env: dict, items: list, args, cache_dir
     var, values = args.ab
     values = [str(best_bs) if v == "best" else v for v in values]
     rounds: dict[str, dict[int, list[float]]] = {v: {n: [] for n in args.clients} for v in values}
+    # server CPU ms per item: less disturbed than throughput when other jobs share the machine
+    cpu: dict[str, dict[int, list[float]]] = {v: {n: [] for n in args.clients} for v in values}
     for r in range(args.rounds):
         for v in values:
             server = PolyvecServer(model_env, cache_dir, max_batch=None if var == "MAX_BATCH_SIZE" else
@@ -624,10 +634,16 @@ async def ab_served(modality: str, model_env: dict, items: list, args, cache_dir
             try:
                 await server.wait_ready()
                 for n in args.clients:
+                    cpu_start = server.cpu_seconds()
                     rate = await grpc_throughput(server.grpc_port, modality, items, n, args.seconds)
+                    # items served while measured, and the warm-up call of each client
+                    served_items = rate * LAST_WALL[0] + n
+                    cpu_ms = (server.cpu_seconds() - cpu_start) * 1000 / served_items
                     rounds[v][n].append(rate)
+                    cpu[v][n].append(cpu_ms)
                     print(f"  (b) round {r + 1}, {var}={v:5s} {n:2d} clients x 1 item: {rate:8.1f} "
-                          f"{modality}s/s   (clients used {CLIENT_CPU['grpc', n, 1]:.2f} cores)", flush=True)
+                          f"{modality}s/s, server {cpu_ms:6.1f} CPU ms per {modality}   "
+                          f"(clients used {CLIENT_CPU['grpc', n, 1]:.2f} cores)", flush=True)
             finally:
                 server.stop()
     a, b = values
@@ -636,9 +652,12 @@ async def ab_served(modality: str, model_env: dict, items: list, args, cache_dir
     for n in args.clients:
         best_a, best_b = max(rounds[a][n]), max(rounds[b][n])
         each = " ".join(f"{y / x:.2f}" for x, y in zip(rounds[a][n], rounds[b][n], strict=True))
+        cpu_a, cpu_b = min(cpu[a][n]), min(cpu[b][n])
         print(f"  {n:2d} clients: {best_a:8.1f} -> {best_b:8.1f} {modality}s/s   B/A = {best_b / best_a:.2f}"
-              f"   (rounds: {each})")
-    return {n: max(rounds[b][n]) for n in args.clients}, {"var": var, "values": values, "rounds": rounds}
+              f"   (rounds: {each});  server CPU ms per {modality}, least of the rounds: {cpu_a:.1f} -> "
+              f"{cpu_b:.1f}, B/A = {cpu_b / cpu_a:.2f}")
+    return {n: max(rounds[b][n]) for n in args.clients}, {"var": var, "values": values, "rounds": rounds,
+                                                          "cpu_ms": cpu}
 
 
 # ------------------------------------------------- serving cases, side by side
