@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/inference.proto\x12\x14polyvec.inference.v1\"W\n\x10VectorizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x16\n\tnormalize\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0c\n\n_normalize\"&\n\x07Vectors\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\xa1\x01\n\x11VectorizeResponse\x12\x33\n\x0ctext_vectors\x18\x01 \x01(\x0b\x32\x1d.polyvec.inference.v1.Vectors\x12\x34\n\rimage_vectors\x18\x02 \x01(\x0b\x32\x1d.polyvec.inference.v1.Vectors\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ndimensions\x18\x04 \x01(\r\"\r\n\x0bMetaRequest\"\x9e\x01\n\x06Limits\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x15\n\rbatch_wait_ms\x18\x02 \x01(\r\x12\x11\n\tmax_queue\x18\x03 \x01(\r\x12\x18\n\x10max_image_pixels\x18\x04 \x01(\x04\x12\x19\n\x11max_request_bytes\x18\x05 \x01(\x04\x12\x1d\n\x15max_items_per_request\x18\x06 \x01(\r\"\xd6\x02\n\x0cMetaResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12\x12\n\nmodalities\x18\x04 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x11\n\tprecision\x18\x06 \x01(\t\x12,\n\x06limits\x18\x07 \x01(\x0b\x32\x1c.polyvec.inference.v1.Limits\x12\x11\n\tnormalize\x18\x08 \x01(\x08\x12\x17\n\x0fmax_text_tokens\x18\t \x01(\r\x12\x16\n\x0emax_text_chars\x18\n \x01(\r\x12\x0c\n\x04kind\x18\x0b \x01(\t\x12\x15\n\rfunction_name\x18\x0c \x01(\t\x12\x12\n\nvocab_size\x18\r \x01(\r\x12\x1a\n\x12sparse_prune_ratio\x18\x0e \x01(\x02\x12\x18\n\x10sparse_max_terms\x18\x0f \x01(\r\">\n\x16VectorizeSparseRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x15\n\rreturn_tokens\x18\x02 \x01(\x08\"?\n\x0cSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12\x0e\n\x06tokens\x18\x03 \x03(\t\"q\n\x17VectorizeSparseResponse\x12\x33\n\x07vectors\x18\x01 \x03(\x0b\x32\".polyvec.inference.v1.SparseVector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nvocab_size\x18\x03 \x01(\r2\xa8\x02\n\tInference\x12\\\n\tVectorize\x12&.polyvec.inference.v1.VectorizeRequest\x1a\'.polyvec.inference.v1.VectorizeResponse\x12M\n\x04Meta\x12!.polyvec.inference.v1.MetaRequest\x1a\".polyvec.inference.v1.MetaResponse\x12n\n\x0fVectorizeSparse\x12,.polyvec.inference.v1.VectorizeSparseRequest\x1a-.polyvec.inference.v1.VectorizeSparseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/inference.proto\x12\x14polyvec.inference.v1\"W\n\x10VectorizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x16\n\tnormalize\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0c\n\n_normalize\"&\n\x07Vectors\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\xa1\x01\n\x11VectorizeResponse\x12\x33\n\x0ctext_vectors\x18\x01 \x01(\x0b\x32\x1d.polyvec.inference.v1.Vectors\x12\x34\n\rimage_vectors\x18\x02 \x01(\x0b\x32\x1d.polyvec.inference.v1.Vectors\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ndimensions\x18\x04 \x01(\r\"\r\n\x0bMetaRequest\"\xe8\x01\n\x06Limits\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x15\n\rbatch_wait_ms\x18\x02 \x01(\r\x12\x11\n\tmax_queue\x18\x03 \x01(\r\x12\x18\n\x10max_image_pixels\x18\x04 \x01(\x04\x12\x19\n\x11max_request_bytes\x18\x05 \x01(\x04\x12\x1d\n\x15max_items_per_request\x18\x06 \x01(\r\x12\x18\n\x10max_batch_tokens\x18\x07 \x01(\r\x12\x17\n\x0f\x62\x61tch_early_cut\x18\x08 \x01(\x08\x12\x15\n\rbatch_wait_us\x18\t \x01(\x04\"\xd6\x02\n\x0cMetaResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12\x12\n\nmodalities\x18\x04 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x11\n\tprecision\x18\x06 \x01(\t\x12,\n\x06limits\x18\x07 \x01(\x0b\x32\x1c.polyvec.inference.v1.Limits\x12\x11\n\tnormalize\x18\x08 \x01(\x08\x12\x17\n\x0fmax_text_tokens\x18\t \x01(\r\x12\x16\n\x0emax_text_chars\x18\n \x01(\r\x12\x0c\n\x04kind\x18\x0b \x01(\t\x12\x15\n\rfunction_name\x18\x0c \x01(\t\x12\x12\n\nvocab_size\x18\r \x01(\r\x12\x1a\n\x12sparse_prune_ratio\x18\x0e \x01(\x02\x12\x18\n\x10sparse_max_terms\x18\x0f \x01(\r\">\n\x16VectorizeSparseRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x15\n\rreturn_tokens\x18\x02 \x01(\x08\"?\n\x0cSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12\x0e\n\x06tokens\x18\x03 \x03(\t\"q\n\x17VectorizeSparseResponse\x12\x33\n\x07vectors\x18\x01 \x03(\x0b\x32\".polyvec.inference.v1.SparseVector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nvocab_size\x18\x03 \x01(\r2\xa8\x02\n\tInference\x12\\\n\tVectorize\x12&.polyvec.inference.v1.VectorizeRequest\x1a\'.polyvec.inference.v1.VectorizeResponse\x12M\n\x04Meta\x12!.polyvec.inference.v1.MetaRequest\x1a\".polyvec.inference.v1.MetaResponse\x12n\n\x0fVectorizeSparse\x12,.polyvec.inference.v1.VectorizeSparseRequest\x1a-.polyvec.inference.v1.VectorizeSparseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,15 +40,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METAREQUEST']._serialized_start=341
   _globals['_METAREQUEST']._serialized_end=354
   _globals['_LIMITS']._serialized_start=357
-  _globals['_LIMITS']._serialized_end=515
-  _globals['_METARESPONSE']._serialized_start=518
-  _globals['_METARESPONSE']._serialized_end=860
-  _globals['_VECTORIZESPARSEREQUEST']._serialized_start=862
-  _globals['_VECTORIZESPARSEREQUEST']._serialized_end=924
-  _globals['_SPARSEVECTOR']._serialized_start=926
-  _globals['_SPARSEVECTOR']._serialized_end=989
-  _globals['_VECTORIZESPARSERESPONSE']._serialized_start=991
-  _globals['_VECTORIZESPARSERESPONSE']._serialized_end=1104
-  _globals['_INFERENCE']._serialized_start=1107
-  _globals['_INFERENCE']._serialized_end=1403
+  _globals['_LIMITS']._serialized_end=589
+  _globals['_METARESPONSE']._serialized_start=592
+  _globals['_METARESPONSE']._serialized_end=934
+  _globals['_VECTORIZESPARSEREQUEST']._serialized_start=936
+  _globals['_VECTORIZESPARSEREQUEST']._serialized_end=998
+  _globals['_SPARSEVECTOR']._serialized_start=1000
+  _globals['_SPARSEVECTOR']._serialized_end=1063
+  _globals['_VECTORIZESPARSERESPONSE']._serialized_start=1065
+  _globals['_VECTORIZESPARSERESPONSE']._serialized_end=1178
+  _globals['_INFERENCE']._serialized_start=1181
+  _globals['_INFERENCE']._serialized_end=1477
 # @@protoc_insertion_point(module_scope)

@@ -41,20 +41,26 @@ class MetaRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_batch_size", "batch_wait_ms", "max_queue", "max_image_pixels", "max_request_bytes", "max_items_per_request")
+    __slots__ = ("max_batch_size", "batch_wait_ms", "max_queue", "max_image_pixels", "max_request_bytes", "max_items_per_request", "max_batch_tokens", "batch_early_cut", "batch_wait_us")
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     BATCH_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_ITEMS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_EARLY_CUT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_WAIT_US_FIELD_NUMBER: _ClassVar[int]
     max_batch_size: int
     batch_wait_ms: int
     max_queue: int
     max_image_pixels: int
     max_request_bytes: int
     max_items_per_request: int
-    def __init__(self, max_batch_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_items_per_request: _Optional[int] = ...) -> None: ...
+    max_batch_tokens: int
+    batch_early_cut: bool
+    batch_wait_us: int
+    def __init__(self, max_batch_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_items_per_request: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., batch_early_cut: _Optional[bool] = ..., batch_wait_us: _Optional[int] = ...) -> None: ...
 
 class MetaResponse(_message.Message):
     __slots__ = ("name", "type", "dimensions", "modalities", "device", "precision", "limits", "normalize", "max_text_tokens", "max_text_chars", "kind", "function_name", "vocab_size", "sparse_prune_ratio", "sparse_max_terms")

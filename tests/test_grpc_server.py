@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from protos import inference_pb2, inference_pb2_grpc
-from services.inference.config import InferenceSettings
+from services.inference.config import CPU_MAX_BATCH_TOKENS, InferenceSettings
 from services.inference.grpc_server import SERVICE_NAME
 from services.inference.main import start_servers
 from services.inference.service import InferenceService
@@ -106,7 +106,8 @@ def test_meta_reports_model_and_limits():
     enc = FakeEncoder(dims=30, normalize=False)
 
     async def main():
-        async with serving(enc, max_batch_size=7, max_queue=99, batch_wait_ms=3) as (_, stub, _ch):
+        async with serving(enc, max_batch_size=7, max_queue=99, batch_wait_ms=3.25,
+                           batch_early_cut=False) as (_, stub, _ch):
             return await stub.Meta(inference_pb2.MetaRequest())
 
     meta = run(main())
@@ -114,7 +115,11 @@ def test_meta_reports_model_and_limits():
     assert list(meta.modalities) == ["text", "image"]
     assert (meta.device, meta.precision, meta.normalize, meta.max_text_tokens) == ("cpu", "fp32", False, 77)
     assert (meta.limits.max_batch_size, meta.limits.max_queue, meta.limits.batch_wait_ms) == (7, 99, 3)
+    assert meta.limits.batch_wait_us == 3250
     assert meta.limits.max_image_pixels == 40_000_000 and meta.limits.max_items_per_request == 1024
+    # MAX_BATCH_TOKENS unset: the CPU default is what the batcher uses, and what Meta reports
+    assert meta.limits.max_batch_tokens == CPU_MAX_BATCH_TOKENS
+    assert meta.limits.batch_early_cut is False
 
 
 def test_health_not_serving_until_the_model_is_attached():

@@ -126,6 +126,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     max_image_pixels=limits["max_image_pixels"],
                     max_request_bytes=limits["max_request_bytes"],
                     max_items_per_request=limits["max_items_per_request"],
+                    max_batch_tokens=limits["max_batch_tokens"],
+                    batch_early_cut=limits["batch_early_cut"],
+                    batch_wait_us=int(round(limits["batch_wait_ms"] * 1000)),
                 ),
             )
 
