@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from services.inference.config import InferenceSettings
+from services.inference.config import CPU_MAX_BATCH_TOKENS, InferenceSettings
 from services.inference.main import start_servers
 from services.inference.service import InferenceService
 from tests.fake_encoders import FakeEncoder
@@ -123,6 +123,9 @@ def test_live_ready_and_meta_follow_model_loading():
     assert meta["name"] == enc.info.name and meta["dimensions"] == enc.dimensions
     assert meta["modalities"] == ["text", "image"] and meta["device"] == "cpu"
     assert meta["limits"]["max_batch_size"] == 32
+    # the limits in force: MAX_BATCH_TOKENS's CPU default resolved, the early cut on by default
+    assert meta["limits"]["max_batch_tokens"] == CPU_MAX_BATCH_TOKENS
+    assert meta["limits"]["batch_early_cut"] is True and meta["limits"]["batch_wait_ms"] == 2
 
 
 def test_bad_requests_get_json_errors_naming_the_item():
