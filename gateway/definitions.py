@@ -7,6 +7,9 @@
     "clip": {"model": "clip", "text_fields": ["title"], "image_fields": ["photo"],
              "weights": {"title": 1, "photo": 2}}
   },
+  "sparse_vectorizers": {
+    "splade": {"model": "splade", "text_fields": ["title", "description"]}
+  },
   "bm25": {"fields": ["title", "description"], "k1": 1.2, "b": 0.75},
   "distance": "cosine"
 }
@@ -18,6 +21,11 @@ gateway's INFERENCE_URL_HOSTS allows).  A vectorizer with neither (only ``dimens
 holds vectors the user sends.  Unless ``bm25.fields`` is given, BM25 indexes every text
 field the vectorizers read (also when other BM25 settings are given, e.g.
 ``"bm25": {"avg_len": 8}``); only an explicit ``"bm25": {"fields": []}`` turns BM25 off.
+
+Each sparse vectorizer is a named sparse vector computed by a sparse model (neural sparse /
+SPLADE) from its text fields, stored without Qdrant's IDF modifier (the weights are the
+model's); with ``query_model`` (doc-only mode) queries go through that model instead,
+typically an OpenSearch SPARSE_TOKENIZE model over the same vocabulary.
 """
 
 from __future__ import annotations
@@ -84,6 +92,64 @@ def _check_field_names(names: list[str]) -> list[str]:
     return names
 
 
+def grpc_address(url: str | None) -> str | None:
+    """An inference service's gRPC address ``host:port`` (a grpc:// or http:// prefix is dropped)."""
+    if url is None:
+        return None
+    url = url.strip()
+    for scheme in ("grpc://", "http://"):
+        if url.startswith(scheme):
+            url = url[len(scheme):]
+    host, sep, port = url.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be a gRPC address host:port, not {url!r}")
+    return url
+
+
+class SparseVectorizerConfig(_Strict):
+    """One named sparse vector computed by a sparse model (``VectorizeSparse``) from text fields.
+
+    Each field is encoded on its own; the object's vector keeps, per token, the largest weight any of
+    its fields gave it (the max-pooling SPLADE applies over tokens, applied over fields). An object
+    without any of the fields gets no sparse vector (and is not found by this vector's searches).
+    """
+
+    model: str | None = Field(None, description="sparse model name resolved through the gateway's MODELS")
+    inference_url: str | None = Field(None, description="gRPC address host:port of a sparse model service")
+    text_fields: list[str] = Field(..., min_length=1, description="text properties encoded")
+    query_model: str | None = Field(
+        None, description="doc-only mode: queries are encoded by this model (e.g. an OpenSearch "
+                          "SPARSE_TOKENIZE model over the same vocabulary) instead of model")
+    query_inference_url: str | None = Field(None, description="like query_model, by gRPC address")
+
+    @field_validator("text_fields")
+    @classmethod
+    def _fields(cls, names: list[str]) -> list[str]:
+        return _check_field_names(names)
+
+    @field_validator("inference_url", "query_inference_url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        return grpc_address(url)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SparseVectorizerConfig:
+        me = "SparseVectorizerConfig"
+        if self.model is None and self.inference_url is None:
+            raise invalid(me, ("model",), "give model or inference_url (the sparse model that encodes "
+                                          "documents)")
+        if self.model is not None and self.inference_url is not None:
+            raise invalid(me, ("inference_url",), "give either model or inference_url, not both")
+        if self.query_model is not None and self.query_inference_url is not None:
+            raise invalid(me, ("query_inference_url",), "give either query_model or query_inference_url, "
+                                                        "not both")
+        return self
+
+    @property
+    def has_query_model(self) -> bool:
+        return self.query_model is not None or self.query_inference_url is not None
+
+
 class VectorizerConfig(_Strict):
     """One named dense vector and how it is computed."""
 
@@ -105,16 +171,7 @@ class VectorizerConfig(_Strict):
     @field_validator("inference_url")
     @classmethod
     def _url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        url = url.strip()
-        for scheme in ("grpc://", "http://"):
-            if url.startswith(scheme):
-                url = url[len(scheme):]
-        host, sep, port = url.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"must be a gRPC address host:port, not {url!r}")
-        return url
+        return grpc_address(url)
 
     @model_validator(mode="after")
     def _consistent(self) -> VectorizerConfig:
@@ -322,6 +379,8 @@ def parse_field_declarations(value: Any) -> Any:
 class CollectionDefinition(_Strict):
     name: str = Field(..., description="letters, digits, _ and -, starting with a letter, at most 63 chars")
     vectorizers: dict[str, VectorizerConfig] = Field(default_factory=dict)
+    sparse_vectorizers: dict[str, SparseVectorizerConfig] = Field(
+        default_factory=dict, description="named sparse vectors computed by sparse models (neural sparse)")
     bm25: Bm25Config | None = None
     distance: Distance = "cosine"
     shard_number: int | None = Field(None, ge=1, le=1024, strict=True)
@@ -347,9 +406,9 @@ class CollectionDefinition(_Strict):
             raise ValueError(f"names starting with {RESERVED_PREFIX!r} are reserved")
         return name
 
-    @field_validator("vectorizers")
+    @field_validator("vectorizers", "sparse_vectorizers")
     @classmethod
-    def _vector_names(cls, vectorizers: dict[str, VectorizerConfig]) -> dict[str, VectorizerConfig]:
+    def _vector_names(cls, vectorizers: dict[str, Any]) -> dict[str, Any]:
         for name in vectorizers:
             if not NAME_RE.match(name):
                 raise ValueError(f"{name!r} is not a valid vector name (letters, digits, _ and -, "
@@ -360,16 +419,22 @@ class CollectionDefinition(_Strict):
 
     @model_validator(mode="after")
     def _defaults(self) -> CollectionDefinition:
+        for name in self.sparse_vectorizers:
+            if name in self.vectorizers:
+                raise invalid("CollectionDefinition", ("sparse_vectorizers", name),
+                              f"{name!r} is also a dense vectorizer: vector names must be distinct")
         if self.bm25 is None:
             self.bm25 = Bm25Config()
         if self.bm25.fields is None:  # not given: every text field of the vectorizers, in order
             fields: list[str] = []
-            for vec in self.vectorizers.values():
-                fields += [f for f in vec.text_fields if f not in fields]
+            text_fields = [v.text_fields for v in self.vectorizers.values()]
+            text_fields += [v.text_fields for v in self.sparse_vectorizers.values()]
+            for names in text_fields:
+                fields += [f for f in names if f not in fields]
             self.bm25.fields = fields
-        if not self.vectorizers and not self.bm25.fields:
+        if not self.vectorizers and not self.sparse_vectorizers and not self.bm25.fields:
             raise invalid("CollectionDefinition", ("vectorizers",),
-                          "a collection needs at least one vectorizer or bm25 fields")
+                          "a collection needs at least one vectorizer, sparse vectorizer or bm25 fields")
         return self
 
     # -- derived --------------------------------------------------------------------------------------------
@@ -380,6 +445,9 @@ class CollectionDefinition(_Strict):
     def default_vector(self) -> str | None:
         return next(iter(self.vectorizers), None)
 
+    def default_sparse_vector(self) -> str | None:
+        return next(iter(self.sparse_vectorizers), None)
+
     def vector_distance(self, vector: str) -> str:
         return self.vectorizers[vector].distance or self.distance
 
@@ -388,10 +456,12 @@ class CollectionDefinition(_Strict):
         return {name: decl.field_type() for name, decl in self.fields.items()}
 
     def vectorized_fields(self) -> set[str]:
-        """Every property whose value feeds a vector (dense or BM25)."""
+        """Every property whose value feeds a vector (dense, sparse or BM25)."""
         out: set[str] = set(self.bm25.fields or [] if self.bm25 else [])
         for vec in self.vectorizers.values():
             out |= set(vec.text_fields) | set(vec.image_fields)
+        for sparse in self.sparse_vectorizers.values():
+            out |= set(sparse.text_fields)
         return out
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from gateway.storage.base import SparseVec
 from protos import inference_pb2, inference_pb2_grpc
 from services import tracing
 from services.inference.wire import unpack_vectors
@@ -76,6 +77,9 @@ class InferenceMeta:
     normalize: bool = True
     max_items_per_request: int = 0
     max_request_bytes: int = 0
+    kind: str = "dense"  # dense | sparse (an older server that does not say is dense)
+    function_name: str = "TEXT_EMBEDDING"
+    vocab_size: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -212,6 +216,9 @@ class InferenceClient:
             normalize=resp.normalize,
             max_items_per_request=resp.limits.max_items_per_request,
             max_request_bytes=resp.limits.max_request_bytes,
+            kind=resp.kind or "dense",
+            function_name=resp.function_name or "TEXT_EMBEDDING",
+            vocab_size=resp.vocab_size,
         )
         return self._meta
 
@@ -273,6 +280,34 @@ class InferenceClient:
         tv = np.concatenate(tvs) if tvs else np.zeros((0, dims), dtype=np.float32)
         iv = np.concatenate(ivs) if ivs else np.zeros((0, dims), dtype=np.float32)
         return tv, iv
+
+
+    async def _vectorize_sparse_once(self, texts: list[str]) -> list[SparseVec]:
+        self.calls += 1
+        resp = await self._call(self._stub.VectorizeSparse, inference_pb2.VectorizeSparseRequest(texts=texts),
+                                self.timeout_s)
+        if len(resp.vectors) != len(texts):
+            raise InferenceRejected(self.address, f"answered {len(resp.vectors)} sparse vectors for "
+                                                  f"{len(texts)} texts")
+        out = []
+        for v in resp.vectors:
+            if len(v.indices) != len(v.values):
+                raise InferenceRejected(self.address, f"malformed answer: {len(v.indices)} token ids but "
+                                                      f"{len(v.values)} weights")
+            out.append(SparseVec(list(v.indices), list(v.values)))
+        return out
+
+    async def vectorize_sparse(self, texts: list[str]) -> list[SparseVec]:
+        """One sparse vector per text, in input order (a sparse model: ``Meta.kind == "sparse"``).
+
+        Split into calls of at most ``batch_size`` texts that run concurrently (bounded per address).
+        """
+        texts = list(texts)
+        if not texts:
+            return []
+        chunks = [chunk for chunk, _ in self._chunks(texts, [])]
+        results = await asyncio.gather(*(self._vectorize_sparse_once(chunk) for chunk in chunks))
+        return [v for part in results for v in part]
 
 
 class InferencePool:

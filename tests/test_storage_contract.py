@@ -399,6 +399,60 @@ def test_sparse_search_unknown_terms(store: Store) -> None:
     assert store.search_sparse("items", "bm25", ENCODER.query("zeppelin"), limit=5) == []
 
 
+# ----------------------------------------------------------------------------- plain sparse (neural sparse)
+def neural_weights(n: int, vocab: int = 40, seed: int = 3) -> list[SparseVec]:
+    """Model-like sparse vectors: a few token ids with positive weights each."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ids = np.sort(rng.choice(vocab, size=int(rng.integers(3, 9)), replace=False))
+        out.append(SparseVec(ids.tolist(), rng.uniform(0.1, 3.0, size=ids.size).round(4).tolist()))
+    return out
+
+
+def load_plain(store: Store) -> list[SparseVec]:
+    store.create_collection(CollectionSchema("docs", dense={"cos": DenseVectorConfig(DIM)}, sparse=["bm25"],
+                                             sparse_plain=["splade"]))
+    docs = neural_weights(N_POINTS)
+    rng = np.random.default_rng(5)
+    store.upsert("docs", [
+        PointRecord(pid(i), {"i": i}, {"cos": rng.normal(size=DIM).tolist()},
+                    {"splade": docs[i], "bm25": SparseVec(docs[i].indices, [1.0] * len(docs[i].indices))})
+        for i in range(N_POINTS)])
+    return docs
+
+
+def test_plain_sparse_scores_are_dot_products_without_idf(store: Store) -> None:
+    docs = load_plain(store)
+    query = SparseVec([2, 7, 11, 30], [0.5, 1.5, 2.0, 0.25])
+    q = dict(zip(query.indices, query.values, strict=True))
+    expected = {i: sum(w * q.get(t, 0.0) for t, w in zip(d.indices, d.values, strict=True))
+                for i, d in enumerate(docs)}
+    expected = {i: s for i, s in expected.items() if s > 0}
+    hits = store.search_sparse("docs", "splade", query, limit=N_POINTS)
+    assert len(hits) == len(expected) > 5
+    for hit in hits:
+        assert hit.score == pytest.approx(expected[int(uuid.UUID(hit.id).int) - 1], rel=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # the same values under the IDF modifier score differently: the modifier is per vector
+    bm25 = store.search_sparse("docs", "bm25", SparseVec(query.indices, [1.0] * 4), limit=3)
+    plain = store.search_sparse("docs", "splade", SparseVec(query.indices, [1.0] * 4), limit=3)
+    assert [h.score for h in bm25] != pytest.approx([h.score for h in plain], rel=1e-3)
+    stored = store.retrieve("docs", [pid(3)], with_vectors=True)[0].sparse["splade"]
+    assert stored.indices == docs[3].indices and stored.values == pytest.approx(docs[3].values, rel=1e-6)
+
+
+def test_plain_sparse_schema_checks(store: Store) -> None:
+    with pytest.raises(StoreError, match="sparse_plain"):
+        CollectionSchema("x", sparse=["a"], sparse_plain=["a"])
+    store.create_collection(CollectionSchema("only", sparse_plain=["splade"]))
+    store.upsert("only", [PointRecord(pid(1), {}, {}, {"splade": SparseVec([1, 5], [0.5, 2.0])})])
+    (hit,) = store.search_sparse("only", "splade", SparseVec([5], [1.0]), limit=3)
+    assert hit.score == pytest.approx(2.0)
+    with pytest.raises(StoreError, match="vector"):
+        store.search_sparse("only", "other", SparseVec([5], [1.0]))
+
+
 # --------------------------------------------------------------------------------------------- hybrid
 HYBRID_QUERY = "lamp chair desk"
 
@@ -719,6 +773,22 @@ def test_edge_store_persists_across_restart(tmp_path: Path) -> None:
         assert third.count("items") == N_POINTS + 1
     finally:
         third.close()
+
+
+def test_edge_store_keeps_plain_sparse_across_restart(tmp_path: Path) -> None:
+    store = EdgeStore(tmp_path / "edge")
+    docs = load_plain(store)
+    before = store.search_sparse("docs", "splade", docs[0], limit=5)
+    store.close()
+    store = EdgeStore(tmp_path / "edge")
+    try:
+        after = store.search_sparse("docs", "splade", docs[0], limit=5)
+        assert ids_of(after) == ids_of(before)
+        assert [h.score for h in after] == pytest.approx([h.score for h in before], rel=1e-6)
+        q = dict(zip(docs[0].indices, docs[0].values, strict=True))
+        assert after[0].score == pytest.approx(sum(v * v for v in q.values()), rel=1e-5)  # plain dot product
+    finally:
+        store.close()
 
 
 def test_edge_store_builds_hnsw_and_stays_correct(tmp_path: Path) -> None:

@@ -23,10 +23,22 @@ class VectorInfo:
 
 
 @dataclass
+class SparseInfo:
+    """What a sparse vectorizer's models turned out to be when the collection was created."""
+
+    vocab_size: int
+    model_name: str | None = None  # the document model, as its inference service reported it
+    function_name: str | None = None  # SPARSE_ENCODING | SPARSE_TOKENIZE
+    query_model_name: str | None = None  # doc-only mode: the query model
+    query_function_name: str | None = None
+
+
+@dataclass
 class StoredCollection:
     definition: CollectionDefinition
     vectors: dict[str, VectorInfo]
     created_at: float = field(default_factory=time.time)
+    sparse: dict[str, SparseInfo] = field(default_factory=dict)
     # declared field -> why building its payload index failed (cleared when a build succeeds)
     index_errors: dict[str, str] = field(default_factory=dict)
 
@@ -36,6 +48,7 @@ class StoredCollection:
             "name": self.definition.name,
             "definition": self.definition.model_dump(mode="json"),
             "vectors": {k: asdict(v) for k, v in self.vectors.items()},
+            "sparse_vectors": {k: asdict(v) for k, v in self.sparse.items()},
             "created_at": self.created_at,
             "index_errors": dict(self.index_errors),
         }
@@ -50,6 +63,7 @@ class StoredCollection:
         return cls(
             definition=CollectionDefinition.model_validate(definition),
             vectors={k: VectorInfo(**v) for k, v in record.get("vectors", {}).items()},
+            sparse={k: SparseInfo(**v) for k, v in (record.get("sparse_vectors") or {}).items()},
             created_at=float(record.get("created_at", 0.0)),
             index_errors=dict(record.get("index_errors") or {}),
         )
@@ -65,6 +79,13 @@ class StoredCollection:
                 vec["modalities"] = info.modalities
                 if info.model_name:
                     vec["model_name"] = info.model_name
+        for name, vec in out.get("sparse_vectorizers", {}).items():
+            sinfo = self.sparse.get(name)
+            if sinfo is not None:
+                vec["vocab_size"] = sinfo.vocab_size
+                for key in ("model_name", "function_name", "query_model_name", "query_function_name"):
+                    if getattr(sinfo, key):
+                        vec[key] = getattr(sinfo, key)
         out["created_at"] = self.created_at
         return out
 
@@ -76,6 +97,7 @@ class StoredCollection:
                                            distance=d.vector_distance(name))
                    for name in d.vectorizers},
             sparse=[BM25_VECTOR] if d.has_bm25 else [],
+            sparse_plain=list(d.sparse_vectorizers),
             shard_number=d.shard_number,
             replication_factor=d.replication_factor,
             hnsw_m=d.hnsw_m,

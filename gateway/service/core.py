@@ -18,6 +18,7 @@ from gateway.config import GatewaySettings
 from gateway.definitions import (
     BM25_VECTOR,
     CollectionDefinition,
+    SparseVectorizerConfig,
     VectorizerConfig,
     parse_definition,
     parse_field_declarations,
@@ -36,7 +37,7 @@ from gateway.inference_urls import inference_url_allowed
 from gateway.metrics import GatewayMetrics
 from gateway.service import objects as obj
 from gateway.service import queries
-from gateway.service.collections import StoredCollection, VectorInfo
+from gateway.service.collections import SparseInfo, StoredCollection, VectorInfo
 from gateway.service.filters import parse_filter
 from gateway.service.indexes import IndexBuilder, index_states, missing
 from gateway.service.paging import decode_cursor, encode_cursor
@@ -178,25 +179,46 @@ class GatewayService:
         An ``inference_url`` must match INFERENCE_URL_HOSTS (checked again on every use: the setting may
         have changed since the collection was created).
         """
-        if vec.inference_url:
-            if not inference_url_allowed(vec.inference_url, self.settings.inference_url_hosts):
+        return self._address(vec.model, vec.inference_url, f"vectorizers.{vector}", f"vector {vector!r}",
+                             creating=creating)
+
+    def _resolve_sparse(self, vector: str, cfg: SparseVectorizerConfig, *, query: bool = False,
+                        creating: bool = False) -> tuple[str, str]:
+        """(gRPC address, label) of a sparse vectorizer's document model, or with ``query`` the model that
+        encodes its queries (the query model in doc-only mode, else the same)."""
+        where, what = f"sparse_vectorizers.{vector}", f"sparse vector {vector!r}"
+        if query and cfg.has_query_model:
+            return self._address(cfg.query_model, cfg.query_inference_url, where, what, creating=creating,
+                                 model_key="query_model", url_key="query_inference_url")
+        return self._address(cfg.model, cfg.inference_url, where, what, creating=creating)
+
+    def _address(self, model: str | None, url: str | None, where: str, what: str, *, creating: bool = False,
+                 model_key: str = "model", url_key: str = "inference_url") -> tuple[str, str]:
+        """(gRPC address, label) of a model named in MODELS, or of a given address INFERENCE_URL_HOSTS allows;
+        errors name ``where``.``model_key`` / ``url_key``."""
+        if url:
+            if not inference_url_allowed(url, self.settings.inference_url_hosts):
                 rule = ("INFERENCE_URL_HOSTS does not list it" if self.settings.inference_url_hosts else
                         "this gateway only uses the models of MODELS (INFERENCE_URL_HOSTS is empty)")
                 if creating:
-                    raise BadRequest(f"vectorizers.{vector}.inference_url",
-                                     f"{vec.inference_url!r} is not allowed: {rule}; name a model instead")
-                raise Forbidden(f"vector {vector!r} names inference_url {vec.inference_url!r}, which is no "
-                                f"longer allowed: {rule}")
-            return vec.inference_url, f"inference service {vec.inference_url}"
-        address = self.settings.models.get(vec.model or "")
+                    raise BadRequest(f"{where}.{url_key}",
+                                     f"{url!r} is not allowed: {rule}; name a model instead")
+                raise Forbidden(f"{what} names {url_key} {url!r}, which is no longer allowed: {rule}")
+            return url, f"inference service {url}"
+        address = self.settings.models.get(model or "")
         if address is None:
             known = ", ".join(sorted(self.settings.models)) or "none (set MODELS=name=host:port,...)"
             if creating:
-                raise BadRequest(f"vectorizers.{vector}.model",
-                                 f"unknown model {vec.model!r}; known models: {known}")
-            raise Unavailable(f"model {vec.model!r}",
-                              f"model {vec.model!r} is not configured here (MODELS knows: {known})")
-        return address, f"inference service for model {vec.model!r} at {address}"
+                raise BadRequest(f"{where}.{model_key}", f"unknown model {model!r}; known models: {known}")
+            raise Unavailable(f"model {model!r}",
+                              f"model {model!r} is not configured here (MODELS knows: {known})")
+        return address, f"inference service for model {model!r} at {address}"
+
+    def _sparse_client(self, stored: StoredCollection, vector: str, *,
+                       query: bool = False) -> InferenceClient:
+        """The client of a sparse vectorizer's document model (``query``: the model encoding its queries)."""
+        address, _ = self._resolve_sparse(vector, stored.definition.sparse_vectorizers[vector], query=query)
+        return self.pool.get(address)
 
     def _client(self, stored: StoredCollection, vector: str) -> InferenceClient:
         address, _ = self._resolve(vector, stored.definition.vectorizers[vector])
@@ -240,7 +262,10 @@ class GatewayService:
         vectors: dict[str, VectorInfo] = {}
         for vname, vec in definition.vectorizers.items():
             vectors[vname] = await self._probe(vname, vec)
-        stored = StoredCollection(definition=definition, vectors=vectors)
+        sparse: dict[str, SparseInfo] = {}
+        for vname, cfg in definition.sparse_vectorizers.items():
+            sparse[vname] = await self._probe_sparse(vname, cfg)
+        stored = StoredCollection(definition=definition, vectors=vectors, sparse=sparse)
         await self._db(self.store.create_collection, stored.schema())
         try:
             for key, ftype in stored.field_types.items():  # the collection is empty: instant
@@ -260,19 +285,17 @@ class GatewayService:
             out["indexes"] = index_states(stored, existing)
         return out
 
-    async def _probe(self, vname: str, vec: VectorizerConfig) -> VectorInfo:
-        """Ask a vectorizer's inference service for its Meta and check it fits the definition."""
-        if not vec.uses_service:
-            return VectorInfo(dimensions=int(vec.dimensions or 0), modalities=[])
-        address, label = self._resolve(vname, vec, creating=True)
+    async def _probe_meta(self, address: str, label: str, url_field: str | None) -> InferenceMeta:
+        """A model service's Meta, refusing an address that is no polyvec inference service: with
+        ``url_field`` (an address the caller gave) as a BadRequest naming it, else as Unavailable."""
         client = self.pool.get(address)
-        where = f"vectorizers.{vname}"
         try:
             meta = await client.meta(refresh=True)
             problem = meta_problem(meta)
         except InferenceUnavailable as exc:
             if _speaks_http2(exc):
-                raise Unavailable(label, f"{label} is unavailable ({_detail(vec, exc)})") from None
+                detail = "no answer" if url_field else exc.detail  # never relay what a given address says
+                raise Unavailable(label, f"{label} is unavailable ({detail})") from None
             problem = "it does not speak gRPC"
         except NotPolyvec as exc:
             problem = exc.what
@@ -280,9 +303,22 @@ class GatewayService:
             problem = "it answered Meta with an error"
         if problem:
             message = f"{address} is not a polyvec inference service ({problem})"
-            if vec.inference_url:
-                raise BadRequest(f"{where}.inference_url", message)
+            if url_field:
+                raise BadRequest(url_field, message)
             raise Unavailable(label, f"{label}: {message}")
+        return meta
+
+    async def _probe(self, vname: str, vec: VectorizerConfig) -> VectorInfo:
+        """Ask a vectorizer's inference service for its Meta and check it fits the definition."""
+        if not vec.uses_service:
+            return VectorInfo(dimensions=int(vec.dimensions or 0), modalities=[])
+        address, label = self._resolve(vname, vec, creating=True)
+        where = f"vectorizers.{vname}"
+        meta = await self._probe_meta(address, label, f"{where}.inference_url" if vec.inference_url else None)
+        if meta.kind == "sparse":
+            raise BadRequest(f"{where}.{'model' if vec.model else 'inference_url'}",
+                             f"{label} serves {meta.name!r}, a sparse model ({meta.function_name}): "
+                             "declare it under sparse_vectorizers")
         if vec.dimensions is not None and vec.dimensions != meta.dimensions:
             raise BadRequest(f"{where}.dimensions", f"is {vec.dimensions} but {label} serves "
                                                     f"{meta.name!r} with {meta.dimensions} dimensions")
@@ -291,6 +327,33 @@ class GatewayService:
         if vec.image_fields and "image" not in meta.modalities:
             raise BadRequest(f"{where}.image_fields", f"{label} ({meta.name!r}) does not embed images")
         return VectorInfo(dimensions=meta.dimensions, modalities=list(meta.modalities), model_name=meta.name)
+
+    async def _probe_sparse(self, vname: str, cfg: SparseVectorizerConfig) -> SparseInfo:
+        """Meta of a sparse vectorizer's models: both sparse, over one vocabulary."""
+        where = f"sparse_vectorizers.{vname}"
+        address, label = self._resolve_sparse(vname, cfg, creating=True)
+        field = f"{where}.{'model' if cfg.model else 'inference_url'}"
+        doc = await self._probe_meta(address, label, None if cfg.model else field)
+        if doc.kind != "sparse":
+            raise BadRequest(field, f"{label} serves {doc.name!r}, a dense model ({doc.function_name}): "
+                                    "a sparse vectorizer needs a sparse model (SPARSE_ENCODING or "
+                                    "SPARSE_TOKENIZE)")
+        if "text" not in doc.modalities:
+            raise BadRequest(field, f"{label} ({doc.name!r}) does not encode text")
+        info = SparseInfo(vocab_size=doc.vocab_size, model_name=doc.name, function_name=doc.function_name)
+        if cfg.has_query_model:
+            q_address, q_label = self._resolve_sparse(vname, cfg, query=True, creating=True)
+            q_field = f"{where}.{'query_model' if cfg.query_model else 'query_inference_url'}"
+            query = await self._probe_meta(q_address, q_label, None if cfg.query_model else q_field)
+            if query.kind != "sparse":
+                raise BadRequest(q_field, f"{q_label} serves {query.name!r}, a dense model: the query model "
+                                          "of a sparse vectorizer must be sparse (e.g. SPARSE_TOKENIZE)")
+            if query.vocab_size != doc.vocab_size:
+                raise BadRequest(q_field, f"{q_label} ({query.name!r}) has a vocabulary of "
+                                          f"{query.vocab_size} tokens but the document model {doc.name!r} "
+                                          f"has {doc.vocab_size}: their token ids would not match")
+            info.query_model_name, info.query_function_name = query.name, query.function_name
+        return info
 
     async def get_collection(self, name: str) -> dict[str, Any]:
         stored = await self._load(name)
@@ -320,7 +383,7 @@ class GatewayService:
                 raise BadRequest(f"fields.{key}", f"already declared as {was}; a declared type cannot change")
         current["fields"] = {**declared, **given}
         definition = parse_definition(current)
-        updated = StoredCollection(definition=definition, vectors=stored.vectors,
+        updated = StoredCollection(definition=definition, vectors=stored.vectors, sparse=stored.sparse,
                                    created_at=stored.created_at,
                                    index_errors={k: v for k, v in stored.index_errors.items()
                                                  if k not in given})

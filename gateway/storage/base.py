@@ -58,7 +58,11 @@ class DenseVectorConfig:
 
 @dataclass(frozen=True)
 class CollectionSchema:
-    """What a collection stores: named dense vectors, named sparse vectors (IDF modifier), index options.
+    """What a collection stores: named dense vectors, named sparse vectors, index options.
+
+    ``sparse`` vectors are scored with Qdrant's IDF modifier (BM25: the stored values are term weights,
+    the IDF comes from the collection); ``sparse_plain`` vectors without it: their stored values are the
+    whole weight (neural sparse models), and a search scores the plain dot product.
 
     ``shard_number`` / ``replication_factor`` are passed to a Qdrant server (ignored by the embedded store);
     ``hnsw_m`` / ``hnsw_ef_construct`` configure the HNSW index (None = backend default).
@@ -67,6 +71,7 @@ class CollectionSchema:
     name: str
     dense: dict[str, DenseVectorConfig] = field(default_factory=dict)
     sparse: list[str] = field(default_factory=list)
+    sparse_plain: list[str] = field(default_factory=list)
     shard_number: int | None = None
     replication_factor: int | None = None
     hnsw_m: int | None = None
@@ -77,8 +82,16 @@ class CollectionSchema:
         overlap = set(self.dense) & set(self.sparse)
         if overlap:
             raise StoreError(f"sparse: names {sorted(overlap)} are also dense vector names")
-        if not self.dense and not self.sparse:
+        overlap = (set(self.dense) | set(self.sparse)) & set(self.sparse_plain)
+        if overlap:
+            raise StoreError(f"sparse_plain: names {sorted(overlap)} are also other vector names")
+        if not self.dense and not self.sparse and not self.sparse_plain:
             raise StoreError("dense: a collection needs at least one dense or sparse vector")
+
+    @property
+    def sparse_names(self) -> list[str]:
+        """Every sparse vector, with or without the IDF modifier."""
+        return [*self.sparse, *self.sparse_plain]
 
 
 @dataclass

@@ -225,7 +225,8 @@ def _schema_to_json(schema: CollectionSchema) -> dict[str, Any]:
 
 def _schema_from_json(data: dict[str, Any]) -> CollectionSchema:
     dense = {k: DenseVectorConfig(**v) for k, v in data.get("dense", {}).items()}
-    return CollectionSchema(**{**data, "dense": dense, "sparse": list(data.get("sparse", []))})
+    return CollectionSchema(**{**data, "dense": dense, "sparse": list(data.get("sparse", [])),
+                               "sparse_plain": list(data.get("sparse_plain", []))})
 
 
 def _edge_config(schema: CollectionSchema, threshold_kb: int = FULL_SCAN_THRESHOLD_KB) -> qe.EdgeConfig:
@@ -241,6 +242,7 @@ def _edge_config(schema: CollectionSchema, threshold_kb: int = FULL_SCAN_THRESHO
         for name, cfg in schema.dense.items()
     }
     sparse = {name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in schema.sparse}
+    sparse.update({name: qe.EdgeSparseVectorParams() for name in schema.sparse_plain})  # no IDF
     return qe.EdgeConfig(
         vectors=vectors or None,
         sparse_vectors=sparse or None,
@@ -351,7 +353,7 @@ class EdgeStore(Store):
         return [float(x) for x in vector]
 
     def _check_sparse(self, coll: _Collection, vector_name: str, sparse: SparseVec) -> qe.SparseVector:
-        if vector_name not in coll.schema.sparse:
+        if vector_name not in coll.schema.sparse_names:
             raise StoreError(
                 f"vector: {vector_name!r} is not a sparse vector of collection {coll.schema.name!r}"
             )

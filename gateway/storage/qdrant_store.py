@@ -403,6 +403,7 @@ class QdrantStore(Store):
             for n, c in schema.dense.items()
         }
         sparse = {n: models.SparseVectorParams(modifier=models.Modifier.IDF) for n in schema.sparse}
+        sparse.update({n: models.SparseVectorParams() for n in schema.sparse_plain})  # no IDF modifier
 
         def create() -> None:
             if self.client.collection_exists(schema.name):
