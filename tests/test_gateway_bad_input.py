@@ -39,7 +39,7 @@ HEADERS = {"x-api-key": KEY}
 METADATA = (("x-api-key", KEY),)
 BATCH = 20  # IMPORT_BATCH_SIZE of the gateway under test
 DIMS = 24
-QUERY_KINDS = "near_text|near_image|near_vector|bm25|hybrid"
+QUERY_KINDS = "near_text|near_image|near_vector|bm25|neural_sparse|hybrid"
 MISSING = object()  # a key left out
 
 

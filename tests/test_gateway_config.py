@@ -152,8 +152,9 @@ def test_bad_filters_name_the_path(flt, field):
 # -- search requests -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("body,field", [
-    ({}, "near_text|near_image|near_vector|bm25|hybrid"),
-    ({"near_text": {"query": "a"}, "bm25": {"query": "a"}}, "near_text|near_image|near_vector|bm25|hybrid"),
+    ({}, "near_text|near_image|near_vector|bm25|neural_sparse|hybrid"),
+    ({"near_text": {"query": "a"}, "bm25": {"query": "a"}},
+     "near_text|near_image|near_vector|bm25|neural_sparse|hybrid"),
     ({"hybrid": {"query": "a", "alpha": 1.5}}, "hybrid.alpha"),
     ({"hybrid": {"query": "a", "fusion": "max"}}, "hybrid.fusion"),
     ({"near_text": {"query": ""}}, "near_text.query"),

@@ -235,7 +235,8 @@ def test_batch_search_one_bad_search_fails_alone(kind, tmp_path):
             assert fields == [None, "searches.1.hybrid.alpha", "searches.2.near_vector.vector",
                               "searches.3.near_text.query", "searches.4.near_image.image",
                               "searches.5.near_image.image", "searches.6.filter.n.gt", "searches.7.vector",
-                              "searches.8.near_text|near_image|near_vector|bm25|hybrid", "searches.9", None]
+                              "searches.8.near_text|near_image|near_vector|bm25|neural_sparse|hybrid",
+                              "searches.9", None]
             for r in out["results"][1:-1]:
                 assert r["error"].startswith(r["field"] + ": ") and "hits" not in r
             assert "rejected" in out["results"][3]["error"]

@@ -262,7 +262,7 @@ def test_facets_browse_and_mmr(kind, tmp_path):
                                 ({"order_by": {"field": "price", "direction": "up"}}, "order_by.direction"),
                                 ({"near_vector": {"vector": [1, 0]}, "order_by": {"field": "price"}},
                                  "order_by"),
-                                ({}, "near_text|near_image|near_vector|bm25|hybrid")]:
+                                ({}, "near_text|near_image|near_vector|bm25|neural_sparse|hybrid")]:
                 with pytest.raises(BadRequest) as info:
                     await svc.search("products", body)
                 assert info.value.field == field, body

@@ -75,7 +75,7 @@ def test_http_round_trip_and_errors(tmp_path):
                      400, "vectorizers.v.model"),
                     ("post", "/v1/collections/docs/search",
                      {"near_text": {"query": "a"}, "bm25": {"query": "a"}},
-                     400, "near_text|near_image|near_vector|bm25|hybrid"),
+                     400, "near_text|near_image|near_vector|bm25|neural_sparse|hybrid"),
                     ("post", "/v1/collections/docs/search", {"hybrid": {"query": "a", "alpha": 7}}, 400,
                      "hybrid.alpha"),
                     ("post", "/v1/collections/docs/search", {"near_vector": {"vector": [1, 2, 3]}}, 400,

@@ -26,6 +26,7 @@ from gateway.storage.base import (
     FieldMatch,
     FieldRange,
     Filter,
+    FusedPart,
     PointRecord,
     SparseVec,
     Store,
@@ -451,6 +452,49 @@ def test_plain_sparse_schema_checks(store: Store) -> None:
     assert hit.score == pytest.approx(2.0)
     with pytest.raises(StoreError, match="vector"):
         store.search_sparse("only", "other", SparseVec([5], [1.0]))
+
+
+@pytest.mark.parametrize("method", ["rrf", "relative_score"])
+@pytest.mark.parametrize("weights", [(0.5, 0.2, 0.3), (1.0, 1.0, 1.0), (0.0, 0.4, 0.6)])
+def test_fused_search_of_three_lists_matches_formula(store: Store, method: str,
+                                                     weights: tuple[float, float, float]) -> None:
+    docs = load_plain(store)
+    rng = np.random.default_rng(11)
+    dense = rng.normal(size=DIM).tolist()
+    bm25 = SparseVec([2, 7, 11, 30], [1.0] * 4)
+    neural = SparseVec([3, 7, 19, 30], [0.7, 1.2, 0.4, 2.0])
+    lists = [store.search_dense("docs", "cos", dense, limit=N_POINTS, with_payload=False),
+             store.search_sparse("docs", "bm25", bm25, limit=N_POINTS, with_payload=False),
+             store.search_sparse("docs", "splade", neural, limit=N_POINTS, with_payload=False)]
+    expected = fusion.fuse_lists(method, [(w, [fusion.Ranked(h.id, h.score) for h in hits])
+                                          for w, hits in zip(weights, lists, strict=True)])
+    parts = [FusedPart("cos", dense, weights[0]), FusedPart("bm25", bm25, weights[1]),
+             FusedPart("splade", neural, weights[2])]
+    hits = store.search_fused("docs", parts, fusion=method, limit=10, prefetch_limit=N_POINTS)
+    assert_same_ranking(hits, expected, 0)
+    page = store.search_fused("docs", parts, fusion=method, limit=5, offset=4, prefetch_limit=N_POINTS,
+                              with_payload=["i"])
+    assert_same_ranking(page, expected, 4)
+    assert all(set(h.payload or {}) == {"i"} for h in page)
+    if weights[0] == 0.0:  # a list weighing 0 takes no part: only documents of the sparse lists come back
+        sparse_ids = {h.id for h in lists[1]} | {h.id for h in lists[2]}
+        every = store.search_fused("docs", parts, fusion=method, limit=N_POINTS, prefetch_limit=N_POINTS)
+        assert {h.id for h in every} == sparse_ids
+    assert len(docs) == N_POINTS
+
+
+def test_fused_search_refuses_bad_parts(store: Store) -> None:
+    load_plain(store)
+    dense = [0.1] * DIM
+    with pytest.raises(StoreError, match="weights"):
+        zero = [FusedPart("cos", dense, 0.0), FusedPart("bm25", SparseVec([1], [1.0]), 0.0)]
+        store.search_fused("docs", zero)
+    with pytest.raises(StoreError, match="weights"):
+        store.search_fused("docs", [FusedPart("cos", dense, -1.0)])
+    with pytest.raises(StoreError, match="vector"):
+        store.search_fused("docs", [FusedPart("nope", dense, 1.0)])
+    with pytest.raises(StoreError, match="fusion"):
+        store.search_fused("docs", [FusedPart("cos", dense, 1.0)], fusion="max")
 
 
 # --------------------------------------------------------------------------------------------- hybrid

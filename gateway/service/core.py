@@ -64,6 +64,7 @@ from gateway.storage.base import (
     Mmr,
     OrderBy,
     PointRecord,
+    SparseVec,
     Store,
     StoreError,
     StoreUnavailable,
@@ -427,10 +428,13 @@ class GatewayService:
         stored = await self._load(name)
         pendings = [obj.start(i, raw, stored, f"objects.{i}.") for i, raw in enumerate(request.objects)]
         jobs: list[obj.Job] = []
+        sparse_jobs: list[obj.SparseJob] = []
         for p in pendings:
             if p.error is None:
                 jobs += obj.plan_jobs(p, stored, f"objects.{p.index}.")
-        await self._run_jobs(stored, jobs, lambda p: f"objects.{p.index}.")
+            if p.error is None:
+                sparse_jobs += obj.plan_sparse_jobs(p, stored, f"objects.{p.index}.")
+        await self._run_jobs(stored, jobs, lambda p: f"objects.{p.index}.", sparse_jobs)
         obj.mark_replaced(pendings)
         points = [pt for pt in (obj.finish(p, stored) for p in pendings) if pt is not None]
         if points:
@@ -444,17 +448,26 @@ class GatewayService:
                 "replaced": sum(r["status"] == "replaced" for r in results)}
 
     async def _run_jobs(self, stored: StoredCollection, jobs: list[obj.Job],
-                        prefix_of: Callable[[obj.Pending], str]) -> None:
+                        prefix_of: Callable[[obj.Pending], str],
+                        sparse_jobs: list[obj.SparseJob] | None = None) -> None:
         await self._fetch_image_urls(jobs, prefix_of)
         jobs = [j for j in jobs if j.pending.error is None]  # a failed object needs no more inference
-        if not jobs:
+        sparse = [j for j in sparse_jobs or [] if j.pending.error is None]
+        if not jobs and not sparse:
             return
         try:
-            await obj.run_jobs(jobs, stored, lambda vector: self._client(stored, vector), prefix_of)
+            await asyncio.gather(
+                obj.run_jobs(jobs, stored, lambda vector: self._client(stored, vector), prefix_of),
+                obj.run_sparse_jobs(sparse, stored, lambda vector: self._sparse_client(stored, vector),
+                                    prefix_of))
         except InferenceUnavailable as exc:
             for vector, vec in stored.definition.vectorizers.items():
                 if vec.uses_service and self._resolve(vector, vec)[0] == exc.address:
                     raise self._unavailable(stored, vector, exc) from None
+            for vector, cfg in stored.definition.sparse_vectorizers.items():
+                address, label = self._resolve_sparse(vector, cfg)
+                if address == exc.address:
+                    raise Unavailable(label, f"{label} is unavailable ({exc.detail})") from None
             raise Unavailable(f"inference service {exc.address}", exc.message) from None
 
     async def _fetch_image_urls(self, jobs: list[obj.Job], prefix_of: Callable[[obj.Pending], str]) -> None:
@@ -500,8 +513,16 @@ class GatewayService:
                 if vname in prev.dense and vec.uses_service and all(
                         get_path(prev.payload, f) == get_path(request.properties, f) for f in fields):
                     reuse[vname] = list(prev.dense[vname])
+        keep: dict[str, SparseVec] = {}
+        if old:
+            for vname, cfg in stored.definition.sparse_vectorizers.items():
+                before, now = old[0].payload, request.properties
+                same = all(get_path(before, f) == get_path(now, f) for f in cfg.text_fields)
+                if same and vname in old[0].sparse:
+                    keep[vname] = old[0].sparse[vname]
         jobs = obj.plan_jobs(pending, stored, "", reuse=reuse)
-        await self._run_jobs(stored, jobs, lambda p: "")
+        sparse_jobs = [] if pending.error else obj.plan_sparse_jobs(pending, stored, "", reuse=keep)
+        await self._run_jobs(stored, jobs, lambda p: "", sparse_jobs)
         point = obj.finish(pending, stored)
         if point is None:
             raise BadRequest(pending.error_field, pending.error or "object could not be vectorized")
@@ -670,8 +691,9 @@ class GatewayService:
                 assert h is not None
                 sparse = self._bm25_query(stored, h.query, "hybrid")
                 values = await self._embed_query(stored, vector, "hybrid.query", text=h.query)
+                alpha = 0.5 if h.alpha is None else h.alpha
                 hits = await self._db(self.store.search_hybrid, name, vector, values, BM25_VECTOR, sparse,
-                                      alpha=h.alpha, fusion=h.fusion, **common)
+                                      alpha=alpha, fusion=h.fusion, **common)
             if kind != "hybrid":
                 hits = await self._db(self.store.search_dense, name, vector, values, mmr=mmr, **common)
         wanted = None if req.properties is None else set(req.properties)
@@ -801,7 +823,8 @@ class GatewayService:
         return {"results": results, "took_ms": took_ms}
 
     async def _search_alone(self, name: str, q: queries.Query) -> dict[str, Any]:
-        """A search of a batch that the store batch does not cover (browse, order_by, diversity)."""
+        """A search of a batch that the store batch does not cover (browse, order_by, diversity, and the
+        searches whose query goes through a sparse model: neural_sparse, hybrid with weights)."""
         assert q.req is not None
         try:
             return await self.search(name, q.req)

@@ -1,4 +1,5 @@
-"""Turning objects into points: field values -> inference jobs -> weighted-mean vectors + BM25 vector.
+"""Turning objects into points: field values -> inference jobs -> weighted-mean vectors + BM25 vector +
+sparse vectors (each text field encoded by the sparse model, merged by the largest weight per token).
 
 Every object keeps its own status; an object with a bad field or a value the inference service rejects
 is reported and left out, the others go on. A batch is sent per inference service in calls of at most
@@ -23,7 +24,7 @@ from gateway.inference_client import InferenceClient, InferenceRejected
 from gateway.service.collections import StoredCollection
 from gateway.service.requests import ObjectIn
 from gateway.service.vectors import check_vector, get_path, is_uuid, object_uuid, weighted_mean
-from gateway.storage.base import PointRecord
+from gateway.storage.base import PointRecord, SparseVec
 from services.input_rules import check_text, decode_base64, find_invalid_text
 
 #: Payload key holding the user's id when it is not a UUID (the point id is derived from it).
@@ -48,6 +49,9 @@ class Pending:
     dense: dict[str, list[float]] = field(default_factory=dict)
     # vector -> field -> vector of that field's value
     field_vectors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    sparse: dict[str, SparseVec] = field(default_factory=dict)  # sparse vectors kept from before (PUT)
+    # sparse vector -> field -> sparse vector of that field's text
+    field_sparse: dict[str, dict[str, SparseVec]] = field(default_factory=dict)
     vectorized: list[str] = field(default_factory=list)
     error: str | None = None
     error_field: str | None = None
@@ -85,6 +89,16 @@ class Job:
     vector: str
     field: str
     data: str | bytes | ImageUrl
+
+
+@dataclass
+class SparseJob:
+    """One text field of one object for a sparse vectorizer's model."""
+
+    pending: Pending
+    vector: str
+    field: str
+    text: str
 
 
 def decode_base64_image(value: str) -> bytes:
@@ -214,42 +228,112 @@ def plan_jobs(pending: Pending, stored: StoredCollection, prefix: str,
     return jobs
 
 
-async def embed_isolating(client: InferenceClient, kind: str, items: list[Any]) -> tuple[list, list]:
-    """Vectors for ``items`` (texts or image bytes); items the service rejects get an error instead.
+def plan_sparse_jobs(pending: Pending, stored: StoredCollection, prefix: str,
+                     reuse: dict[str, SparseVec] | None = None) -> list[SparseJob]:
+    """The text fields this object's sparse vectors need encoded (an object without any gets none)."""
+    jobs: list[SparseJob] = []
+    for name, cfg in stored.definition.sparse_vectorizers.items():
+        if reuse and name in reuse:
+            pending.sparse[name] = reuse[name]
+            continue
+        mine: list[SparseJob] = []
+        for fname in cfg.text_fields:
+            try:
+                text = text_value(get_path(pending.properties, fname))
+            except ValueError as exc:
+                pending.fail(f"{prefix}properties.{fname}", str(exc))
+                return []
+            if text is not None:
+                mine.append(SparseJob(pending, name, fname, text))
+        if mine:
+            pending.vectorized.append(name)
+            jobs += mine
+    return jobs
+
+
+def merge_sparse(vectors: list[SparseVec]) -> SparseVec:
+    """Per token, the largest weight any of ``vectors`` gives it (ids ascending, zeros dropped)."""
+    best: dict[int, float] = {}
+    for vec in vectors:
+        for idx, value in zip(vec.indices, vec.values, strict=True):
+            if value > best.get(idx, 0.0):
+                best[idx] = value
+    ids = sorted(best)
+    return SparseVec(ids, [best[i] for i in ids])
+
+
+async def isolate_rejected(call: Callable[[list[Any]], Any], items: list[Any], size: int,
+                           address: str) -> tuple[list, list]:
+    """``call`` (a batch of items -> one result per item) over ``items`` in batches of ``size``; a batch
+    the service rejects is split in halves until the offending items are found, which get an error.
 
     InferenceUnavailable propagates (the whole request fails, nothing is written).
     """
-    vectors: list[np.ndarray | None] = [None] * len(items)
+    results: list[Any] = [None] * len(items)
     errors: list[str | None] = [None] * len(items)
 
     async def run(lo: int, hi: int) -> None:
         try:
-            if kind == "text":
-                out, _ = await client.vectorize(texts=items[lo:hi])
-            else:
-                _, out = await client.vectorize(images=items[lo:hi])
+            out = await call(items[lo:hi])
         except InferenceRejected as exc:
             if hi - lo == 1:
-                errors[lo] = f"inference service {client.address} rejected it: {exc.message}"
+                errors[lo] = f"inference service {address} rejected it: {exc.message}"
                 return
             mid = (lo + hi) // 2
             await asyncio.gather(run(lo, mid), run(mid, hi))
             return
         for k in range(lo, hi):
-            vectors[k] = out[k - lo]
+            results[k] = out[k - lo]
 
-    size = max(1, client.batch_size)
+    size = max(1, size)
     await asyncio.gather(*(run(i, min(i + size, len(items))) for i in range(0, len(items), size)))
     # A dynamically batching server may have run a good item in one forward pass with a bad one from a
     # concurrent call: give every rejected item one more try alone, one at a time.
     for k in [k for k, err in enumerate(errors) if err is not None]:
         try:
-            out = (await client.vectorize(texts=[items[k]]))[0] if kind == "text" else \
-                (await client.vectorize(images=[items[k]]))[1]
+            out = await call([items[k]])
         except InferenceRejected:
             continue
-        vectors[k], errors[k] = out[0], None
-    return vectors, errors
+        results[k], errors[k] = out[0], None
+    return results, errors
+
+
+async def embed_isolating(client: InferenceClient, kind: str, items: list[Any]) -> tuple[list, list]:
+    """Vectors for ``items`` (texts or image bytes); items the service rejects get an error instead."""
+
+    async def call(batch: list[Any]) -> np.ndarray:
+        if kind == "text":
+            return (await client.vectorize(texts=batch))[0]
+        return (await client.vectorize(images=batch))[1]
+
+    return await isolate_rejected(call, items, client.batch_size, client.address)
+
+
+async def run_sparse_jobs(jobs: list[SparseJob], stored: StoredCollection,
+                          client_for: Callable[[str], InferenceClient],
+                          prefix_of: Callable[[Pending], str]) -> None:
+    """Encode every sparse job in batched VectorizeSparse calls per vectorizer; a text the model rejects
+    (or an answer with token ids outside the model's vocabulary) fails only its own object."""
+    groups: dict[str, list[SparseJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.vector, []).append(job)
+
+    async def run_group(vector: str, group: list[SparseJob]) -> None:
+        client = client_for(vector)
+        vectors, errors = await isolate_rejected(client.vectorize_sparse, [j.text for j in group],
+                                                 client.batch_size, client.address)
+        vocab = stored.sparse[vector].vocab_size if vector in stored.sparse else 0
+        for job, vec, err in zip(group, vectors, errors, strict=True):
+            where = f"{prefix_of(job.pending)}properties.{job.field}"
+            if err is not None:
+                job.pending.fail(where, err)
+            elif vec is None or (vocab and any(i >= vocab for i in vec.indices)):
+                job.pending.fail(where, f"inference service {client.address} returned token ids outside its "
+                                        f"vocabulary of {vocab}")
+            else:
+                job.pending.field_sparse.setdefault(job.vector, {})[job.field] = vec
+
+    await asyncio.gather(*(run_group(v, g) for v, g in groups.items()))
 
 
 async def run_jobs(jobs: list[Job], stored: StoredCollection, client_for: Callable[[str], InferenceClient],
@@ -291,7 +375,8 @@ def mark_replaced(pendings: list[Pending]) -> None:
 
 
 def finish(pending: Pending, stored: StoredCollection) -> PointRecord | None:
-    """Combine field vectors into object vectors, add BM25; None when the object failed or was replaced."""
+    """Combine field vectors into object vectors, add BM25 and the sparse vectors; None when the object
+    failed or was replaced."""
     if pending.error or pending.replaced_by is not None:
         return None
     for name, per_field in pending.field_vectors.items():
@@ -302,10 +387,17 @@ def finish(pending: Pending, stored: StoredCollection) -> PointRecord | None:
     payload = dict(pending.properties)
     if pending.external_id is not None and not is_uuid(pending.external_id):
         payload[ID_KEY] = pending.external_id
-    sparse = {}
+    sparse: dict[str, SparseVec] = {}
     encoder = stored.bm25_encoder
     if encoder is not None:
         sv = encoder.document_from(pending.properties)
         if sv.indices:
             sparse[BM25_VECTOR] = sv
+    for sname, kept in pending.sparse.items():
+        if kept.indices:
+            sparse[sname] = kept
+    for sname, per_text in pending.field_sparse.items():
+        merged = merge_sparse(list(per_text.values()))
+        if merged.indices:  # an empty sparse vector is stored as no vector
+            sparse[sname] = merged
     return PointRecord(id=pending.point_id or "", payload=payload, dense=dict(pending.dense), sparse=sparse)

@@ -81,8 +81,8 @@ class Query:
             query: DenseQuery | SparseQuery | HybridQuery = SparseQuery(BM25_VECTOR, self.sparse)
         elif kind == "hybrid":
             assert self.vector and self.values is not None and self.sparse is not None and req.hybrid
-            query = HybridQuery(self.vector, self.values, BM25_VECTOR, self.sparse, req.hybrid.alpha,
-                                req.hybrid.fusion)
+            alpha = 0.5 if req.hybrid.alpha is None else req.hybrid.alpha
+            query = HybridQuery(self.vector, self.values, BM25_VECTOR, self.sparse, alpha, req.hybrid.fusion)
         else:
             assert self.vector and self.values is not None
             query = DenseQuery(self.vector, self.values)
@@ -142,6 +142,9 @@ async def prepare(stored: StoredCollection, req: SearchRequest, where: str,
     kind = req.kind
     if kind not in QUERY_KINDS or getattr(req, "order_by", None) is not None or \
             getattr(req, "diversity", None) is not None:
+        return Query(req=req, where=where, alone=True)
+    if kind == "neural_sparse" or (kind == "hybrid" and req.hybrid is not None and req.hybrid.weights):
+        # their query goes through a sparse model (VectorizeSparse): the single-search path does that
         return Query(req=req, where=where, alone=True)
     q = Query(req=req, where=where, filter=parse_filter(req.filter, at(where, "filter")))
     if kind == "bm25":

@@ -21,7 +21,7 @@ from services.input_rules import check_text
 MAX_LIMIT = 10_000
 MAX_FACET_LIMIT = 1_000
 DEFAULT_MMR_CANDIDATES = 100
-QUERY_KINDS = ("near_text", "near_image", "near_vector", "bm25", "hybrid")
+QUERY_KINDS = ("near_text", "near_image", "near_vector", "bm25", "neural_sparse", "hybrid")
 DENSE_KINDS = ("near_text", "near_image", "near_vector")
 #: A JSON number: an int or a float, not a string or a boolean that happens to convert.
 Number = Annotated[float, Field(strict=True)]
@@ -81,14 +81,52 @@ class Bm25Query(_Strict):
     query: Text = Field(..., min_length=1)
 
 
+class NeuralSparseQuery(_Strict):
+    query: Text = Field(..., min_length=1)
+    vector: str | None = Field(None, description="which sparse vectorizer (default: the collection's first)")
+
+
 class HybridQuery(_Strict):
     query: Text = Field(..., min_length=1)
-    alpha: float = Field(0.5, strict=True, description="1 = vector only, 0 = BM25 only")
+    alpha: float | None = Field(None, strict=True, description="dense + BM25 shorthand: 1 = vector only, "
+                                                               "0 = BM25 only (default 0.5)")
+    weights: dict[str, Number] | None = Field(
+        None, description="two or three lists by name: a dense vectorizer, bm25, a sparse vectorizer")
     fusion: Literal["rrf", "relative_score"] = "rrf"
+
+    @field_validator("alpha", "weights", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:  # left out is fine; an explicit null is a mistake
+            raise ValueError("must not be null (leave it out for the default)")
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        if not 2 <= len(value) <= 3:
+            raise ValueError(f"name two or three lists (a dense vectorizer, bm25, a sparse vectorizer), "
+                             f"not {len(value)}")
+        for name, weight in value.items():
+            if not (weight >= 0.0) or weight == float("inf"):
+                raise ValueError(f"the weight of {name!r} must be a finite number >= 0, not {weight}")
+        if not any(w > 0 for w in value.values()):
+            raise ValueError("at least one weight must be above 0")
+        return value
+
+    @model_validator(mode="after")
+    def _alpha_or_weights(self) -> HybridQuery:
+        if self.alpha is not None and self.weights is not None:
+            raise ValueError("give alpha (the dense + BM25 shorthand) or weights, not both")
+        return self
 
     @field_validator("alpha")
     @classmethod
-    def _alpha(cls, value: float) -> float:
+    def _alpha(cls, value: float | None) -> float | None:
+        if value is None:
+            return None
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"must be in [0, 1], not {value}")
         return value
@@ -116,6 +154,7 @@ class SearchRequest(_Strict):
     near_image: NearImage | None = None
     near_vector: NearVector | None = None
     bm25: Bm25Query | None = None
+    neural_sparse: NeuralSparseQuery | None = None
     hybrid: HybridQuery | None = None
     vector: str | None = Field(None, description="which named vector (default: the collection's first)")
     filter: dict[str, Any] | None = Field(None, description="payload filter (see docs)")

@@ -283,10 +283,29 @@ class HybridQuery:
 
 
 @dataclass(frozen=True)
+class FusedQuery:
+    """Any number of dense / sparse lists fused by their weights (see :meth:`Store.search_fused`)."""
+
+    parts: tuple[FusedPart, ...]
+    fusion: str = "rrf"
+    prefetch_limit: int | None = None
+
+
+def as_fused(query: HybridQuery | FusedQuery) -> FusedQuery:
+    """A hybrid query as the two weighted lists it stands for (alpha checked)."""
+    if isinstance(query, FusedQuery):
+        return query
+    alpha = check_alpha(query.alpha)
+    return FusedQuery((FusedPart(query.dense_name, query.dense_vector, alpha),
+                       FusedPart(query.sparse_name, query.sparse_vector, 1.0 - alpha)),
+                      query.fusion, query.prefetch_limit)
+
+
+@dataclass(frozen=True)
 class SearchSpec:
     """One search of a batch (:meth:`Store.search_batch`): a query plus filter, paging and payload choice."""
 
-    query: DenseQuery | SparseQuery | HybridQuery
+    query: DenseQuery | SparseQuery | HybridQuery | FusedQuery
     filter: Filter | None = None
     limit: int = 10
     offset: int = 0
@@ -483,7 +502,6 @@ class Store(ABC):
     ) -> list[Hit]:
         """Sparse dot-product search (with the IDF modifier: BM25 when vectors come from gateway.bm25)."""
 
-    @abstractmethod
     def search_hybrid(
         self,
         name: str,
@@ -503,6 +521,30 @@ class Store(ABC):
         """Dense + sparse fused; alpha weights the dense list, 1-alpha the sparse list (see storage.fusion).
 
         alpha=1 gives exactly the dense ranking, alpha=0 exactly the sparse ranking.
+        ``prefetch_limit``: how many candidates each list contributes (default max(50, 3*(limit+offset))).
+        """
+        alpha = check_alpha(alpha)
+        parts = [FusedPart(dense_name, dense_vector, alpha),
+                 FusedPart(sparse_name, sparse_vector, 1.0 - alpha)]
+        return self.search_fused(name, parts, fusion=fusion, filter=filter, limit=limit, offset=offset,
+                                 with_payload=with_payload, prefetch_limit=prefetch_limit)
+
+    @abstractmethod
+    def search_fused(
+        self,
+        name: str,
+        parts: Sequence[FusedPart],
+        *,
+        fusion: Fusion = "rrf",
+        filter: Filter | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        with_payload: WithPayload = True,
+        prefetch_limit: int | None = None,
+    ) -> list[Hit]:
+        """Several result lists (dense or sparse queries on named vectors) fused by their weights.
+
+        A list whose weight is 0 takes no part; the formulas are gateway.storage.fusion's (n lists).
         ``prefetch_limit``: how many candidates each list contributes (default max(50, 3*(limit+offset))).
         """
 
@@ -595,37 +637,46 @@ def default_prefetch_limit(limit: int, offset: int, prefetch_limit: int | None) 
 
 
 @dataclass(frozen=True)
-class HybridPlan:
-    """Checked hybrid-search arguments: candidates per list and which lists take part, with weights."""
+class FusedPart:
+    """One list of a fused search: a dense (list of floats) or sparse query on a named vector, its weight."""
 
-    alpha: float
+    vector_name: str
+    vector: Sequence[float] | SparseVec
+    weight: float
+
+    @property
+    def sparse(self) -> bool:
+        return isinstance(self.vector, SparseVec)
+
+
+@dataclass(frozen=True)
+class FusedPlan:
+    """Checked fused-search arguments: candidates per list, the lists that take part and their weights."""
+
     candidates: int  # how many hits each list brings to the fusion
-    dense_weight: float  # RRF weights (gateway.storage.fusion.rrf_weights); 0 = the list takes no part
-    sparse_weight: float
-
-    def parts(self, dense: Any, sparse: Any) -> list[tuple[Any, float]]:
-        """``(dense, weight)`` and ``(sparse, weight)`` for the lists that take part, dense first."""
-        pairs = ((dense, self.dense_weight), (sparse, self.sparse_weight))
-        return [(part, w) for part, w in pairs if w > 0.0]
-
-    def split(self, lists: Sequence[Any]) -> tuple[Any, Any]:
-        """Result lists fetched in :meth:`parts` order, as (vector list, BM25 list); an absent one is []."""
-        rest = list(lists)
-        vec = rest.pop(0) if self.dense_weight > 0.0 else []
-        bm25 = rest.pop(0) if self.sparse_weight > 0.0 else []
-        return vec, bm25
+    parts: list[FusedPart]  # weight > 0 only, in the order given
+    rrf_weights: list[float]  # Qdrant's weighted-RRF weights of those parts (the heaviest is 1)
 
 
-def plan_hybrid(alpha: float, fusion: str, limit: int, offset: int, prefetch_limit: int | None) -> HybridPlan:
-    """Check a hybrid search's arguments (errors name the field) and work out what to fetch."""
-    from gateway.storage.fusion import rrf_weights
+def plan_fused(parts: Sequence[FusedPart], fusion: str, limit: int, offset: int,
+               prefetch_limit: int | None) -> FusedPlan:
+    """Check a fused search's arguments (errors name the field) and work out what to fetch."""
+    from gateway.storage.fusion import rrf_list_weights
 
-    alpha = check_alpha(alpha)
     check_fusion(fusion)
     check_paging(limit, offset)
-    dense_weight, sparse_weight = rrf_weights(alpha)
+    if not parts:
+        raise StoreError("parts: a fused search needs at least one list")
+    for part in parts:
+        w = part.weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0.0 <= float(w) < float("inf"):
+            raise StoreError(f"weights: {part.vector_name!r} has weight {w!r}; weights are finite numbers "
+                             ">= 0")
+    taking = [p for p in parts if p.weight > 0.0]
+    if not taking:
+        raise StoreError("weights: at least one list needs a weight above 0")
     candidates = default_prefetch_limit(limit, offset, prefetch_limit)
-    return HybridPlan(alpha, candidates, dense_weight, sparse_weight)
+    return FusedPlan(candidates, taking, rrf_list_weights([p.weight for p in taking]))
 
 
 def definition_point_id(name: str) -> str:

@@ -53,9 +53,11 @@ from gateway.storage.base import (
     FieldText,
     FieldValuesCount,
     Filter,
+    FusedPart,
+    FusedPlan,
+    FusedQuery,
     GeoPoint,
     Hit,
-    HybridPlan,
     HybridQuery,
     IndexInfo,
     Mmr,
@@ -68,6 +70,7 @@ from gateway.storage.base import (
     Store,
     StoreError,
     WithPayload,
+    as_fused,
     check_mmr,
     check_order_by,
     check_paging,
@@ -75,13 +78,13 @@ from gateway.storage.base import (
     index_spec,
     narrow_payload,
     normalize_id,
-    plan_hybrid,
+    plan_fused,
     records_in_order,
     to_point_record,
     validate_collection_name,
 )
 from gateway.storage.data_dir_lock import DataDirLock
-from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse
+from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse_lists
 
 log = logging.getLogger(__name__)
 
@@ -256,11 +259,12 @@ _SYSTEM_SCHEMA_DENSE = {"_": DenseVectorConfig(size=1, distance="dot")}
 
 @dataclass
 class _Planned:
-    """One search of a batch: its engine requests, and the hybrid plan when the lists are fused here."""
+    """One search of a batch: its engine requests, and the fused plan when the lists are fused here."""
 
     spec: SearchSpec
     requests: list[Any]
-    hybrid: HybridPlan | None = None
+    fused: FusedPlan | None = None
+    fusion: str = "rrf"
 
 
 class EdgeStore(Store):
@@ -664,15 +668,11 @@ class EdgeStore(Store):
         )
         return self._hits(self._run(coll, lambda s: s.query(request)), with_payload)
 
-    def search_hybrid(
+    def search_fused(
         self,
         name: str,
-        dense_name: str,
-        dense_vector: Sequence[float],
-        sparse_name: str,
-        sparse_vector: SparseVec,
+        parts: Sequence[FusedPart],
         *,
-        alpha: float,
         fusion: str = "rrf",
         filter: Filter | None = None,
         limit: int = 10,
@@ -681,40 +681,38 @@ class EdgeStore(Store):
         prefetch_limit: int | None = None,
     ) -> list[Hit]:
         coll = self._get(name)
-        plan = plan_hybrid(alpha, fusion, limit, offset, prefetch_limit)
+        plan = plan_fused(parts, fusion, limit, offset, prefetch_limit)
         candidates = plan.candidates
         qfilter = convert_filter(filter)
-        dense_q = qe.Query.Nearest(self._check_dense(coll, dense_name, dense_vector), using=dense_name)
-        sparse_q = qe.Query.Nearest(self._check_sparse(coll, sparse_name, sparse_vector), using=sparse_name)
-        prefetches = plan.parts(dense_q, sparse_q)
+        queries = [qe.Query.Nearest(self._checked(coll, p), using=p.vector_name) for p in plan.parts]
         if fusion == "rrf":
             # in-engine: Qdrant's weighted RRF is exactly the documented formula (gateway.storage.fusion)
             request = qe.QueryRequest(
                 limit=limit,
                 offset=offset,
-                query=cast(Any, qe.Fusion.Rrf(k=RRF_K, weights=[w for _, w in prefetches])),
-                prefetches=[
-                    qe.Prefetch(limit=candidates, query=q, filter=qfilter, params=self._params)
-                    for q, _ in prefetches
-                ],
+                query=cast(Any, qe.Fusion.Rrf(k=RRF_K, weights=plan.rrf_weights)),
+                prefetches=[qe.Prefetch(limit=candidates, query=q, filter=qfilter, params=self._params)
+                            for q in queries],
                 with_payload=_with_payload(with_payload),
                 with_vector=False,
             )
             return self._hits(self._run(coll, lambda s: s.query(request)), with_payload)
-        # relative score needs each list's min and max: both lists in one batch, fused here
-        queries = [
-            qe.QueryRequest(
-                limit=candidates, query=q, filter=qfilter, with_payload=False, params=self._params
-            )
-            for q, _ in prefetches
-        ]
-        results = self._run(coll, lambda s: s.query_batch(qe.QueryBatchRequest(queries)))
+        # relative score needs each list's min and max: every list in one batch, fused here
+        requests = [qe.QueryRequest(limit=candidates, query=q, filter=qfilter, with_payload=False,
+                                    params=self._params) for q in queries]
+        results = self._run(coll, lambda s: s.query_batch(qe.QueryBatchRequest(requests)))
         # keyed by the UUID's int (cheap to hash); only the final page is turned into strings
-        lists = [[Ranked(_id_key(p.id), p.score) for p in res] for res in results]
-        vec_list, bm25_list = plan.split(lists)
-        page = fuse(fusion, vec_list, bm25_list, plan.alpha, top=offset + limit)[offset:]
+        lists = [(p.weight, [Ranked(_id_key(h.id), h.score) for h in res])
+                 for p, res in zip(plan.parts, results, strict=True)]
+        page = fuse_lists(fusion, lists, top=offset + limit)[offset:]
         fused = [Fused(_id_str(f.id), float(f.score)) for f in page]
         return self._with_payloads(coll, fused, with_payload)
+
+    def _checked(self, coll: _Collection, part: FusedPart) -> Any:
+        """A fused search's list as the engine's query (dense or sparse), checked against the schema."""
+        if isinstance(part.vector, SparseVec):
+            return self._check_sparse(coll, part.vector_name, part.vector)
+        return self._check_dense(coll, part.vector_name, part.vector)
 
     def _with_payloads(
         self, coll: _Collection, fused: list[Fused], with_payload: WithPayload
@@ -750,15 +748,13 @@ class EdgeStore(Store):
             lists = results[at:at + len(p.requests)]
             at += len(p.requests)
             spec = p.spec
-            if p.hybrid is None:
+            if p.fused is None:
                 out.append(self._hits(lists[0], spec.with_payload))
                 continue
             # keyed by the UUID's int (cheap to hash); only the final page is turned into strings
-            ranked = [[Ranked(_id_key(pt.id), pt.score) for pt in res] for res in lists]
-            vec_list, bm25_list = p.hybrid.split(ranked)
-            assert isinstance(spec.query, HybridQuery)
-            page = fuse(spec.query.fusion, vec_list, bm25_list, p.hybrid.alpha,
-                        top=spec.offset + spec.limit)[spec.offset:]
+            ranked = [(part.weight, [Ranked(_id_key(pt.id), pt.score) for pt in res])
+                      for part, res in zip(p.fused.parts, lists, strict=True)]
+            page = fuse_lists(p.fusion, ranked, top=spec.offset + spec.limit)[spec.offset:]
             out.append([Hit(_id_str(f.id), float(f.score), None) for f in page])
             if spec.with_payload is not False and page:
                 fused.append(i)
@@ -783,25 +779,22 @@ class EdgeStore(Store):
         if isinstance(query, SparseQuery):
             sparse = self._check_sparse(coll, query.vector_name, query.vector)
             return _Planned(spec, [page(qe.Query.Nearest(sparse, using=query.vector_name), None)])
-        if not isinstance(query, HybridQuery):
+        if not isinstance(query, HybridQuery | FusedQuery):
             raise StoreError(f"query: unsupported query {query!r}")
-        plan = plan_hybrid(query.alpha, query.fusion, spec.limit, spec.offset, query.prefetch_limit)
-        dense_q = qe.Query.Nearest(self._check_dense(coll, query.dense_name, query.dense_vector),
-                                   using=query.dense_name)
-        sparse_q = qe.Query.Nearest(self._check_sparse(coll, query.sparse_name, query.sparse_vector),
-                                    using=query.sparse_name)
-        parts = plan.parts(dense_q, sparse_q)
-        if query.fusion == "rrf":
+        fq = as_fused(query)
+        plan = plan_fused(fq.parts, fq.fusion, spec.limit, spec.offset, fq.prefetch_limit)
+        queries = [qe.Query.Nearest(self._checked(coll, part), using=part.vector_name) for part in plan.parts]
+        if fq.fusion == "rrf":
             # in-engine: Qdrant's weighted RRF is exactly the documented formula (gateway.storage.fusion)
             prefetches = [qe.Prefetch(limit=plan.candidates, query=q, filter=qfilter, params=self._params)
-                          for q, _ in parts]
+                          for q in queries]
             request = qe.QueryRequest(limit=spec.limit, offset=spec.offset,
-                                      query=cast(Any, qe.Fusion.Rrf(k=RRF_K, weights=[w for _, w in parts])),
+                                      query=cast(Any, qe.Fusion.Rrf(k=RRF_K, weights=plan.rrf_weights)),
                                       prefetches=prefetches, with_payload=payload, with_vector=False)
             return _Planned(spec, [request])
         requests = [qe.QueryRequest(limit=plan.candidates, query=q, filter=qfilter, with_payload=False,
-                                    params=self._params) for q, _ in parts]
-        return _Planned(spec, requests, plan)
+                                    params=self._params) for q in queries]
+        return _Planned(spec, requests, plan, fq.fusion)
 
     def _fill_payloads(self, coll: _Collection, pages: list[tuple[list[Hit], WithPayload]]) -> None:
         """Fetch the payloads of fused hits, one retrieve for all of them."""

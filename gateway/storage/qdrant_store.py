@@ -44,9 +44,11 @@ from gateway.storage.base import (
     FieldText,
     FieldValuesCount,
     Filter,
+    FusedPart,
+    FusedPlan,
+    FusedQuery,
     GeoPoint,
     Hit,
-    HybridPlan,
     HybridQuery,
     IndexInfo,
     Mmr,
@@ -60,6 +62,7 @@ from gateway.storage.base import (
     StoreError,
     StoreUnavailable,
     WithPayload,
+    as_fused,
     check_mmr,
     check_order_by,
     check_paging,
@@ -67,12 +70,12 @@ from gateway.storage.base import (
     index_spec,
     narrow_payload,
     normalize_id,
-    plan_hybrid,
+    plan_fused,
     records_in_order,
     to_point_record,
     validate_collection_name,
 )
-from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse
+from gateway.storage.fusion import RRF_K, Fused, Ranked, fuse_lists
 from services.logging_setup import redact
 
 T = TypeVar("T")
@@ -119,11 +122,12 @@ def index_schema(spec: PayloadIndex) -> Any:
 
 @dataclass
 class _Planned:
-    """One search of a batch: its Qdrant requests, and the hybrid plan when the lists are fused here."""
+    """One search of a batch: its Qdrant requests, and the fused plan when the lists are fused here."""
 
     spec: SearchSpec
     requests: list[Any]
-    hybrid: HybridPlan | None = None
+    fused: FusedPlan | None = None
+    fusion: str = "rrf"
 
 
 def convert_filter(flt: Filter | None) -> models.Filter | None:
@@ -647,15 +651,11 @@ class QdrantStore(Store):
             name, query, vector_name, filter=filter, limit=limit, offset=offset, with_payload=with_payload
         )
 
-    def search_hybrid(
+    def search_fused(
         self,
         name: str,
-        dense_name: str,
-        dense_vector: Sequence[float],
-        sparse_name: str,
-        sparse_vector: SparseVec,
+        parts: Sequence[FusedPart],
         *,
-        alpha: float,
         fusion: str = "rrf",
         filter: Filter | None = None,
         limit: int = 10,
@@ -664,20 +664,20 @@ class QdrantStore(Store):
         prefetch_limit: int | None = None,
     ) -> list[Hit]:
         self._require(name)
-        plan = plan_hybrid(alpha, fusion, limit, offset, prefetch_limit)
+        plan = plan_fused(parts, fusion, limit, offset, prefetch_limit)
         candidates = plan.candidates
         qfilter = convert_filter(filter)
-        dense_q = self._check_dense(name, dense_name, dense_vector)
-        sparse_q = self._check_sparse(name, sparse_name, sparse_vector)
-        parts = [
-            (q, using, w) for (q, using), w in plan.parts((dense_q, dense_name), (sparse_q, sparse_name))
+        queries: list[tuple[Any, str]] = [
+            (self._check_sparse(name, p.vector_name, p.vector) if isinstance(p.vector, SparseVec)
+             else self._check_dense(name, p.vector_name, p.vector), p.vector_name)
+            for p in plan.parts
         ]
         if fusion == "rrf" and self._engine_rrf:
             prefetch = [
                 models.Prefetch(query=q, using=using, filter=qfilter, params=self._params, limit=candidates)
-                for q, using, _ in parts
+                for q, using in queries
             ]
-            rrf_query = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=[w for _, _, w in parts]))
+            rrf_query = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=plan.rrf_weights))
             try:
                 response = self._call(
                     name,
@@ -708,12 +708,12 @@ class QdrantStore(Store):
                 limit=candidates,
                 with_payload=False,
             )
-            for q, using, _ in parts
+            for q, using in queries
         ]
         responses = self._call(name, lambda: self.client.query_batch_points(name, requests=requests))
-        lists = [[Ranked(str(p.id), float(p.score)) for p in r.points] for r in responses]
-        vec_list, bm25_list = plan.split(lists)
-        fused = fuse(fusion, vec_list, bm25_list, plan.alpha, top=offset + limit)[offset:]
+        lists = [(p.weight, [Ranked(str(h.id), float(h.score)) for h in r.points])
+                 for p, r in zip(plan.parts, responses, strict=True)]
+        fused = fuse_lists(fusion, lists, top=offset + limit)[offset:]
         return self._with_payloads(name, fused, with_payload)
 
     def _with_payloads(self, name: str, fused: list[Fused], with_payload: WithPayload) -> list[Hit]:
@@ -760,14 +760,12 @@ class QdrantStore(Store):
             lists = [r.points for r in responses[at:at + len(p.requests)]]
             at += len(p.requests)
             spec = p.spec
-            if p.hybrid is None:
+            if p.fused is None:
                 out.append(self._hits(lists[0], spec.with_payload))
                 continue
-            ranked = [[Ranked(str(pt.id), float(pt.score)) for pt in res] for res in lists]
-            vec_list, bm25_list = p.hybrid.split(ranked)
-            assert isinstance(spec.query, HybridQuery)
-            page = fuse(spec.query.fusion, vec_list, bm25_list, p.hybrid.alpha,
-                        top=spec.offset + spec.limit)[spec.offset:]
+            ranked = [(part.weight, [Ranked(str(pt.id), float(pt.score)) for pt in res])
+                      for part, res in zip(p.fused.parts, lists, strict=True)]
+            page = fuse_lists(p.fusion, ranked, top=spec.offset + spec.limit)[spec.offset:]
             out.append([Hit(str(f.id), f.score, None) for f in page])
             if spec.with_payload is not False and page:
                 fused.append(i)
@@ -793,24 +791,25 @@ class QdrantStore(Store):
         if isinstance(query, SparseQuery):
             sparse = self._check_sparse(name, query.vector_name, query.vector)
             return _Planned(spec, [page(sparse, query.vector_name)])
-        if not isinstance(query, HybridQuery):
+        if not isinstance(query, HybridQuery | FusedQuery):
             raise StoreError(f"query: unsupported query {query!r}")
-        plan = plan_hybrid(query.alpha, query.fusion, spec.limit, spec.offset, query.prefetch_limit)
-        dense_q = self._check_dense(name, query.dense_name, query.dense_vector)
-        sparse_q = self._check_sparse(name, query.sparse_name, query.sparse_vector)
-        parts = [(q, using, w) for (q, using), w in
-                 plan.parts((dense_q, query.dense_name), (sparse_q, query.sparse_name))]
-        if query.fusion == "rrf" and engine_rrf:
+        fq = as_fused(query)
+        plan = plan_fused(fq.parts, fq.fusion, spec.limit, spec.offset, fq.prefetch_limit)
+        parts = [(self._check_sparse(name, part.vector_name, part.vector)
+                  if isinstance(part.vector, SparseVec)
+                  else self._check_dense(name, part.vector_name, part.vector), part.vector_name)
+                 for part in plan.parts]
+        if fq.fusion == "rrf" and engine_rrf:
             prefetch = [models.Prefetch(query=q, using=using, filter=qfilter, params=self._params,
-                                        limit=plan.candidates) for q, using, _ in parts]
-            rrf_query = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=[w for _, _, w in parts]))
+                                        limit=plan.candidates) for q, using in parts]
+            rrf_query = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=plan.rrf_weights))
             request = models.QueryRequest(prefetch=prefetch, query=rrf_query, limit=spec.limit,
                                           offset=spec.offset, with_payload=payload, with_vector=False)
             return _Planned(spec, [request])
         requests = [models.QueryRequest(query=q, using=using, filter=qfilter, params=self._params,
                                         limit=plan.candidates, with_payload=False)
-                    for q, using, _ in parts]
-        return _Planned(spec, requests, plan)
+                    for q, using in parts]
+        return _Planned(spec, requests, plan, fq.fusion)
 
     def _fill_payloads(self, name: str, pages: list[tuple[list[Hit], WithPayload]]) -> None:
         """Fetch the payloads of fused hits, one retrieve for all of them."""
