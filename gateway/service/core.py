@@ -60,6 +60,7 @@ from gateway.service.requests import (
 from gateway.service.vectors import check_vector, get_path, object_uuid
 from gateway.storage.base import (
     CollectionNotFound,
+    FusedPart,
     Hit,
     Mmr,
     OrderBy,
@@ -664,6 +665,17 @@ class GatewayService:
             assert req.bm25 is not None  # req.kind names the one query given
             sparse = self._bm25_query(stored, req.bm25.query, "bm25")
             hits = await self._db(self.store.search_sparse, name, BM25_VECTOR, sparse, **common)
+        elif kind == "neural_sparse":
+            ns = req.neural_sparse
+            assert ns is not None
+            if req.vector is not None:
+                raise BadRequest("vector", "names a dense vector; neural_sparse.vector names the sparse one")
+            sname = self._sparse_name(stored, ns.vector, "neural_sparse.vector")
+            sparse = await self._sparse_query(stored, sname, ns.query, "neural_sparse.query")
+            hits = await self._db(self.store.search_sparse, name, sname, sparse, **common)
+        elif kind == "hybrid" and req.hybrid is not None and req.hybrid.weights is not None:
+            parts = await self._fused_parts(stored, req)
+            hits = await self._db(self.store.search_fused, name, parts, fusion=req.hybrid.fusion, **common)
         else:
             vector = self._vector_name(stored, req.vector)
             if kind == "near_vector":
@@ -705,6 +717,70 @@ class GatewayService:
             out_hits.append({"id": obj.external_id(hit.id, hit.payload), "score": float(hit.score),
                              "properties": props})
         return {"hits": out_hits, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    def _sparse_name(self, stored: StoredCollection, requested: str | None, field: str) -> str:
+        sparse = stored.definition.sparse_vectorizers
+        if requested is None:
+            default = stored.definition.default_sparse_vector()
+            if default is None:
+                raise BadRequest(field, f"collection {stored.definition.name!r} has no sparse_vectorizers")
+            return default
+        if requested not in sparse:
+            raise BadRequest(field, f"unknown sparse vector {requested!r}; this collection has "
+                                    f"{sorted(sparse)}")
+        return requested
+
+    async def _sparse_query(self, stored: StoredCollection, vector: str, text: str, field: str) -> SparseVec:
+        """The query's sparse vector from the vectorizer's query model (doc-only mode) or its model."""
+        client = self._sparse_client(stored, vector, query=True)
+        try:
+            (out,) = await client.vectorize_sparse([text])
+        except InferenceUnavailable as exc:
+            _, label = self._resolve_sparse(vector, stored.definition.sparse_vectorizers[vector], query=True)
+            raise Unavailable(label, f"{label} is unavailable ({exc.detail})") from None
+        except InferenceRejected as exc:
+            raise BadRequest(field, exc.message) from None
+        return out
+
+    async def _fused_parts(self, stored: StoredCollection, req: SearchRequest) -> list[FusedPart]:
+        """A weighted hybrid's lists: at most one dense vectorizer, bm25, at most one sparse vectorizer,
+        each with the query text through its own model (the lists are fetched concurrently)."""
+        h = req.hybrid
+        assert h is not None and h.weights is not None
+        weights = h.weights
+        dense = stored.definition.vectorizers
+        sparse = stored.definition.sparse_vectorizers
+        kinds: dict[str, list[str]] = {"dense": [], "bm25": [], "sparse": []}
+        for key in weights:
+            if key == BM25_VECTOR:
+                if stored.bm25_encoder is None:
+                    raise BadRequest("hybrid.weights.bm25", f"collection {stored.definition.name!r} has no "
+                                                            "bm25 fields")
+                kinds["bm25"].append(key)
+            elif key in dense:
+                kinds["dense"].append(key)
+            elif key in sparse:
+                kinds["sparse"].append(key)
+            else:
+                known = sorted([*dense, *sparse, *([BM25_VECTOR] if stored.bm25_encoder else [])])
+                raise BadRequest(f"hybrid.weights.{key}", f"is not a list of this collection; name a dense "
+                                                          f"vectorizer, bm25 or a sparse vectorizer: {known}")
+        for kind in ("dense", "sparse"):
+            if len(kinds[kind]) > 1:
+                raise BadRequest("hybrid.weights", f"fuses at most one {kind} vector, not {kinds[kind]}")
+        if req.vector is not None and kinds["dense"] and req.vector != kinds["dense"][0]:
+            raise BadRequest("vector", f"is {req.vector!r} but hybrid.weights names {kinds['dense'][0]!r}")
+
+        async def part(key: str) -> FusedPart:
+            weight = float(weights[key])
+            if key == BM25_VECTOR:
+                return FusedPart(key, self._bm25_query(stored, h.query, "hybrid"), weight)
+            if key in dense:
+                values = await self._embed_query(stored, key, "hybrid.query", text=h.query)
+                return FusedPart(key, values, weight)
+            return FusedPart(key, await self._sparse_query(stored, key, h.query, "hybrid.query"), weight)
+
+        return list(await asyncio.gather(*(part(k) for k in weights)))
 
     def _mmr(self, req: SearchRequest, kind: str) -> Mmr | None:
         if req.diversity is None:
