@@ -388,6 +388,20 @@ def search_cases() -> list[Http]:
     for fusion in ("max", 5, None):
         add({"hybrid": {"query": "a", "fusion": fusion}}, "hybrid.fusion")
     add({"hybrid": {"query": ""}}, "hybrid.query")
+    for weights in ({"main": 1}, {"main": 1, "bm25": 1, "x": 1, "y": 1}, {"main": 0, "bm25": 0}, None, [1, 2],
+                    {"main": -1, "bm25": 1}, {"main": 1e400, "bm25": 1}):
+        add({"hybrid": {"query": "a", "weights": weights}}, "hybrid.weights")
+    for weight in ("x", True, None):
+        add({"hybrid": {"query": "a", "weights": {"main": weight, "bm25": 1}}}, "hybrid.weights.main")
+    add({"hybrid": {"query": "a", "weights": {"main": 1, "nope": 1}}}, "hybrid.weights.nope")
+    add({"hybrid": {"query": "a", "weights": {"main": 1, "bm25": 1}}}, "hybrid.weights.bm25",
+        where="/v1/collections/nobm25/search")
+    add({"hybrid": {"query": "a", "alpha": 0.5, "weights": {"main": 1, "bm25": 1}}}, "hybrid")
+    for value in ({}, {"query": ""}, {"query": 5}, {"query": None}):
+        add({"neural_sparse": value}, "neural_sparse.query")
+    add({"neural_sparse": {"query": "a", "zz": 1}}, "neural_sparse.zz")
+    add({"neural_sparse": {"query": "a"}}, "neural_sparse.vector")  # docs has no sparse vectorizers
+    add({"neural_sparse": {"query": "a", "vector": 5}}, "neural_sparse.vector")
     add({"hybrid": {"query": "a", "zz": 1}}, "hybrid.zz")
     for vector in ("nope", 5, ["main"]):
         add({**good, "vector": vector}, "vector")
