@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 _OUTPUT_ONLY = ("modalities", "model_name")
+_SPARSE_OUTPUT_ONLY = ("vocab_size", "model_name", "function_name", "query_model_name", "query_function_name")
 
 
 def _ints(value: Any) -> Any:
@@ -68,6 +69,9 @@ def _definition_to_dict(msg: gateway_pb2.CollectionDefinition) -> dict[str, Any]
     for vec in data.get("vectorizers", {}).values():
         for key in _OUTPUT_ONLY:
             vec.pop(key, None)
+    for sparse in data.get("sparse_vectorizers", {}).values():
+        for key in _SPARSE_OUTPUT_ONLY:
+            sparse.pop(key, None)
     bm25 = data.get("bm25")
     if bm25 is not None and bm25.pop("off", False):
         if bm25.get("fields"):
@@ -315,7 +319,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 def _object_message(out: dict[str, Any]) -> gateway_pb2.Object:
     return gateway_pb2.Object(
         id=out["id"], uuid=out["uuid"], properties=dict_to_struct(out["properties"]),
-        vectors={k: gateway_pb2.FloatList(values=v) for k, v in out.get("vectors", {}).items()})
+        vectors={k: gateway_pb2.FloatList(values=v) for k, v in out.get("vectors", {}).items()},
+        sparse_vectors={k: gateway_pb2.SparseVector(indices=v["indices"], values=v["values"])
+                        for k, v in out.get("sparse_vectors", {}).items()})
 
 
 def _search_body(request: gateway_pb2.SearchRequest) -> dict[str, Any]:
@@ -337,6 +343,12 @@ def _search_body(request: gateway_pb2.SearchRequest) -> dict[str, Any]:
             body["hybrid"]["alpha"] = h.alpha
         if h.HasField("fusion"):
             body["hybrid"]["fusion"] = h.fusion
+        if h.weights:
+            body["hybrid"]["weights"] = dict(h.weights)
+    elif kind == "neural_sparse":
+        body["neural_sparse"] = {"query": request.neural_sparse.query}
+        if request.neural_sparse.HasField("vector"):
+            body["neural_sparse"]["vector"] = request.neural_sparse.vector
     if request.HasField("vector"):
         body["vector"] = request.vector
     if request.HasField("filter"):

@@ -65,10 +65,12 @@ class Readiness(_Open):
 
 
 class Collection(_Open):
-    """A collection's definition as stored, with each vectorizer's dimensions and modalities filled in."""
+    """A collection's definition as stored, with each vectorizer's dimensions and modalities (and each
+    sparse vectorizer's vocabulary size and models) filled in."""
 
     name: str
     vectorizers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    sparse_vectorizers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     bm25: dict[str, Any] | None = None
     distance: str | None = None
     shard_number: int | None = None
@@ -111,6 +113,8 @@ class StoredObject(_Open):
     uuid: str | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
     vectors: dict[str, Any] | None = None
+    sparse_vectors: dict[str, Any] | None = Field(
+        None, description="with_vectors: each sparse vectorizer's vector as {indices, values}")
 
 
 class ObjectWritten(_Open):

@@ -36,6 +36,30 @@ class Vectorizer(_message.Message):
     model_name: str
     def __init__(self, model: _Optional[str] = ..., inference_url: _Optional[str] = ..., text_fields: _Optional[_Iterable[str]] = ..., image_fields: _Optional[_Iterable[str]] = ..., weights: _Optional[_Mapping[str, float]] = ..., dimensions: _Optional[int] = ..., distance: _Optional[str] = ..., modalities: _Optional[_Iterable[str]] = ..., model_name: _Optional[str] = ...) -> None: ...
 
+class SparseVectorizer(_message.Message):
+    __slots__ = ("model", "inference_url", "text_fields", "query_model", "query_inference_url", "vocab_size", "model_name", "function_name", "query_model_name", "query_function_name")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_URL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUERY_INFERENCE_URL_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    QUERY_MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    inference_url: str
+    text_fields: _containers.RepeatedScalarFieldContainer[str]
+    query_model: str
+    query_inference_url: str
+    vocab_size: int
+    model_name: str
+    function_name: str
+    query_model_name: str
+    query_function_name: str
+    def __init__(self, model: _Optional[str] = ..., inference_url: _Optional[str] = ..., text_fields: _Optional[_Iterable[str]] = ..., query_model: _Optional[str] = ..., query_inference_url: _Optional[str] = ..., vocab_size: _Optional[int] = ..., model_name: _Optional[str] = ..., function_name: _Optional[str] = ..., query_model_name: _Optional[str] = ..., query_function_name: _Optional[str] = ...) -> None: ...
+
 class Bm25(_message.Message):
     __slots__ = ("fields", "k1", "b", "avg_len", "analyzer", "language", "tokenizer", "stemmer", "stopwords", "ascii_folding", "off")
     FIELDS_FIELD_NUMBER: _ClassVar[int]
@@ -71,7 +95,7 @@ class FieldDeclaration(_message.Message):
     def __init__(self, type: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
 
 class CollectionDefinition(_message.Message):
-    __slots__ = ("name", "vectorizers", "bm25", "distance", "shard_number", "replication_factor", "hnsw_m", "hnsw_ef_construct", "fields")
+    __slots__ = ("name", "vectorizers", "bm25", "distance", "shard_number", "replication_factor", "hnsw_m", "hnsw_ef_construct", "fields", "sparse_vectorizers")
     class VectorizersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +110,13 @@ class CollectionDefinition(_message.Message):
         key: str
         value: FieldDeclaration
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FieldDeclaration, _Mapping]] = ...) -> None: ...
+    class SparseVectorizersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SparseVectorizer
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SparseVectorizer, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     VECTORIZERS_FIELD_NUMBER: _ClassVar[int]
     BM25_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +126,7 @@ class CollectionDefinition(_message.Message):
     HNSW_M_FIELD_NUMBER: _ClassVar[int]
     HNSW_EF_CONSTRUCT_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_VECTORIZERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     vectorizers: _containers.MessageMap[str, Vectorizer]
     bm25: Bm25
@@ -104,7 +136,8 @@ class CollectionDefinition(_message.Message):
     hnsw_m: int
     hnsw_ef_construct: int
     fields: _containers.MessageMap[str, FieldDeclaration]
-    def __init__(self, name: _Optional[str] = ..., vectorizers: _Optional[_Mapping[str, Vectorizer]] = ..., bm25: _Optional[_Union[Bm25, _Mapping]] = ..., distance: _Optional[str] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., hnsw_m: _Optional[int] = ..., hnsw_ef_construct: _Optional[int] = ..., fields: _Optional[_Mapping[str, FieldDeclaration]] = ...) -> None: ...
+    sparse_vectorizers: _containers.MessageMap[str, SparseVectorizer]
+    def __init__(self, name: _Optional[str] = ..., vectorizers: _Optional[_Mapping[str, Vectorizer]] = ..., bm25: _Optional[_Union[Bm25, _Mapping]] = ..., distance: _Optional[str] = ..., shard_number: _Optional[int] = ..., replication_factor: _Optional[int] = ..., hnsw_m: _Optional[int] = ..., hnsw_ef_construct: _Optional[int] = ..., fields: _Optional[_Mapping[str, FieldDeclaration]] = ..., sparse_vectorizers: _Optional[_Mapping[str, SparseVectorizer]] = ...) -> None: ...
 
 class IndexState(_message.Message):
     __slots__ = ("type", "state", "points", "error")
@@ -277,8 +310,16 @@ class GetObjectRequest(_message.Message):
     with_vectors: bool
     def __init__(self, collection: _Optional[str] = ..., id: _Optional[str] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
 
+class SparseVector(_message.Message):
+    __slots__ = ("indices", "values")
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, indices: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class Object(_message.Message):
-    __slots__ = ("id", "uuid", "properties", "vectors")
+    __slots__ = ("id", "uuid", "properties", "vectors", "sparse_vectors")
     class VectorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -286,15 +327,24 @@ class Object(_message.Message):
         key: str
         value: FloatList
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FloatList, _Mapping]] = ...) -> None: ...
+    class SparseVectorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SparseVector
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SparseVector, _Mapping]] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     PROPERTIES_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     id: str
     uuid: str
     properties: _struct_pb2.Struct
     vectors: _containers.MessageMap[str, FloatList]
-    def __init__(self, id: _Optional[str] = ..., uuid: _Optional[str] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., vectors: _Optional[_Mapping[str, FloatList]] = ...) -> None: ...
+    sparse_vectors: _containers.MessageMap[str, SparseVector]
+    def __init__(self, id: _Optional[str] = ..., uuid: _Optional[str] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., vectors: _Optional[_Mapping[str, FloatList]] = ..., sparse_vectors: _Optional[_Mapping[str, SparseVector]] = ...) -> None: ...
 
 class PutObjectRequest(_message.Message):
     __slots__ = ("collection", "id", "properties", "vectors")
@@ -369,15 +419,32 @@ class Bm25Query(_message.Message):
     query: str
     def __init__(self, query: _Optional[str] = ...) -> None: ...
 
+class NeuralSparseQuery(_message.Message):
+    __slots__ = ("query", "vector")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    vector: str
+    def __init__(self, query: _Optional[str] = ..., vector: _Optional[str] = ...) -> None: ...
+
 class HybridQuery(_message.Message):
-    __slots__ = ("query", "alpha", "fusion")
+    __slots__ = ("query", "alpha", "fusion", "weights")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     QUERY_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
     FUSION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     query: str
     alpha: float
     fusion: str
-    def __init__(self, query: _Optional[str] = ..., alpha: _Optional[float] = ..., fusion: _Optional[str] = ...) -> None: ...
+    weights: _containers.ScalarMap[str, float]
+    def __init__(self, query: _Optional[str] = ..., alpha: _Optional[float] = ..., fusion: _Optional[str] = ..., weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class OrderBy(_message.Message):
     __slots__ = ("field", "direction")
@@ -407,13 +474,14 @@ class PropertyList(_message.Message):
     def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "near_text", "near_image", "near_vector", "bm25", "hybrid", "vector", "filter", "limit", "offset", "properties", "order_by", "diversity")
+    __slots__ = ("collection", "near_text", "near_image", "near_vector", "bm25", "hybrid", "neural_sparse", "vector", "filter", "limit", "offset", "properties", "order_by", "diversity")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     NEAR_TEXT_FIELD_NUMBER: _ClassVar[int]
     NEAR_IMAGE_FIELD_NUMBER: _ClassVar[int]
     NEAR_VECTOR_FIELD_NUMBER: _ClassVar[int]
     BM25_FIELD_NUMBER: _ClassVar[int]
     HYBRID_FIELD_NUMBER: _ClassVar[int]
+    NEURAL_SPARSE_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
@@ -427,6 +495,7 @@ class SearchRequest(_message.Message):
     near_vector: NearVector
     bm25: Bm25Query
     hybrid: HybridQuery
+    neural_sparse: NeuralSparseQuery
     vector: str
     filter: _struct_pb2.Struct
     limit: int
@@ -434,7 +503,7 @@ class SearchRequest(_message.Message):
     properties: PropertyList
     order_by: OrderBy
     diversity: Diversity
-    def __init__(self, collection: _Optional[str] = ..., near_text: _Optional[_Union[NearText, _Mapping]] = ..., near_image: _Optional[_Union[NearImage, _Mapping]] = ..., near_vector: _Optional[_Union[NearVector, _Mapping]] = ..., bm25: _Optional[_Union[Bm25Query, _Mapping]] = ..., hybrid: _Optional[_Union[HybridQuery, _Mapping]] = ..., vector: _Optional[str] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., properties: _Optional[_Union[PropertyList, _Mapping]] = ..., order_by: _Optional[_Union[OrderBy, _Mapping]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ...) -> None: ...
+    def __init__(self, collection: _Optional[str] = ..., near_text: _Optional[_Union[NearText, _Mapping]] = ..., near_image: _Optional[_Union[NearImage, _Mapping]] = ..., near_vector: _Optional[_Union[NearVector, _Mapping]] = ..., bm25: _Optional[_Union[Bm25Query, _Mapping]] = ..., hybrid: _Optional[_Union[HybridQuery, _Mapping]] = ..., neural_sparse: _Optional[_Union[NeuralSparseQuery, _Mapping]] = ..., vector: _Optional[str] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., properties: _Optional[_Union[PropertyList, _Mapping]] = ..., order_by: _Optional[_Union[OrderBy, _Mapping]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "score", "properties")

@@ -203,3 +203,97 @@ def test_neural_sparse_and_three_way_hybrid_on_real_models(encoders, tmp_path):
 
     # both adapters give the same fused rankings
     assert edge["rrf"] == qdrant["rrf"] and edge["relative_score"] == qdrant["relative_score"]
+
+
+def test_http_and_grpc_fronts_mirror_sparse_search(encoders, tmp_path):
+    """Definitions, neural_sparse, weighted hybrid, batch search and stored sparse vectors over both
+    fronts (HTTP and gRPC over the same service): the same answers, errors naming the field."""
+    import grpc
+    import httpx
+
+    from gateway.grpc_api import start_grpc_server
+    from gateway.http_api import create_app
+    from protos import gateway_pb2 as pb
+    from protos import gateway_pb2_grpc
+
+    weights = {"minilm": 0.5, "bm25": 0.2, "splade": 0.3}
+
+    async def run():
+        async with serving(encoders, make_store("edge", tmp_path)) as svc:
+            server, port = await start_grpc_server(svc, "127.0.0.1", 0)
+            transport = httpx.ASGITransport(app=create_app(svc), raise_app_exceptions=False)
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel, \
+                        httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+                    stub = gateway_pb2_grpc.GatewayStub(channel)
+                    sparse = pb.SparseVectorizer(model="splade", text_fields=["title", "body"])
+                    dense = pb.Vectorizer(model="minilm", text_fields=["title"])
+                    created = await stub.CreateCollection(pb.CollectionDefinition(
+                        name="shop", vectorizers={"minilm": dense}, sparse_vectorizers={"splade": sparse}))
+                    got = created.definition.sparse_vectorizers["splade"]
+                    assert (got.vocab_size, got.model_name, got.function_name) == (30522, "splade-tiny",
+                                                                                   "SPARSE_ENCODING")
+                    r = await http.get("/v1/collections/shop")
+                    assert r.json()["sparse_vectorizers"]["splade"]["vocab_size"] == 30522
+                    r = await http.post("/v1/collections/shop/objects", json={"objects": OBJECTS})
+                    assert r.json()["ok"] == len(OBJECTS), r.text
+
+                    bodies = [{"neural_sparse": {"query": "sweet dessert", "vector": "splade"}},
+                              {"hybrid": {"query": "comfortable running shoes", "weights": weights}},
+                              {"hybrid": {"query": "comfortable running shoes", "weights": weights,
+                                          "fusion": "relative_score"}}]
+                    messages = [pb.SearchRequest(collection="shop", neural_sparse=pb.NeuralSparseQuery(
+                                    query="sweet dessert", vector="splade")),
+                                pb.SearchRequest(collection="shop", hybrid=pb.HybridQuery(
+                                    query="comfortable running shoes", weights=weights)),
+                                pb.SearchRequest(collection="shop", hybrid=pb.HybridQuery(
+                                    query="comfortable running shoes", weights=weights,
+                                    fusion="relative_score"))]
+                    answers = []
+                    for body, msg in zip(bodies, messages, strict=True):
+                        over_http = (await http.post("/v1/collections/shop/search", json=body)).json()["hits"]
+                        over_grpc = (await stub.Search(msg)).hits
+                        assert [h["id"] for h in over_http] == [h.id for h in over_grpc]
+                        assert [h["score"] for h in over_http] == pytest.approx([h.score for h in over_grpc])
+                        answers.append(over_http)
+                    assert answers[0][0]["id"] == "cake"
+
+                    # a batch answers each search as alone; a bad one fails alone, naming its field
+                    bad = {"hybrid": {"query": "x", "weights": {"minilm": 1, "nope": 1}}}
+                    r = await http.post("/v1/collections/shop/search/batch",
+                                        json={"searches": [*bodies, bad, {"bm25": {"query": "tea"}}]})
+                    results = r.json()["results"]
+                    assert [[h["id"] for h in res["hits"]] for res in results[:3]] == \
+                        [[h["id"] for h in a] for a in answers]
+                    assert results[3]["field"] == "searches.3.hybrid.weights.nope"
+                    assert [h["id"] for h in results[4]["hits"]] == ["tea"]
+                    batch = await stub.SearchBatch(pb.SearchBatchRequest(collection="shop",
+                                                                         searches=messages))
+                    assert [[h.id for h in res.response.hits] for res in batch.results] == \
+                        [[h["id"] for h in a] for a in answers]
+
+                    # the stored sparse vector, over both fronts
+                    r = await http.get("/v1/collections/shop/objects/cake", params={"with_vectors": "true"})
+                    over_http = r.json()["sparse_vectors"]["splade"]
+                    obj = await stub.GetObject(pb.GetObjectRequest(collection="shop", id="cake",
+                                                                   with_vectors=True))
+                    over_grpc = obj.sparse_vectors["splade"]
+                    assert over_http["indices"] == list(over_grpc.indices) and len(over_http["indices"]) > 10
+                    assert over_http["values"] == pytest.approx(list(over_grpc.values))
+                    assert "bm25" not in r.json()["sparse_vectors"] and "bm25" not in obj.sparse_vectors
+
+                    for msg, field in [
+                        (pb.SearchRequest(collection="shop", neural_sparse=pb.NeuralSparseQuery(
+                            query="x", vector="minilm")), "neural_sparse.vector"),
+                        (pb.SearchRequest(collection="shop", hybrid=pb.HybridQuery(
+                            query="x", weights={"minilm": 1}), vector="minilm"), "hybrid.weights"),
+                        (pb.SearchRequest(collection="shop", hybrid=pb.HybridQuery(
+                            query="x", alpha=0.5, weights={"minilm": 1, "bm25": 1})), "hybrid")]:
+                        with pytest.raises(grpc.aio.AioRpcError) as info:
+                            await stub.Search(msg)
+                        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                        assert ("field", field) in tuple(info.value.trailing_metadata())
+            finally:
+                await server.stop(0)
+
+    asyncio.run(run())

@@ -494,6 +494,7 @@ class GatewayService:
                                "properties": obj.public_payload(rec.payload)}
         if with_vectors:
             out["vectors"] = {k: list(v) for k, v in rec.dense.items()}
+            out["sparse_vectors"] = obj.sparse_out(rec)
         return out
 
     async def put_object(self, name: str, object_id: str, body: ObjectPut | dict) -> dict[str, Any]:
@@ -1005,7 +1006,8 @@ class GatewayService:
         return {"ready": storage_ok, "storage": "ok" if storage_ok else "unavailable", "models": models}
 
 def _object_out(rec: PointRecord, properties: list[str] | None, with_vectors: bool) -> dict[str, Any]:
-    """A stored point as the API shows an object: the user's id, its UUID, properties, dense vectors."""
+    """A stored point as the API shows an object: the user's id, its UUID, properties, and with
+    ``with_vectors`` its dense vectors and its sparse vectorizers' vectors."""
     props = obj.public_payload(rec.payload)
     if properties is not None:
         wanted = set(properties)
@@ -1013,4 +1015,5 @@ def _object_out(rec: PointRecord, properties: list[str] | None, with_vectors: bo
     out: dict[str, Any] = {"id": obj.external_id(rec.id, rec.payload), "uuid": rec.id, "properties": props}
     if with_vectors:
         out["vectors"] = {k: list(v) for k, v in rec.dense.items()}
+        out["sparse_vectors"] = obj.sparse_out(rec)
     return out

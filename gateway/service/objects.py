@@ -401,3 +401,9 @@ def finish(pending: Pending, stored: StoredCollection) -> PointRecord | None:
         if merged.indices:  # an empty sparse vector is stored as no vector
             sparse[sname] = merged
     return PointRecord(id=pending.point_id or "", payload=payload, dense=dict(pending.dense), sparse=sparse)
+
+
+def sparse_out(rec: PointRecord) -> dict[str, dict[str, list]]:
+    """A point's sparse vectorizers' vectors as the API shows them (the internal BM25 vector left out)."""
+    return {name: {"indices": list(vec.indices), "values": list(vec.values)}
+            for name, vec in rec.sparse.items() if name != BM25_VECTOR}
