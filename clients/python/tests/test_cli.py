@@ -249,6 +249,15 @@ def test_collections_and_search_table(gateway, capsys):
     assert out.splitlines()[2].split()[:2] == ["1", "t1"] and "1 hits in" in out
     code, _, err = cli(gateway, "search", col, "x", "--kind", "hybrid", "--alpha", "2", capsys=capsys)
     assert code == 1 and "hybrid.alpha" in err
+    code, out, _ = cli(gateway, "search", col, "table one", "--kind", "hybrid", "--weights",
+                       '{"main": 1, "bm25": 1}', "--limit", "1", capsys=capsys)
+    assert code == 0 and out.splitlines()[2].split()[:2] == ["1", "t1"], out
+    code, _, err = cli(gateway, "search", col, "x", "--kind", "hybrid", "--weights", '{"main": 1}',
+                       capsys=capsys)
+    assert code == 1 and "hybrid.weights" in err
+    code, _, err = cli(gateway, "search", col, "x", "--kind", "neural_sparse", "--sparse-vector", "splade",
+                       capsys=capsys)
+    assert code == 1 and "neural_sparse.vector" in err  # the collection has no sparse vectorizer
     code, _, err = cli(gateway, "collections", "delete", col, capsys=capsys)
     assert code == 2 and "--yes" in err
     code, out, _ = cli(gateway, "collections", "delete", col, "--yes", capsys=capsys)

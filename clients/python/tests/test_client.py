@@ -208,6 +208,15 @@ def test_search_kinds_and_batch(gateway):
         res = col.search.hybrid("blue item 8", alpha=0.3, fusion="relative_score", limit=2,
                                 filter={"colour": "blue"})
         assert res.hits[0].id == "obj-00008" and all(h.properties["colour"] == "blue" for h in res.hits)
+        weighted = col.search.hybrid("blue item 8", weights={"main": 0.3, "bm25": 0.7},
+                                     fusion="relative_score", limit=2, filter={"colour": "blue"})
+        assert [(h.id, h.score) for h in weighted.hits] == [(h.id, h.score) for h in res.hits]
+        with pytest.raises(BadRequestError) as err:  # this collection has no sparse vectorizer
+            col.search.neural_sparse("blue", sparse_vector="splade")
+        assert err.value.field == "neural_sparse.vector"
+        with pytest.raises(BadRequestError) as err:
+            col.search.hybrid("x", alpha=0.5, weights={"main": 1, "bm25": 1})
+        assert err.value.field == "hybrid"
         searches = [query.near_text("green item 7", limit=1), query.hybrid("x", alpha=9),
                     query.bm25("item 11", limit=1)] * 30  # 90 searches: sent as 2 requests of 64 at most
         results = col.search.batch(searches)

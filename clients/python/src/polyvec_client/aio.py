@@ -294,9 +294,11 @@ class AsyncSearch:
     async def bm25(self, query: str, **options: Any) -> SearchResult:
         return await self.run(q.bm25(query, **options))
 
-    async def hybrid(self, query: str, *, alpha: float = 0.5, fusion: str = "rrf",
-                     **options: Any) -> SearchResult:
-        return await self.run(q.hybrid(query, alpha=alpha, fusion=fusion, **options))
+    async def neural_sparse(self, query: str, **options: Any) -> SearchResult:
+        return await self.run(q.neural_sparse(query, **options))
+
+    async def hybrid(self, query: str, **options: Any) -> SearchResult:
+        return await self.run(q.hybrid(query, **options))
 
     async def batch(self, searches: Sequence[dict[str, Any]]) -> list[SearchResult | SearchError]:
         size = (await self._col.client.limits()).search_batch_size

@@ -347,8 +347,13 @@ class Search:
     def bm25(self, query: str, **options: Any) -> SearchResult:
         return self.run(q.bm25(query, **options))
 
-    def hybrid(self, query: str, *, alpha: float = 0.5, fusion: str = "rrf", **options: Any) -> SearchResult:
-        return self.run(q.hybrid(query, alpha=alpha, fusion=fusion, **options))
+    def neural_sparse(self, query: str, **options: Any) -> SearchResult:
+        """Neural sparse search (``sparse_vector=`` picks the sparse vectorizer)."""
+        return self.run(q.neural_sparse(query, **options))
+
+    def hybrid(self, query: str, **options: Any) -> SearchResult:
+        """``alpha=`` (dense + BM25) or ``weights={"dense": .5, "bm25": .2, "splade": .3}``, ``fusion=``."""
+        return self.run(q.hybrid(query, **options))
 
     def batch(self, searches: Sequence[dict[str, Any]]) -> list[SearchResult | SearchError]:
         """Several searches (bodies from :mod:`polyvec_client.query`), one result each, in order.

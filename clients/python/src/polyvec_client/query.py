@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +58,32 @@ def bm25(query: str, *, limit: int | None = None, offset: int | None = None,
                    properties=properties, vector=None)
 
 
-def hybrid(query: str, *, alpha: float = 0.5, fusion: str = "rrf", limit: int | None = None,
-           offset: int | None = None, filter: dict[str, Any] | None = None,
-           properties: Sequence[str] | None = None, vector: str | None = None) -> dict[str, Any]:
-    return _common({"hybrid": {"query": query, "alpha": alpha, "fusion": fusion}}, limit=limit, offset=offset,
-                   filter=filter, properties=properties, vector=vector)
+def neural_sparse(query: str, *, sparse_vector: str | None = None, limit: int | None = None,
+                  offset: int | None = None, filter: dict[str, Any] | None = None,
+                  properties: Sequence[str] | None = None) -> dict[str, Any]:
+    """Neural sparse search by a sparse vectorizer (``sparse_vector``; default the collection's first)."""
+    inner: dict[str, Any] = {"query": query}
+    if sparse_vector is not None:
+        inner["vector"] = sparse_vector
+    return _common({"neural_sparse": inner}, limit=limit, offset=offset, filter=filter,
+                   properties=properties, vector=None)
+
+
+def hybrid(query: str, *, alpha: float | None = None, weights: Mapping[str, float] | None = None,
+           fusion: str = "rrf", limit: int | None = None, offset: int | None = None,
+           filter: dict[str, Any] | None = None, properties: Sequence[str] | None = None,
+           vector: str | None = None) -> dict[str, Any]:
+    """Fused search: ``alpha`` weighs the dense vector against BM25 (default 0.5), or ``weights`` names
+    two or three lists (a dense vectorizer, ``"bm25"``, a sparse vectorizer) with their weights."""
+    inner: dict[str, Any] = {"query": query, "fusion": fusion}
+    if weights is not None:
+        inner["weights"] = dict(weights)
+        if alpha is not None:
+            inner["alpha"] = alpha  # the gateway refuses both, naming the field
+    else:
+        inner["alpha"] = 0.5 if alpha is None else alpha
+    return _common({"hybrid": inner}, limit=limit, offset=offset, filter=filter, properties=properties,
+                   vector=vector)
 
 
 def image_value(image: ImageInput) -> str:

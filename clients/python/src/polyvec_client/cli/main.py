@@ -49,9 +49,15 @@ def build_parser(prog: str = "polyvec") -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", parents=[common], help="search a collection and print the hits")
     p.add_argument("collection")
-    p.add_argument("query", help="the query text (near_text, bm25, hybrid) or an image path/URL (near_image)")
-    p.add_argument("--kind", default="near_text", choices=["near_text", "bm25", "hybrid", "near_image"])
-    p.add_argument("--alpha", type=float, default=0.5, help="hybrid: 1 = vector only, 0 = BM25 only")
+    p.add_argument("query", help="the query text (near_text, bm25, neural_sparse, hybrid) or an image "
+                                 "path/URL (near_image)")
+    p.add_argument("--kind", default="near_text",
+                   choices=["near_text", "bm25", "neural_sparse", "hybrid", "near_image"])
+    p.add_argument("--alpha", type=float, default=None, help="hybrid: 1 = vector only, 0 = BM25 only "
+                                                             "(default 0.5)")
+    p.add_argument("--weights", type=json.loads, help="hybrid: two or three lists and their weights, e.g. "
+                                                      "'{\"minilm\": 0.5, \"bm25\": 0.2, \"splade\": 0.3}'")
+    p.add_argument("--sparse-vector", help="neural_sparse: which sparse vectorizer (default: the first)")
     p.add_argument("--fusion", default="rrf", choices=["rrf", "relative_score"])
     p.add_argument("--filter", type=json.loads, help="JSON filter")
     p.add_argument("--limit", type=int, default=10)
@@ -140,7 +146,10 @@ def search(client: Client, args: argparse.Namespace, out: IO[str]) -> int:
     if args.kind == "bm25":
         body = q.bm25(args.query, **options)
     elif args.kind == "hybrid":
-        body = q.hybrid(args.query, alpha=args.alpha, fusion=args.fusion, vector=args.vector, **options)
+        body = q.hybrid(args.query, alpha=args.alpha, weights=args.weights, fusion=args.fusion,
+                        vector=args.vector, **options)
+    elif args.kind == "neural_sparse":
+        body = q.neural_sparse(args.query, sparse_vector=args.sparse_vector, **options)
     elif args.kind == "near_image":
         body = q.near_image(args.query, vector=args.vector, **options)
     else:
