@@ -89,3 +89,29 @@ def test_bad_ttl_is_refused():
         GatewaySettings.from_env({"DEFINITION_CACHE_S": "-1"})
     with pytest.raises(SettingsError, match="DEFINITION_CACHE_S"):
         GatewaySettings.from_env({"DEFINITION_CACHE_S": "soon"})
+
+
+@pytest.mark.parametrize("kind", ["edge", "qdrant"])
+def test_the_default_vector_is_the_first_declared_also_when_read_back(kind, tmp_path):
+    """The stores keep definitions as JSON with sorted keys; "the collection's first" vector (the default
+    of searches without ``vector``) must not turn into the alphabetically first one once read back."""
+    from gateway.service.collections import StoredCollection
+
+    definition = {"name": "order", "vectorizers": {"zeta": {"model": "clip", "text_fields": ["t"]},
+                                                   "alpha": {"dimensions": 4}}}
+
+    async def scenario():
+        store = make_store(kind, tmp_path)
+        async with gateway_with_inference(store, settings={"definition_cache_s": 0}) as (svc, _):
+            created = await svc.create_collection(definition)
+            assert list(created["vectorizers"]) == ["zeta", "alpha"]
+            read_back = StoredCollection.from_record(store.load_definition("order"))
+            assert list(read_back.definition.vectorizers) == ["zeta", "alpha"]
+            assert read_back.definition.default_vector() == "zeta"
+            assert list((await svc.get_collection("order"))["vectorizers"]) == ["zeta", "alpha"]
+            # a definition written before the order was kept reads back as the store gives it
+            record = store.load_definition("order")
+            record.pop("order")
+            assert list(StoredCollection.from_record(record).definition.vectorizers) == ["alpha", "zeta"]
+
+    run(scenario())

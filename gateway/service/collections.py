@@ -33,6 +33,10 @@ class SparseInfo:
     query_function_name: str | None = None
 
 
+#: Definition maps whose order means something: the first dense / sparse vectorizer is the default.
+_ORDERED = ("vectorizers", "sparse_vectorizers")
+
+
 @dataclass
 class StoredCollection:
     definition: CollectionDefinition
@@ -51,6 +55,9 @@ class StoredCollection:
             "sparse_vectors": {k: asdict(v) for k, v in self.sparse.items()},
             "created_at": self.created_at,
             "index_errors": dict(self.index_errors),
+            # the stores keep JSON with sorted keys: the declared order (which names the default
+            # vector, "the collection's first") is kept here
+            "order": {key: list(getattr(self.definition, key)) for key in _ORDERED},
         }
 
     @classmethod
@@ -60,6 +67,10 @@ class StoredCollection:
         if isinstance(bm25, dict) and "analyzer" not in bm25:
             # written before analyzers existed: its BM25 vectors came from the legacy tokenizer
             definition["bm25"] = {**bm25, "analyzer": "legacy"}
+        for key, names in (record.get("order") or {}).items():
+            given = definition.get(key)
+            if key in _ORDERED and isinstance(given, dict) and sorted(names) == sorted(given):
+                definition[key] = {n: given[n] for n in names}
         return cls(
             definition=CollectionDefinition.model_validate(definition),
             vectors={k: VectorInfo(**v) for k, v in record.get("vectors", {}).items()},
