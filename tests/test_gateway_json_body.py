@@ -83,3 +83,18 @@ def test_check_depth_on_parsed_values():
         check_depth([[1], [[2]]], 2)
     assert info.value.path == "1.0"
     check_depth("scalar", 0)
+
+
+@pytest.mark.parametrize("text", [
+    b'{"n": 123456789012345678901234567890}',  # beyond 64 bits: orjson would read a float
+    b"[-9223372036854775809, 18446744073709551616, 9223372036854775807]",
+    b'{"v": [0.1, NaN, Infinity, -Infinity]}',  # json's extensions, refused by orjson
+    b'{"v": [1e400, -1e400]}',  # infinities
+    b'["\\ud800 lone surrogate"]',
+    b'{"a": 1, "a": [2]}',
+    '{"text": "h\u00e9llo \u2603"}'.encode("utf-16"),
+    b'{"x": 0.30000000000000004, "y": -0.0, "z": 1E5, "s": "\\u00e9\\n"}',
+])
+def test_loads_answers_what_json_loads_answers(text):
+    """The fast parser is only used where it gives the same value as json (types included)."""
+    assert repr(loads(text, 10)) == repr(json.loads(text))

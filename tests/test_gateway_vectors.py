@@ -37,6 +37,18 @@ def test_check_vector_names_the_element(values, field, problem):
     assert found is not None and found[0] == field and problem in found[1], found
 
 
+@pytest.mark.parametrize("values", [
+    [0.5, math.nan, math.inf, 1e39],
+    [0.5, 1, math.nan, 1e39],  # an int: the element-by-element path
+    [1e39, 2.0, -math.inf, 0.0],
+])
+def test_the_first_non_finite_element_is_named_before_any_out_of_range_one(values):
+    """Plain floats are checked in C, anything else element by element: the same answer either way."""
+    found = check_vector(values, 4, "v")
+    first_bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
+    assert found == (f"v.{first_bad}", f"is not a finite number: {values[first_bad]!r}")
+
+
 def test_check_vector_float32_boundary_is_exact():
     assert check_vector([FLOAT32_MAX, -FLOAT32_MAX, 0.0], 3, "v") is None
     # the smallest double that float32 rounds to infinity, and the largest it rounds to FLOAT32_MAX

@@ -32,6 +32,8 @@ def is_uuid(object_id: str) -> bool:
 #: The largest float32; a larger magnitude would be stored as an infinity.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
+_FLOATS = {float}
+
 
 def l2_normalize(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
@@ -57,17 +59,28 @@ def check_vector(values: Sequence[float], dims: int, field: str) -> tuple[str, s
     """
     if len(values) != dims:
         return field, f"has {len(values)} dimensions, the collection expects {dims}"
-    for i, v in enumerate(values):
-        if not isinstance(v, int | float) or isinstance(v, bool):
-            return f"{field}.{i}", f"is not a number: {v!r}"
-        if isinstance(v, float) and not math.isfinite(v):  # (an int is finite, however large)
-            return f"{field}.{i}", f"is not a finite number: {v!r}"
-    with np.errstate(over="ignore"):
-        try:
-            as_float32 = np.asarray(values, dtype=np.float64).astype(np.float32)
-        except OverflowError:  # an int too large for a float64
-            big = [float(v) if abs(v) < 2**1000 else math.inf for v in values]
-            as_float32 = np.array(big).astype(np.float32)
+    if set(map(type, values)) == _FLOATS:
+        # Plain floats only (what a parsed request holds): checked in C, not element by element in
+        # Python (that took ~0.25 ms per 384-d vector, most of a near_vector search's cost in a batch)
+        as_float64 = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(as_float64)
+        if not finite.all():
+            i = int(np.flatnonzero(~finite)[0])
+            return f"{field}.{i}", f"is not a finite number: {values[i]!r}"
+        with np.errstate(over="ignore"):
+            as_float32 = as_float64.astype(np.float32)
+    else:
+        for i, v in enumerate(values):
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                return f"{field}.{i}", f"is not a number: {v!r}"
+            if isinstance(v, float) and not math.isfinite(v):  # (an int is finite, however large)
+                return f"{field}.{i}", f"is not a finite number: {v!r}"
+        with np.errstate(over="ignore"):
+            try:
+                as_float32 = np.asarray(values, dtype=np.float64).astype(np.float32)
+            except OverflowError:  # an int too large for a float64
+                big = [float(v) if abs(v) < 2**1000 else math.inf for v in values]
+                as_float32 = np.array(big).astype(np.float32)
     overflow = np.flatnonzero(np.isinf(as_float32))
     if overflow.size:
         i = int(overflow[0])
