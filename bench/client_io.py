@@ -1,7 +1,8 @@
 """polyvec-client speed and memory, measured against the gateway itself in the same run.
 
     python bench/client_io.py import  [--objects 10000]     # `polyvec import` vs the gateway's own import
-    python bench/client_io.py export  [--objects 100000]    # `polyvec export` objects/s (target >= 20,000/s)
+    python bench/client_io.py export  [--objects 100000] [--rounds 3] [--against GIT_REF]
+                                                            # `polyvec export` objects/s (target >= 20,000/s)
     python bench/client_io.py memory  [--lines 1000000]     # peak RSS of `polyvec import` on a big JSONL
 
 * import: the real ``polyvec up --model sentence-transformers/all-MiniLM-L6-v2`` as a child process. The
@@ -10,7 +11,12 @@
   ``polyvec import`` (a child process reading the JSONL file, 4 requests in flight) into a second
   collection. Ratio = client / baseline (target >= 0.9).
 * export: ``polyvec gateway`` on the embedded store (no model: the objects carry their own 8-d vectors),
-  loaded with ``--objects`` objects, then ``polyvec export`` as a child process writing a JSONL file.
+  loaded with ``--objects`` objects, then, alternating ``--rounds`` times: the gateway's bare paging rate
+  (a bare httpx loop fetching every page of 1,000 and discarding it: the ceiling for any client) and
+  ``polyvec export`` as a child process writing a JSONL file (with the CPU seconds the gateway and the
+  command used, which a loaded machine distorts less than wall time); once ``--with-vectors``. With
+  ``--against REF`` the gateway and command of that commit (``git archive``) run in the same rounds on
+  the same data, alternating with this checkout's, and the after/before ratio is printed.
 * memory: the same gateway; a generated JSONL of ``--lines`` objects (own vectors, so no model bounds the
   rate) imported by ``polyvec import`` in a child process whose peak RSS (ru_maxrss) is reported, for
   a tenth of the lines and for all of them (flat memory: about the same peak).
@@ -23,6 +29,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,20 +48,24 @@ from bench.up_child import UpChild  # noqa: E402
 from services.up import free_port  # noqa: E402
 
 
-def child_env() -> dict[str, str]:
+def child_env(tree: Path = REPO) -> dict[str, str]:
+    """The environment of a child running the gateway and client code of ``tree`` (this checkout, or an
+    older commit's files for --against)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "clients" / "python" / "src"), str(REPO),
+    env["PYTHONPATH"] = os.pathsep.join([str(tree / "clients" / "python" / "src"), str(tree),
                                          env.get("PYTHONPATH", "")])
     env.pop("POLYVEC_URL", None)
     return env
 
 
-def polyvec_cli(*args: str, url: str, stdout=subprocess.DEVNULL) -> tuple[float, int]:
-    """Run ``polyvec ARGS`` (the services.cli entry point) as a child: (seconds, its peak RSS in KiB)."""
+def polyvec_cli(*args: str, url: str, stdout=subprocess.DEVNULL,
+                tree: Path = REPO) -> tuple[float, int, float]:
+    """Run ``polyvec ARGS`` (the services.cli entry point) as a child: (seconds, its peak RSS in KiB, its
+    CPU seconds)."""
     with tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", *args, "--url", url], cwd=REPO,
-                                env=child_env(), stdout=stdout, stderr=err)
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli", *args, "--url", url], cwd=tree,
+                                env=child_env(tree), stdout=stdout, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -62,18 +73,18 @@ def polyvec_cli(*args: str, url: str, stdout=subprocess.DEVNULL) -> tuple[float,
             err.seek(0)
             tail = err.read()[-2000:]
             raise RuntimeError(f"polyvec {' '.join(args)} exited with {proc.returncode}:\n{tail}")
-    return elapsed, int(usage.ru_maxrss)
+    return elapsed, int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime
 
 
 class GatewayChild:
     """``polyvec gateway`` on the embedded store (no models), on a free port."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, tree: Path = REPO) -> None:
         self.port = free_port()
-        env = {**child_env(), "DATA_DIR": str(data_dir), "HTTP_PORT": str(self.port), "GRPC_PORT": "off",
+        env = {**child_env(tree), "DATA_DIR": str(data_dir), "HTTP_PORT": str(self.port), "GRPC_PORT": "off",
                "HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
         env.pop("QDRANT_URL", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "gateway"], cwd=REPO, env=env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "gateway"], cwd=tree, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> GatewayChild:
@@ -136,32 +147,103 @@ def bench_import(n: int) -> None:
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(post, bodies))
             base = n / (time.perf_counter() - start)
-        elapsed, _ = polyvec_cli("import", "client", str(src), url=up.http_url)
+        elapsed, _, _ = polyvec_cli("import", "client", str(src), url=up.http_url)
         client = n / elapsed
     print(f"gateway's own import {base:,.0f} objects/s; `polyvec import` {client:,.0f} objects/s; "
           f"ratio {client / base:.2f} ({n:,} objects, all-MiniLM-L6-v2)")
 
 
 # ---------------------------------------------------------------------------------------------- export
-def bench_export(n: int) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bare_scroll(url: str, n: int, page: int = 1000) -> float:
+    """The gateway's own paging rate: every page of the collection fetched by a bare httpx loop that
+    neither parses nor writes anything (only the cursor is read). The ceiling for any client."""
+    seen = 0
+    cursor = None
+    start = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=600) as c:
+        while True:
+            body = {"limit": page} if cursor is None else {"limit": page, "cursor": cursor}
+            r = c.post("/v1/collections/things/objects/scroll", json=body)
+            r.raise_for_status()
+            tail = r.content[-200:].decode()  # ..."next_cursor":"..."} or null}
+            cursor = json.loads("{" + tail[tail.rindex('"next_cursor"'):])["next_cursor"]
+            seen += r.content.count(b'"uuid":')
+            if cursor is None:
+                break
+    assert seen == n, seen
+    return n / (time.perf_counter() - start)
+
+
+def checkout(ref: str, into: Path) -> Path:
+    """The files of git ``ref`` of this repository, extracted under ``into`` (for --against)."""
+    tree = into / "against"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def export_round(data: Path, n: int, out: Path, tree: Path) -> tuple[float, float, float, float]:
+    """One gateway of ``tree`` on ``data``: (bare paging objects/s, `polyvec export` objects/s, the
+    gateway's and the command's CPU seconds during the export)."""
+    with GatewayChild(data, tree) as gw:
+        bare = bare_scroll(gw.url, n)
+        gateway_cpu = cpu_seconds(gw.proc.pid)
+        with out.open("w") as f:
+            elapsed, _, client_cpu = polyvec_cli("export", "things", url=gw.url, stdout=f, tree=tree)
+        gateway_cpu = cpu_seconds(gw.proc.pid) - gateway_cpu
+    lines = sum(1 for _ in out.open())
+    assert lines == n, lines
+    return bare, n / elapsed, gateway_cpu, client_cpu
+
+
+def bench_export(n: int, rounds: int, against: str | None) -> None:
     from polyvec_client import Client
 
-    with tempfile.TemporaryDirectory(prefix="polyvec-bench-export-") as tmp, GatewayChild(Path(tmp)) as gw:
-        with Client(gw.url) as client:
-            client.collections.create("things", **OWN_VECTORS)
-            start = time.perf_counter()
-            report = client.collection("things").insert_many(own_vector_objects(n), progress=False)
-            assert report.ok == n, report.failed[:3]
+    with tempfile.TemporaryDirectory(prefix="polyvec-bench-export-") as tmp:
+        data = Path(tmp) / "data"
+        with GatewayChild(data) as gw:
+            with Client(gw.url) as client:
+                client.collections.create("things", **OWN_VECTORS)
+                start = time.perf_counter()
+                report = client.collection("things").insert_many(own_vector_objects(n), progress=False)
+                assert report.ok == n, report.failed[:3]
             print(f"loaded {n:,} objects in {time.perf_counter() - start:.1f} s", flush=True)
-        out = Path(tmp) / "export.jsonl"
-        with out.open("w") as f:
-            elapsed, _ = polyvec_cli("export", "things", url=gw.url, stdout=f)
-        lines = sum(1 for _ in out.open())
-        assert lines == n, lines
-        with out.open("w") as f:
-            elapsed_v, _ = polyvec_cli("export", "things", "--with-vectors", url=gw.url, stdout=f)
-    print(f"`polyvec export` {n / elapsed:,.0f} objects/s ({n:,} objects, {elapsed:.1f} s); "
-          f"with vectors {n / elapsed_v:,.0f} objects/s")
+            out = Path(tmp) / "export.jsonl"
+            with out.open("w") as f:
+                elapsed_v, _, _ = polyvec_cli("export", "things", "--with-vectors", url=gw.url, stdout=f)
+        trees = {"this checkout": REPO}
+        if against:
+            trees = {against: checkout(against, Path(tmp)), **trees}
+        results: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in trees}
+        for _ in range(rounds):  # alternating, so that each tree sees the same machine
+            for name, tree in trees.items():
+                results[name].append(export_round(data, n, out, tree))
+                bare, rate, gateway_cpu, client_cpu = results[name][-1]
+                print(f"  {name}: bare paging {bare:,.0f} objects/s; `polyvec export` {rate:,.0f} objects/s "
+                      f"(CPU: gateway {gateway_cpu:.2f} s, command {client_cpu:.2f} s)", flush=True)
+    median = statistics.median
+    rates = {}
+    for name, rows in results.items():
+        bare, rate = median(r[0] for r in rows), median(r[1] for r in rows)
+        gateway_cpu, client_cpu = median(r[2] for r in rows), median(r[3] for r in rows)
+        rates[name] = rate
+        print(f"{name}: `polyvec export` {rate:,.0f} objects/s (target >= 20,000); bare paging "
+              f"{bare:,.0f} objects/s; export / bare paging {rate / bare:.2f}; CPU per 100,000 objects: "
+              f"gateway {gateway_cpu * 1e5 / n:.2f} s, command {client_cpu * 1e5 / n:.2f} s")
+    print(f"with vectors (this checkout, once): {n / elapsed_v:,.0f} objects/s")
+    if against:
+        print(f"after / before ({against}): {rates['this checkout'] / rates[against]:.2f}x "
+              f"({n:,} objects, median of {rounds} alternating rounds)")
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -174,7 +256,7 @@ def bench_memory(lines: int) -> None:
             src = Path(tmp) / f"{name}.jsonl"
             write_jsonl(src, own_vector_objects(count))
             size_mb = src.stat().st_size / 1e6
-            elapsed, rss_kib = polyvec_cli("import", name, str(src), url=gw.url)
+            elapsed, rss_kib, _ = polyvec_cli("import", name, str(src), url=gw.url)
             with httpx.Client(base_url=gw.url) as c:
                 stored = c.post(f"/v1/collections/{name}/count").json()["count"]
             assert stored == count, (stored, count)
@@ -190,11 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=["import", "export", "memory"])
     parser.add_argument("--objects", type=int)
     parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3, help="export: alternating rounds (median)")
+    parser.add_argument("--against", metavar="GIT_REF",
+                        help="export: also run the gateway and command of this commit, alternating")
     args = parser.parse_args(argv)
     if args.what == "import":
         bench_import(args.objects or 10_000)
     elif args.what == "export":
-        bench_export(args.objects or 100_000)
+        bench_export(args.objects or 100_000, args.rounds, args.against)
     else:
         bench_memory(args.lines)
     return 0

@@ -21,6 +21,7 @@ from collections.abc import MutableMapping, Sequence
 from importlib import metadata
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -74,6 +75,16 @@ def route_template(app: FastAPI, scope: MutableMapping[str, Any]) -> str:
         if match == Match.FULL and path:
             return str(path)
     return "unmatched"
+
+
+def fast_json(body: dict[str, Any]) -> Any:
+    """``body`` written by orjson: for answers of many objects (a page of 1,000 is ~4x faster to write
+    than through FastAPI's pydantic path). Falls back to that path for what orjson refuses (an integer
+    beyond 64 bits). Typed ``Any`` so the route keeps its declared answer in the OpenAPI document."""
+    try:
+        return Response(orjson.dumps(body), media_type="application/json")
+    except orjson.JSONEncodeError:
+        return body
 
 
 def _error(status: int, body: dict[str, Any]) -> JSONResponse:
@@ -300,14 +311,14 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
     @app.post("/v1/collections/{name}/objects/scroll", tags=["objects"])
     async def scroll_objects(name: str, body: ScrollRequest, request: Request) -> dict[str, Any]:
         """One page of objects (matching a filter); pass next_cursor back for the next page."""
-        return await svc(request).scroll_objects(name, body)
+        return fast_json(await svc(request).scroll_objects(name, body))
 
     @app.get("/v1/collections/{name}/objects", tags=["objects"])
     async def list_objects(name: str, request: Request, limit: int = 100, cursor: str | None = None,
                            with_vectors: bool = False) -> dict[str, Any]:
         """One page of objects, like POST .../objects/scroll without a filter."""
-        return await svc(request).scroll_objects(
-            name, {"limit": limit, "cursor": cursor, "with_vectors": with_vectors})
+        return fast_json(await svc(request).scroll_objects(
+            name, {"limit": limit, "cursor": cursor, "with_vectors": with_vectors}))
 
     @app.post("/v1/collections/{name}/objects/delete", tags=["objects"])
     async def delete_objects(name: str, body: DeleteRequest, request: Request) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from gateway.definitions import (
     parse_field_declarations,
 )
 from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unavailable
+from gateway.gc_pause import gc_paused
 from gateway.image_urls import ImageFetcher, ImageFetchError, is_image_url
 from gateway.inference_client import (
     InferenceClient,
@@ -557,8 +558,9 @@ class GatewayService:
         records, next_id = await self._db(self.store.scroll, name, filter=flt, limit=req.limit,
                                           cursor=start, with_payload=with_payload,
                                           with_vectors=req.with_vectors)
-        return {"objects": [_object_out(r, req.properties, req.with_vectors) for r in records],
-                "next_cursor": encode_cursor(next_id)}
+        with gc_paused():
+            objects = [_object_out(r, req.properties, req.with_vectors) for r in records]
+        return {"objects": objects, "next_cursor": encode_cursor(next_id)}
 
     async def count_objects(self, name: str, body: CountRequest | dict | None = None) -> dict[str, Any]:
         req: CountRequest = parse(CountRequest, body if body is not None else {})

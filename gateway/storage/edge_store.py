@@ -32,6 +32,7 @@ from typing import Any, cast
 import numpy as np
 import qdrant_edge as qe
 
+from gateway.gc_pause import gc_paused
 from gateway.storage import edge_optimizer
 from gateway.storage.base import (
     SYSTEM_COLLECTION,
@@ -566,8 +567,16 @@ class EdgeStore(Store):
         request = qe.ScrollRequest(offset=None if cursor is None else normalize_id(cursor), limit=limit,
                                    filter=convert_filter(filter), with_payload=_with_payload(with_payload),
                                    with_vector=with_vectors)
-        records, nxt = self._run(coll, lambda s: s.scroll(request))
-        page = [to_point_record(r, with_vectors, qe.SparseVector) for r in records]
+
+        def read(shard: qe.EdgeShard) -> tuple[list[PointRecord], Any]:
+            with gc_paused():  # a page is thousands of new objects (see gateway.gc_pause)
+                records, nxt = shard.scroll(request)
+                if with_vectors:
+                    return [to_point_record(r, True, qe.SparseVector) for r in records], nxt
+                # the common case, kept lean (~13% less time than to_point_record): each payload is new
+                return [PointRecord(str(r.id), r.payload or {}) for r in records], nxt
+
+        page, nxt = self._run(coll, read)
         return page, None if nxt is None else str(nxt)
 
     def update_sparse(self, name: str, vector_name: str, vectors: Sequence[tuple[str, SparseVec]]) -> None:

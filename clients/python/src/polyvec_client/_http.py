@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from polyvec_client import _json
 from polyvec_client.errors import PolyvecError, TransportError, error_from_response
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -57,6 +58,12 @@ def base_headers(api_key: str | None) -> dict[str, str]:
     return headers
 
 
+def tls_verify(url: str) -> bool:
+    """Verify certificates for an https:// gateway; a plain http:// one never does TLS, so its client
+    skips loading the CA bundle (40-90 ms of CPU at every start of the command line)."""
+    return not url.lower().startswith("http://")
+
+
 def _build(client: httpx.Client | httpx.AsyncClient, req: Request) -> httpx.Request:
     headers = dict(req.headers)
     content = req.content
@@ -71,7 +78,7 @@ def _answer(response: httpx.Response) -> Any:
     if response.status_code < 400:
         if not response.content:
             return None
-        return response.json()
+        return _json.loads(response.content)
     try:
         body: Any = response.json()
     except ValueError:
@@ -105,7 +112,7 @@ class SyncHTTP(_Retrying):
                  transport: httpx.BaseTransport | None = None, max_connections: int = 32) -> None:
         super().__init__(retry)
         self.client = httpx.Client(base_url=url, headers=base_headers(api_key), timeout=timeout,
-                                   transport=transport,
+                                   transport=transport, verify=tls_verify(url),
                                    limits=httpx.Limits(max_connections=max_connections,
                                                        max_keepalive_connections=max_connections))
 
@@ -138,7 +145,7 @@ class AsyncHTTP(_Retrying):
                  transport: httpx.AsyncBaseTransport | None = None, max_connections: int = 32) -> None:
         super().__init__(retry)
         self.client = httpx.AsyncClient(base_url=url, headers=base_headers(api_key), timeout=timeout,
-                                        transport=transport,
+                                        transport=transport, verify=tls_verify(url),
                                         limits=httpx.Limits(max_connections=max_connections,
                                                             max_keepalive_connections=max_connections))
 

@@ -199,11 +199,23 @@ class Collection:
         The next page is fetched while you process the current one. Objects written meanwhile may or
         may not appear; none that stays is skipped or repeated.
         """
-        limit = min(batch_size or paths.DEFAULT_PAGE, self.client.limits().max_page_size)
+        for page in self._raw_pages(filter, batch_size=batch_size, properties=properties,
+                                    with_vectors=with_vectors):
+            for data in page:
+                yield Object.from_json(data)
 
-        def fetch(cursor: str | None) -> tuple[list[Object], str | None]:
-            return self.page(filter, limit=limit, cursor=cursor, properties=properties,
-                             with_vectors=with_vectors)
+    def _raw_pages(self, filter: dict[str, Any] | None = None, *, batch_size: int | None = None,
+                   properties: Sequence[str] | None = None,
+                   with_vectors: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """The gateway's pages as parsed JSON (``{id, uuid, properties, vectors?}`` each), the next one
+        fetched while the caller handles this one: what :meth:`iterate` and ``polyvec export`` read."""
+        limit = min(batch_size or paths.DEFAULT_PAGE, self.client.limits().max_page_size)
+        path = paths.col(self.name, "objects", "scroll")
+
+        def fetch(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            body = paths.scroll_body(filter, limit, cursor, properties, with_vectors)
+            answer = self.client.request("POST", path, json=body)
+            return answer["objects"], answer["next_cursor"]
 
         with ThreadPoolExecutor(1, thread_name_prefix="polyvec-scroll") as pool:
             pending = pool.submit(fetch, None)
@@ -211,7 +223,7 @@ class Collection:
                 objects, cursor = pending.result()
                 if cursor is not None:
                     pending = pool.submit(fetch, cursor)
-                yield from objects
+                yield objects
                 if cursor is None:
                     return
 

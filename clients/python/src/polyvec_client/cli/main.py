@@ -13,6 +13,7 @@ import shutil
 import sys
 from typing import IO, Any
 
+from polyvec_client import _json
 from polyvec_client import query as q
 from polyvec_client.cli import load
 from polyvec_client.client import Client
@@ -109,31 +110,46 @@ def table(rows: list[list[str]], header: list[str], out: IO[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- export
+def _import_line(data: dict[str, Any]) -> bytes:
+    """One scrolled object as a line of the import format: ``{id, properties, vectors?}``."""
+    vectors = data.get("vectors")
+    out = {"id": data["id"], "properties": data.get("properties") or {}}
+    if vectors:
+        out["vectors"] = vectors
+    return _json.dumps_line(out)
+
+
 def export(client: Client, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     col = client.collection(args.collection)
     total = col.count(args.filter)
     progress = Progress(f"export {args.collection}", total, stream=err, interval_s=args.progress_interval,
                         failures=False)
-    target = open(args.output, "w", encoding="utf-8") if args.output else out  # noqa: SIM115
+    # bytes straight to the file (or to stdout's buffer): no text layer re-encoding every line
+    if args.output:
+        target: IO[bytes] | None = open(args.output, "wb")  # noqa: SIM115
+    else:
+        target = getattr(out, "buffer", None)
+        out.flush()
+
+    def write(chunk: bytes) -> None:
+        if target is not None:
+            target.write(chunk)
+        else:  # a text stream without a buffer (tests' StringIO)
+            out.write(chunk.decode("utf-8"))
+
     written = 0
     try:
-        buffer: list[str] = []
-        for obj in col.iterate(args.filter, batch_size=args.batch_size, properties=_csv(args.properties),
-                               with_vectors=args.with_vectors):
-            buffer.append(json.dumps(obj.to_import(), ensure_ascii=False, separators=(",", ":")))
-            if len(buffer) >= 1000:
-                target.write("\n".join(buffer) + "\n")
-                written += len(buffer)
-                buffer.clear()
-                progress.update(written)
-        if buffer:
-            target.write("\n".join(buffer) + "\n")
-            written += len(buffer)
-        target.flush()
+        for page in col._raw_pages(args.filter, batch_size=args.batch_size,
+                                   properties=_csv(args.properties), with_vectors=args.with_vectors):
+            write(b"".join([_import_line(o) for o in page]))
+            written += len(page)
+            progress.update(written)
+        if target is not None:
+            target.flush()
         progress.update(written)
     finally:
         progress.close()
-        if target is not out:
+        if args.output and target is not None:
             target.close()
     print(f"exported {written:,} objects from {args.collection!r}", file=err)
     return 0
