@@ -30,8 +30,16 @@ _CLOSER = {ord("["): b"]", ord("{"): b"}"}
 _MARK = "\u0000polyvec: too deep here"
 _PLACEHOLDER = json.dumps(_MARK).encode()
 _CHUNK = 1 << 22  # bytes per step of the positional scan (bounds its memory)
-_DIGITS = bytes(ord("1") if chr(c).isdigit() and c < 128 else ord("0") for c in range(256))
-_LONG_RUN = b"1" * 19  # 19 digits in a row: maybe an integer orjson would not keep exact
+# Digits -> "1"; "." "e" "E" -> "."; anything else -> "0". An integer of 19 digits or more (one orjson
+# might read as a float) is then "0" + 19 x "1": digits not after a "." or an exponent's "e".
+_NUMBER_MAP = bytes(ord("1") if 48 <= c <= 57 else ord(".") if c in b".eE" else ord("0") for c in range(256))
+_LONG_INTEGER = b"0" + b"1" * 19
+
+
+def _may_hold_a_long_integer(data: bytes) -> bool:
+    """True when ``data`` may hold an integer of 19+ digits (also for a few harmless look-alikes: such
+    digits in a string, a signed exponent); False for floats with long fractions, however many."""
+    return _LONG_INTEGER in b"0" + data.translate(_NUMBER_MAP)
 
 
 class TooDeep(ValueError):
@@ -141,7 +149,7 @@ def loads(raw: bytes | str, limit: int) -> Any:
     # orjson parses ~10x faster (a batch of 32 near_vector searches: 2.5 ms against 24 ms) but reads an
     # integer beyond 64 bits as a float and refuses what json accepts (NaN, lone surrogates, UTF-16):
     # such text goes to json, so the answer is the same either way
-    if _LONG_RUN not in data.translate(_DIGITS):
+    if not _may_hold_a_long_integer(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

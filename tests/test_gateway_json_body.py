@@ -98,3 +98,13 @@ def test_check_depth_on_parsed_values():
 def test_loads_answers_what_json_loads_answers(text):
     """The fast parser is only used where it gives the same value as json (types included)."""
     assert repr(loads(text, 10)) == repr(json.loads(text))
+
+
+def test_only_long_integers_keep_a_body_from_the_fast_parser():
+    from gateway.json_body import _may_hold_a_long_integer
+
+    floats = json.dumps({"v": [-0.0012345678901234567, 1.2345678901234567e-300, 0.1 + 0.2]}).encode()
+    assert not _may_hold_a_long_integer(floats)  # long fractions and exponents are floats to both
+    assert not _may_hold_a_long_integer(b"[123456789012345678, -123456789012345678]")  # 18 digits
+    for text in (b"[1234567890123456789]", b'{"n": -12345678901234567890}', b"99999999999999999999"):
+        assert _may_hold_a_long_integer(text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from polyvec_client import _json
 
 VALUES = [
@@ -45,3 +44,9 @@ def test_loads_answers_what_json_answers(codec, text):
 def test_bad_json_is_a_value_error(codec):
     with pytest.raises(ValueError):
         _json.loads(b'{"a": ')
+
+
+def test_floats_with_long_fractions_take_the_fast_path():
+    floats = json.dumps([-0.0012345678901234567, 1.2345678901234567e-300]).encode()
+    assert not _json._may_hold_a_long_integer(floats)
+    assert _json._may_hold_a_long_integer(b'{"n": 1234567890123456789}')

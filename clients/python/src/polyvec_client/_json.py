@@ -16,13 +16,21 @@ try:
 except ImportError:  # pragma: no cover - the fallback is exercised by forcing ``orjson = None``
     orjson = None  # type: ignore[assignment]
 
-_DIGITS = bytes(ord("1") if 48 <= c <= 57 else ord("0") for c in range(256))
-_LONG_RUN = b"1" * 19  # 19 digits in a row: an integer orjson might not keep exact
+# Digits -> "1"; "." "e" "E" -> "."; anything else -> "0". An integer of 19 digits or more (one orjson
+# might read as a float) is then "0" + 19 x "1": digits not after a "." or an exponent's "e".
+_NUMBER_MAP = bytes(ord("1") if 48 <= c <= 57 else ord(".") if c in b".eE" else ord("0") for c in range(256))
+_LONG_INTEGER = b"0" + b"1" * 19
+
+
+def _may_hold_a_long_integer(data: bytes) -> bool:
+    """True when ``data`` may hold an integer of 19+ digits (also for a few harmless look-alikes: such
+    digits in a string, a signed exponent); False for floats with long fractions, however many."""
+    return _LONG_INTEGER in b"0" + data.translate(_NUMBER_MAP)
 
 
 def loads(data: bytes) -> Any:
     """Parse a JSON document (bytes)."""
-    if orjson is not None and _LONG_RUN not in data.translate(_DIGITS):
+    if orjson is not None and not _may_hold_a_long_integer(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
