@@ -1,6 +1,7 @@
 """Batch search: 32 searches in one ``/search/batch`` request against 32 sequential ``/search`` requests.
 
     python bench/batch_search.py [--docs 2000] [--batch 32] [--rounds 5] [--kinds near_text,hybrid,bm25]
+    python bench/batch_search.py --parts    # where a near_vector batch spends CPU outside the store
 
 Runs the real ``polyvec up --model sentence-transformers/all-MiniLM-L6-v2`` (embedded store, MiniLM
 inference child, gateway) as a child process, imports ``--docs`` generated catalogue texts, then for
@@ -93,6 +94,39 @@ def run(docs: int, batch: int, rounds: int, kinds: list[str]) -> list[tuple[str,
     return rows
 
 
+def parts(batch: int, dims: int = 384, runs: int = 30) -> None:
+    """Where a batch of near_vector queries spends CPU outside the store, in this process (median ms)."""
+    from gateway.json_body import loads
+    from gateway.service.requests import SearchRequest
+    from gateway.service.vectors import check_vector
+
+    rng = random.Random(1)
+    searches = queries("near_vector", batch, rng, [rng.gauss(0, 0.05) for _ in range(dims)])
+    body = json.dumps({"searches": searches}).encode()
+    parsed = loads(body, 64)["searches"]
+
+    def checked() -> None:
+        for raw in parsed:
+            req = SearchRequest.model_validate(raw)
+            values = [float(v) for v in req.near_vector.vector]
+            assert check_vector(values, dims, "near_vector.vector") is None
+
+    def cpu_ms(fn) -> float:
+        times = []
+        for _ in range(runs):
+            start = time.process_time()
+            fn()
+            times.append(time.process_time() - start)
+        return statistics.median(times) * 1e3
+
+    vector = [float(v) for v in parsed[0]["near_vector"]["vector"]]
+    print(f"{batch} near_vector queries of {dims} floats ({len(body):,} bytes), CPU ms (median of {runs}): "
+          f"json.dumps of the body {cpu_ms(lambda: json.dumps({'searches': searches})):.1f}; the gateway's "
+          f"parse {cpu_ms(lambda: loads(body, 64)):.1f}; check_vector x{batch} "
+          f"{cpu_ms(lambda: [check_vector(vector, dims, 'v') for _ in range(batch)]):.1f}; validation + "
+          f"check x{batch} {cpu_ms(checked):.1f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,7 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kinds", default="near_text,hybrid,bm25,near_vector")
+    parser.add_argument("--parts", action="store_true",
+                        help="only print where a near_vector batch spends CPU outside the store (no server)")
     args = parser.parse_args(argv)
+    if args.parts:
+        parts(args.batch)
+        return 0
     rows = run(args.docs, args.batch, args.rounds, args.kinds.split(","))
     print(f"\n| kind | {args.batch} sequential searches | one batch of {args.batch} | ratio |")
     print("|---|---|---|---|")
