@@ -275,7 +275,11 @@ def test_ctrl_c_stops_cleanly_and_reports_what_was_acknowledged(tmp_path):
         create(gw, col, text_fields=["title"])
         rows = [{"id": f"k{i}", "title": f"slow {i}"} for i in range(4000)]
         src = write_jsonl(tmp_path / "big.jsonl", rows)
-        proc = subprocess.Popen([sys.executable, "-m", "polyvec_client", "import", col, str(src), "--url",
+        # Ctrl-C's usual handler in the child even where this test runs with SIGINT ignored (a background
+        # job inherits that, and Python then installs no handler): the command must still stop cleanly
+        interruptible = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                         "runpy.run_module('polyvec_client', run_name='__main__', alter_sys=True)")
+        proc = subprocess.Popen([sys.executable, "-c", interruptible, "import", col, str(src), "--url",
                                  gw.http_url, "--batch-size", "25", "--concurrency", "2",
                                  "--progress-interval", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=child_env())
