@@ -546,3 +546,142 @@ def test_metrics_record_batches_failures_and_the_queue_depth():
     assert 'polyvec_inference_batch_size_count{modality="text"} 2.0' in text  # the two that ran
     assert 'polyvec_inference_batch_size_sum{modality="text"} 4.0' in text  # 1 + 3 items
     assert 'polyvec_inference_batch_failures_total{modality="text"} 1.0' in text
+
+
+@pytest.mark.parametrize("batch_fails", [False, True], ids=["batch-runs", "batch-fails"])
+def test_a_caller_that_leaves_after_its_batch_was_cut(batch_fails):
+    """Its items are skipped when the batch is delivered (the callers after it still get theirs) and,
+    when the shared batch fails, it is not re-run: nobody is waiting for it."""
+    enc = FakeEncoder()
+    shared = ["leaver", "poison", "stayer"] if batch_fails else ["leaver", "stayer"]
+
+    async def main():
+        b = make(enc, max_batch_size=len(shared), batch_wait_ms=0, pipeline_depth=2)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["hold"], True))
+        await wait_until(lambda: b.queue_depth == 0 and len(enc.seen.prepares) == 1)
+        tasks = [asyncio.create_task(b.encode_texts([t], True)) for t in shared]
+        # a full batch is cut (and prepared) ahead while the model is busy
+        await wait_until(lambda: b.queue_depth == 0 and len(enc.seen.prepares) == 2)
+        tasks[0].cancel()
+        enc.gate.set()
+        await first
+        out = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+        await b.close()
+        return out
+
+    out = run(main())
+    assert isinstance(out[0], asyncio.CancelledError)
+    np.testing.assert_allclose(out[-1][0], enc.expected_text("stayer", True), rtol=1e-5, atol=1e-6)
+    if batch_fails:
+        assert isinstance(out[1], BatchFailed)
+        assert enc.seen.text_batches[1:] == [shared, ["poison"], ["stayer"]]  # no re-run of "leaver"
+    else:
+        assert enc.seen.text_batches[1:] == [shared]
+
+
+def test_vectors_are_float32_whatever_the_model_returns():
+    class Float64(FakeEncoder):
+        def forward_texts(self, prepared):
+            return super().forward_texts(prepared).astype(np.float64)
+
+        def forward_images(self, prepared):
+            return super().forward_images(prepared).astype(np.float64)
+
+    enc = Float64()
+    image = Image.new("RGB", (8, 8), (200, 10, 10))
+
+    async def main():
+        b = make(enc)
+        out = [await b.encode(["a text", "two texts"], [image], normalize) for normalize in (False, True)]
+        await b.close()
+        return out
+
+    for normalize, (texts, images) in zip((False, True), run(main()), strict=True):
+        assert texts.dtype == np.float32 and images.dtype == np.float32
+        np.testing.assert_allclose(texts[1], enc.expected_text("two texts", normalize), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(images[0], enc.expected_image(image, normalize), rtol=1e-5, atol=1e-6)
+
+
+def test_a_shared_image_batch_whose_preparation_fails_is_re_prepared_per_caller():
+    enc = FakeEncoder()
+    good = Image.new("RGB", (8, 8), (0, 0, 220))
+    bad = Image.new("RGB", enc.poison_size, (0, 0, 220))
+
+    async def main():
+        b = make(enc, max_batch_size=2, batch_wait_ms=0, pipeline_depth=1)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["hold"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        tasks = [asyncio.create_task(b.encode_images([im], False)) for im in (good, bad)]
+        await wait_until(lambda: b.queue_depth == 2)
+        enc.gate.set()
+        await first
+        out = await asyncio.gather(*tasks, return_exceptions=True)
+        await b.close()
+        return out
+
+    good_out, bad_out = run(main())
+    np.testing.assert_allclose(good_out[0], enc.expected_image(good, False), rtol=1e-5, atol=1e-6)
+    assert isinstance(bad_out, BatchFailed) and "preparing" in str(bad_out) and "refuses" in str(bad_out)
+    assert enc.seen.prepares == [("text", 1), ("image", 2), ("image", 1), ("image", 1)]
+    assert enc.seen.batches == [("text", 1), ("image", 1)]  # only the good image ran
+
+
+def test_a_caller_that_leaves_takes_its_tokens_out_of_the_budget_count():
+    """With MAX_BATCH_TOKENS the batcher counts the waiting texts' tokens to know when a batch is full:
+    a caller that leaves while waiting takes exactly its own tokens with it (an empty text counts 0)."""
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, max_batch_size=8, max_batch_tokens=100, batch_wait_ms=0, pipeline_depth=1)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["hold"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        kept = asyncio.create_task(b.encode_texts(["three little words"], True))
+        leaver = asyncio.create_task(b.encode_texts([" ".join(["nine"] * 9), "!!!"], True))
+        await wait_until(lambda: b.queue_depth == 3)
+        counted = [b._pending_tokens]  # private: the count _is_full compares with the budget
+        leaver.cancel()
+        await asyncio.gather(leaver, return_exceptions=True)
+        counted.append(b._pending_tokens)
+        enc.gate.set()
+        await asyncio.gather(first, kept)
+        counted.append(b._pending_tokens)
+        await b.close()
+        return counted
+
+    assert run(main()) == [3 + 9 + 0, 3, 0]
+
+
+def test_stage_spans_name_the_modality_and_the_sizes():
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from services import tracing
+
+    enc = FakeEncoder()
+    exporter = InMemorySpanExporter()
+    assert tracing.setup("polyvec-inference", exporter=exporter)
+    try:
+        async def main():
+            b = make(enc, max_batch_size=2, batch_wait_ms=0, pipeline_depth=1)
+            with tracing.tracer().start_as_current_span("caller"):
+                await b.encode_texts(["one", "two", "three"], True)  # two batches: 2 + 1
+            await b.close()
+
+        run(main())
+        spans = exporter.get_finished_spans()
+    finally:
+        tracing.shutdown()
+    caller = next(s for s in spans if s.name == "caller")
+    stages = [s for s in spans if s.name != "caller"]
+    assert all(s.parent is not None and s.parent.span_id == caller.context.span_id for s in stages)
+    by_name: dict[str, list[dict]] = {}
+    for s in stages:
+        by_name.setdefault(s.name, []).append(dict(s.attributes))
+    assert by_name["inference.queue_wait"] == [{"polyvec.modality": "text", "polyvec.items": 3}]
+    for name in ("inference.batch", "inference.forward"):
+        assert sorted(by_name[name], key=lambda a: a["polyvec.batch_size"]) == [
+            {"polyvec.modality": "text", "polyvec.batch_size": 1},
+            {"polyvec.modality": "text", "polyvec.batch_size": 2}], name
+    assert set(by_name) == {"inference.queue_wait", "inference.batch", "inference.forward"}

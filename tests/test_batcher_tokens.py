@@ -113,3 +113,44 @@ def test_setting_defaults_by_device_and_bad_values_name_the_variable():
         InferenceSettings.from_env({"MODEL": "m", "MAX_BATCH_TOKENS": "-1"})
     with pytest.raises(SettingsError, match="MAX_BATCH_TOKENS"):
         InferenceSettings.from_env({"MODEL": "m", "MAX_BATCH_TOKENS": "lots"})
+
+
+def best_run(lengths: list[int], limit: int, budget: int) -> list[int]:
+    """The batch the rule asks for, by brute force over every run (arrival numbers, in length order).
+
+    Texts ordered by (length, arrival); among the runs that include the oldest text (arrival 0), hold
+    at most ``limit`` texts and, with a ``budget``, at most that many padded tokens (texts x the
+    longest; one text alone always fits): the longest, then the least spread of lengths, then the
+    one of the shortest texts."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    p = order.index(0)
+    candidates = []
+    for s in range(p + 1):
+        for e in range(p, len(order)):
+            size = e - s + 1
+            longest = lengths[order[e]]
+            if size > limit or (budget and size > 1 and size * longest > budget):
+                continue
+            candidates.append(((-size, longest - lengths[order[s]], s), order[s:e + 1]))
+    return min(candidates)[1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_batch_cut_is_the_longest_run_of_similar_lengths_that_fits(seed):
+    """_similar_lengths against :func:`best_run` on many small queues: ties, empty texts (0 tokens),
+    texts over the budget, the oldest text at either end of its run, with and without a budget."""
+    from services.inference.batcher import _Item
+
+    rng = random.Random(seed)
+    b = DynamicBatcher(FakeEncoder(), max_batch_size=8, max_batch_tokens=1, batch_wait_ms=0)
+    try:
+        for _ in range(300):
+            n = rng.randint(1, 9)
+            lengths = [rng.choice([0, 1, 2, 2, 3, 5, 5, 8, 13]) for _ in range(n)]
+            limit = rng.randint(1, 6)
+            budget = rng.choice([0, 0, 4, 6, 10, 16, 30])
+            items = [_Item(None, 0, f"text {i}", i, 0.0, length) for i, length in enumerate(lengths)]
+            chosen = b._similar_lengths(items, limit, budget)
+            assert [it.seq for it in chosen] == best_run(lengths, limit, budget), (lengths, limit, budget)
+    finally:
+        b.close_sync()
