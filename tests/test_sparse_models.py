@@ -6,6 +6,7 @@ TorchScript and ONNX sparse artifacts and SPARSE_TOKENIZE with idf.json."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 import httpx
@@ -87,6 +88,10 @@ async def query_sparse(encoder, texts: list[str]):
                 {"texts": "a"}, {"texts": [1]}, {"texts": []},
                 {"texts": ["a"], "sparse_embedding_format": "x"},
                 {"texts": ["a"], "text_docs": ["b"]}, {"texts": ["a"], "top_k": 3})]
+            # the text rule both services share (json.dumps escapes the lone surrogate as any client does)
+            surrogate = json.dumps({"texts": ["ok", "abc\ud800def"]})
+            bad.append(await client.post("/vectorize_sparse", content=surrogate,
+                                         headers={"content-type": "application/json"}))
         return whole, [s.vectors[0] for s in singles], meta, dense_call.value, words, ids, dense_http, bad
     finally:
         await running.stop(grace=1)
@@ -114,9 +119,11 @@ def test_served_splade_equals_transformers(splade):
     # the dense call on a sparse model is refused clearly
     assert dense_call.code() == grpc.StatusCode.INVALID_ARGUMENT and "VectorizeSparse" in dense_call.details()
     assert dense_http.status_code == 422 and "sparse model" in dense_http.json()["error"]
-    assert [r.status_code for r in bad] == [422] * 6
+    assert [r.status_code for r in bad] == [422] * 7
     assert "texts" in bad[0].json()["error"] and "texts[0]" in bad[1].json()["error"]
     assert "sparse_embedding_format" in bad[3].json()["error"] and "top_k" in bad[5].json()["error"]
+    assert bad[6].json() == {"error": "texts[1]: holds a lone surrogate (U+D800) at character 3: a text must "
+                                      "be valid Unicode"}
 
 
 @needs_splade
