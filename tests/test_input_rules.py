@@ -240,3 +240,51 @@ def test_gateway_refuses_a_lone_surrogate_anywhere_in_an_object(kind, tmp_path):
                       ("ok", None)], out
     assert all("lone surrogate" in r["error"] for r in out["results"][:4])
     assert got["properties"]["author"] == "ü"
+
+
+@pytest.mark.parametrize("kind", ["qdrant", "edge"])
+def test_gateway_refuses_a_lone_surrogate_in_filters_and_ids(kind, tmp_path):
+    """A filter value or field name, or an id to delete: a 400 naming where, never a 500 from the
+    UTF-8 encoder or a 503 from the embedded store; the same requests without it work."""
+    bad = {"tag": {"eq": "x\ud800"}}
+
+    async def scenario():
+        async with gateway_with_inference(make_store(kind, tmp_path), dims=8) as (svc, _):
+            await svc.create_collection(COLLECTION)
+            one = {"id": "a", "properties": {"title": "t", "tag": "x"}}
+            await svc.import_objects("rules", {"objects": [one]})
+            calls = {
+                "search": lambda f: svc.search("rules", {"near_text": {"query": "t"}, "filter": f}),
+                "count": lambda f: svc.count_objects("rules", {"filter": f}),
+                "scroll": lambda f: svc.scroll_objects("rules", {"filter": f}),
+                "delete": lambda f: svc.delete_objects("rules", {"filter": f}),
+            }
+            refused = {}
+            for name, call in calls.items():
+                with pytest.raises(BadRequest) as err:
+                    await call(bad)
+                refused[name] = (err.value.field, err.value.detail)
+            batch = await svc.search_batch("rules", {"searches": [{"bm25": {"query": "t"}, "filter": bad},
+                                                                  {"bm25": {"query": "t"}}]})
+            refused["batch"] = tuple(batch["results"][0].get(k) for k in ("field", "error"))
+            batch_rest = batch["results"][1]
+            with pytest.raises(BadRequest) as err:
+                await call({"must": [{"ta\udc00g": {"eq": "x"}}]})
+            refused["name"] = (err.value.field, err.value.detail)
+            with pytest.raises(BadRequest) as err:
+                await svc.delete_objects("rules", {"ids": ["b", "a\ud800"]})
+            refused["ids"] = (err.value.field, err.value.detail)
+            good = await svc.count_objects("rules", {"filter": {"tag": {"eq": "x"}}})
+            deleted = await svc.delete_objects("rules", {"ids": ["a"]})
+            return refused, good, deleted, batch_rest
+
+    refused, good, deleted, batch_rest = asyncio.run(asyncio.wait_for(scenario(), 120))
+    message = "holds a lone surrogate (U+D800) at character 1: a text must be valid Unicode"
+    for name in ("search", "count", "scroll", "delete"):
+        assert refused[name] == ("filter.tag.eq", message), (name, refused[name])
+    assert refused["batch"][0] == "searches.0.filter.tag.eq" and message in refused["batch"][1], refused
+    assert "hits" in batch_rest
+    assert refused["name"][0] == "filter.must.0.ta\udc00g" and "the name holds a lone surrogate" in \
+        refused["name"][1]
+    assert refused["ids"][0] == "ids.1" and message in refused["ids"][1], refused["ids"]
+    assert good == {"count": 1} and deleted == {"deleted": 1}

@@ -58,6 +58,7 @@ from gateway.storage.base import (
     Filter,
     GeoPoint,
 )
+from services.input_rules import find_invalid_text
 
 BOOLEAN_KEYS = ("must", "should", "must_not")
 TEXT_OPS = {"match": "any", "match_all": "all", "phrase": "phrase"}
@@ -80,6 +81,9 @@ def parse_filter(data: Any, field: str = "filter", fields: Fields | None = None,
     except TooDeep as exc:
         raise BadRequest(exc.path, f"filters nest at most {max_depth} levels deep (FILTER_MAX_DEPTH)") \
             from None
+    invalid = find_invalid_text(data, field)  # the text rule both services share: a value or a name
+    if invalid is not None:
+        raise BadRequest(*invalid)
     flt = _parse_object(data, field, fields or {})
     if not (flt.must or flt.should or flt.must_not):
         return None

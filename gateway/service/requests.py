@@ -225,7 +225,7 @@ class CountRequest(_Strict):
 
 class DeleteRequest(_Strict):
     filter: dict[str, Any] | None = Field(None, description="delete the objects matching this filter")
-    ids: list[str] | None = Field(None, description="or delete these objects (your ids)")
+    ids: list[Text] | None = Field(None, description="or delete these objects (your ids)")
     all: StrictBool = Field(False, description="confirms a delete that matches every object")
 
     @field_validator("ids")
