@@ -630,7 +630,8 @@ def test_a_shared_image_batch_whose_preparation_fails_is_re_prepared_per_caller(
 
 def test_a_caller_that_leaves_takes_its_tokens_out_of_the_budget_count():
     """With MAX_BATCH_TOKENS the batcher counts the waiting texts' tokens to know when a batch is full:
-    a caller that leaves while waiting takes exactly its own tokens with it (an empty text counts 0)."""
+    a caller that leaves while waiting takes exactly its own tokens with it, and a batch that is cut
+    exactly the tokens of its texts (an empty text counts 0)."""
     enc = FakeEncoder()
 
     async def main():
@@ -638,9 +639,9 @@ def test_a_caller_that_leaves_takes_its_tokens_out_of_the_budget_count():
         enc.gate.clear()
         first = asyncio.create_task(b.encode_texts(["hold"], True))
         await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
-        kept = asyncio.create_task(b.encode_texts(["three little words"], True))
+        kept = asyncio.create_task(b.encode_texts(["three little words", "?"], True))
         leaver = asyncio.create_task(b.encode_texts([" ".join(["nine"] * 9), "!!!"], True))
-        await wait_until(lambda: b.queue_depth == 3)
+        await wait_until(lambda: b.queue_depth == 4)
         counted = [b._pending_tokens]  # private: the count _is_full compares with the budget
         leaver.cancel()
         await asyncio.gather(leaver, return_exceptions=True)
@@ -651,7 +652,7 @@ def test_a_caller_that_leaves_takes_its_tokens_out_of_the_budget_count():
         await b.close()
         return counted
 
-    assert run(main()) == [3 + 9 + 0, 3, 0]
+    assert run(main()) == [3 + 0 + 9 + 0, 3 + 0, 0]  # the cut batch's own tokens leave it too
 
 
 def test_stage_spans_name_the_modality_and_the_sizes():
@@ -685,3 +686,63 @@ def test_stage_spans_name_the_modality_and_the_sizes():
             {"polyvec.modality": "text", "polyvec.batch_size": 1},
             {"polyvec.modality": "text", "polyvec.batch_size": 2}], name
     assert set(by_name) == {"inference.queue_wait", "inference.batch", "inference.forward"}
+
+
+def test_the_batch_span_shows_the_preparation_done_while_the_model_was_busy():
+    """Trace spans time each stage where it ran: the second batch was prepared during the first one's
+    forward pass (the pipeline), so its inference.batch span ends before that forward pass does."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from services import tracing
+
+    enc = FakeEncoder()
+    exporter = InMemorySpanExporter()
+    assert tracing.setup("polyvec-inference", exporter=exporter)
+    try:
+        async def traced(name: str, text: str):
+            with tracing.tracer().start_as_current_span(name):
+                return await b.encode_texts([text], True)
+
+        async def main():
+            nonlocal b
+            b = make(enc, max_batch_size=1, batch_wait_ms=0, pipeline_depth=2)
+            enc.gate.clear()
+            first = asyncio.create_task(traced("first", "hold"))
+            await wait_until(lambda: len(enc.seen.prepares) == 1)
+            second = asyncio.create_task(traced("second", "next"))
+            await wait_until(lambda: len(enc.seen.prepares) == 2)  # prepared while the model waits
+            await asyncio.sleep(0.05)
+            enc.gate.set()
+            await asyncio.gather(first, second)
+            await b.close()
+
+        b = None
+        run(main())
+        spans = exporter.get_finished_spans()
+    finally:
+        tracing.shutdown()
+    parents = {s.name: s.context.span_id for s in spans if s.name in ("first", "second")}
+
+    def stage(caller: str, name: str):
+        (span,) = [s for s in spans if s.name == name and s.parent and s.parent.span_id == parents[caller]]
+        return span
+
+    first_forward = stage("first", "inference.forward")
+    second_batch = stage("second", "inference.batch")
+    assert second_batch.end_time < first_forward.end_time
+    assert second_batch.end_time <= stage("second", "inference.forward").start_time
+
+
+def test_a_failed_batch_is_logged_with_its_modality_size_stage_and_cause(caplog):
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, batching=False)
+        with pytest.raises(BatchFailed):
+            await b.encode_texts(["one", "poison", "two"], True)
+        await b.close()
+
+    with caplog.at_level("WARNING", logger="services.inference.batcher"):
+        run(main())
+    assert [r.getMessage() for r in caplog.records if r.name == "services.inference.batcher"] == [
+        "text batch of 3 failed while running: the fake model chokes on 'poison'"]

@@ -154,3 +154,32 @@ def test_the_batch_cut_is_the_longest_run_of_similar_lengths_that_fits(seed):
             assert [it.seq for it in chosen] == best_run(lengths, limit, budget), (lengths, limit, budget)
     finally:
         b.close_sync()
+
+
+def test_the_token_budget_is_for_texts_only():
+    """Images have no tokens: with MAX_BATCH_TOKENS set they still batch by MAX_BATCH_SIZE alone, in
+    arrival order (no length is asked of an image)."""
+    from PIL import Image
+
+    enc = FakeEncoder()
+    images = [Image.new("RGB", (8 + i, 8), (40 * i, 0, 0)) for i in range(5)]
+
+    async def main():
+        b = DynamicBatcher(enc, max_batch_size=4, max_batch_tokens=2, batch_wait_ms=0, pipeline_depth=1)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["hold"], True))
+        while not enc.seen.prepares:
+            await asyncio.sleep(0.005)
+        bulk = asyncio.create_task(b.encode_images(images, False))
+        while b.queue_depth < len(images):
+            await asyncio.sleep(0.005)
+        enc.gate.set()
+        await first
+        out = await bulk
+        await b.close()
+        return out
+
+    out = run(main())
+    for image, vec in zip(images, out, strict=True):
+        np.testing.assert_allclose(vec, enc.expected_image(image, False), rtol=1e-5, atol=1e-6)
+    assert enc.seen.batches == [("text", 1), ("image", 4), ("image", 1)]
