@@ -710,8 +710,8 @@ def test_the_batch_span_shows_the_preparation_done_while_the_model_was_busy():
             first = asyncio.create_task(traced("first", "hold"))
             await wait_until(lambda: len(enc.seen.prepares) == 1)
             second = asyncio.create_task(traced("second", "next"))
-            await wait_until(lambda: len(enc.seen.prepares) == 2)  # prepared while the model waits
-            await asyncio.sleep(0.05)
+            # prepared while the model waits (private: the batch waiting for the model thread)
+            await wait_until(lambda: bool(b._model_q.queue) and b._model_q.queue[0].prepared.done())
             enc.gate.set()
             await asyncio.gather(first, second)
             await b.close()
