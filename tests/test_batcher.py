@@ -539,8 +539,13 @@ def test_metrics_record_batches_failures_and_the_queue_depth():
         await b.close()
         return depth_while_waiting
 
+    started = time.perf_counter()
     depth_while_waiting = run(main())
+    wall = time.perf_counter() - started
     text = metrics.render().decode()
+    forward = next(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith('polyvec_inference_forward_seconds_sum{modality="text"}'))
+    assert 0 < forward <= wall  # the forward passes' own time, within the run's
     assert depth_while_waiting == 3
     assert metrics.queue_depth._value.get() == 0
     assert 'polyvec_inference_batch_size_count{modality="text"} 2.0' in text  # the two that ran
@@ -623,7 +628,9 @@ def test_a_shared_image_batch_whose_preparation_fails_is_re_prepared_per_caller(
 
     good_out, bad_out = run(main())
     np.testing.assert_allclose(good_out[0], enc.expected_image(good, False), rtol=1e-5, atol=1e-6)
-    assert isinstance(bad_out, BatchFailed) and "preparing" in str(bad_out) and "refuses" in str(bad_out)
+    assert isinstance(bad_out, BatchFailed)
+    assert str(bad_out) == ("preparing the image batch failed: ValueError: the fake preprocessor refuses "
+                            "(13, 7) images")
     assert enc.seen.prepares == [("text", 1), ("image", 2), ("image", 1), ("image", 1)]
     assert enc.seen.batches == [("text", 1), ("image", 1)]  # only the good image ran
 
@@ -746,3 +753,69 @@ def test_a_failed_batch_is_logged_with_its_modality_size_stage_and_cause(caplog)
         run(main())
     assert [r.getMessage() for r in caplog.records if r.name == "services.inference.batcher"] == [
         "text batch of 3 failed while running: the fake model chokes on 'poison'"]
+
+
+def test_close_drains_by_default_and_later_calls_are_refused_saying_why():
+    enc = FakeEncoder()
+
+    async def main():
+        b = make(enc, batch_wait_ms=0, pipeline_depth=1)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["in flight"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        waiting = asyncio.create_task(b.encode_texts(["waiting"], True))
+        await wait_until(lambda: b.queue_depth == 1)
+        closing = asyncio.create_task(b.close())  # no argument: drain
+        await wait_until(lambda: b.closed)
+        with pytest.raises(BatcherClosed) as err:
+            await b.encode_texts(["too late"], True)
+        enc.gate.set()
+        await closing
+        return await first, await waiting, str(err.value)
+
+    first, waiting, message = run(main())
+    np.testing.assert_allclose(waiting[0], enc.expected_text("waiting", True), rtol=1e-5, atol=1e-6)
+    assert message == "the service is shutting down"
+
+
+def test_a_failed_part_of_a_mixed_request_fails_it_while_the_other_part_still_waits():
+    """Texts and images of one call are separate batches: when the text batch fails first, the call
+    fails with that BatchFailed at once (the image part, still waiting for the model, is dropped)."""
+
+    class SlowImages(FakeEncoder):
+        images_go = None
+
+        def forward_images(self, prepared):
+            self.images_go.wait(30)
+            return super().forward_images(prepared)
+
+    import threading
+
+    enc = SlowImages()
+    enc.images_go = threading.Event()
+    image = Image.new("RGB", (8, 8), (9, 9, 9))
+
+    async def main():
+        b = make(enc, batch_wait_ms=0)
+        try:
+            with pytest.raises(BatchFailed) as err:
+                await b.encode(["poison"], [image], True)
+            return str(err.value)
+        finally:
+            enc.images_go.set()
+            await b.close()
+
+    assert run(main()) == "running the text batch failed: RuntimeError: the fake model chokes on 'poison'"
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"max_batch_size": 0}, "max_batch_size, max_queue, prep_threads and pipeline_depth must be >= 1"),
+    ({"max_batch_tokens": -1}, "max_batch_tokens must be >= 0 (0: no token limit)"),
+])
+def test_bad_settings_are_refused_with_their_exact_message(bad, message):
+    with pytest.raises(ValueError) as err:
+        DynamicBatcher(FakeEncoder(), **bad)
+    assert str(err.value) == message
+    b = DynamicBatcher(FakeEncoder(), batch_wait_ms=250)
+    assert b.batch_wait == 0.25
+    b.close_sync()
