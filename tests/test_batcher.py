@@ -819,3 +819,43 @@ def test_bad_settings_are_refused_with_their_exact_message(bad, message):
     b = DynamicBatcher(FakeEncoder(), batch_wait_ms=250)
     assert b.batch_wait == 0.25
     b.close_sync()
+
+
+def test_close_without_drain_fails_every_waiting_caller_saying_why_and_close_sync_drains_by_default():
+    enc = FakeEncoder()
+
+    async def abort():
+        b = make(enc, batch_wait_ms=0, pipeline_depth=1)
+        enc.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["in flight"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc.seen.prepares)
+        waiting = [asyncio.create_task(b.encode_texts([t], True)) for t in ("w1", "w2", "w3")]
+        await wait_until(lambda: b.queue_depth == 3)
+        closing = asyncio.create_task(b.close(drain=False))
+        failed = await asyncio.gather(*waiting, return_exceptions=True)
+        enc.gate.set()
+        await closing
+        await first
+        return failed
+
+    failed = run(abort())
+    assert [type(e) for e in failed] == [BatcherClosed] * 3
+    assert {str(e) for e in failed} == {"the service shut down before this request ran"}
+
+    enc2 = FakeEncoder()
+
+    async def default():
+        b = make(enc2, batch_wait_ms=0, pipeline_depth=1)
+        enc2.gate.clear()
+        first = asyncio.create_task(b.encode_texts(["in flight"], True))
+        await wait_until(lambda: b.queue_depth == 0 and enc2.seen.prepares)
+        waiting = asyncio.create_task(b.encode_texts(["waiting"], True))
+        await wait_until(lambda: b.queue_depth == 1)
+        closing = asyncio.create_task(asyncio.to_thread(b.close_sync))  # no argument: drain
+        await wait_until(lambda: b.closed)
+        enc2.gate.set()
+        await closing
+        await first
+        return await waiting
+
+    np.testing.assert_allclose(run(default())[0], enc2.expected_text("waiting", True), rtol=1e-5, atol=1e-6)
