@@ -69,7 +69,13 @@ class GatewaySettings:
     # inference calls
     inference_timeout_s: float = field(default=30.0, metadata={"env": "INFERENCE_TIMEOUT_S"})
     inference_concurrency: int = field(default=4, metadata={"env": "INFERENCE_CONCURRENCY"})
-    inference_retries: int = field(default=3, metadata={"env": "INFERENCE_RETRIES"})
+    # requests that may wait for one inference service beyond those with a call in flight (then 429)
+    inference_max_waiting: int = field(default=64, metadata={"env": "INFERENCE_MAX_WAITING"})
+    # how long a call refused with RESOURCE_EXHAUSTED / UNAVAILABLE is retried: imports and object
+    # writes, and search queries (which a person is usually waiting for)
+    inference_retry_budget_s: float = field(default=30.0, metadata={"env": "INFERENCE_RETRY_BUDGET_S"})
+    inference_query_retry_budget_s: float = field(default=2.0,
+                                                  metadata={"env": "INFERENCE_QUERY_RETRY_BUDGET_S"})
     inference_batch_size: int = field(default=64, metadata={"env": "INFERENCE_BATCH_SIZE"})
     # import / requests
     import_batch_size: int = field(default=1000, metadata={"env": "IMPORT_BATCH_SIZE"})
@@ -91,8 +97,11 @@ class GatewaySettings:
                      "filter_max_depth", "eval_max_searches"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1, not {getattr(self, name)}")
-        if self.inference_retries < 0:
-            raise SettingsError(f"INFERENCE_RETRIES must be >= 0, not {self.inference_retries}")
+        if self.inference_max_waiting < 0:
+            raise SettingsError(f"INFERENCE_MAX_WAITING must be >= 0, not {self.inference_max_waiting}")
+        for name in ("inference_retry_budget_s", "inference_query_retry_budget_s"):
+            if not getattr(self, name) >= 0:
+                raise SettingsError(f"{env_name(name)} must be >= 0 seconds, not {getattr(self, name)}")
         if self.image_url_max_bytes < 1:
             raise SettingsError(f"IMAGE_URL_MAX_BYTES must be at least 1, not {self.image_url_max_bytes}")
         if not self.image_url_timeout_s > 0:
@@ -138,7 +147,7 @@ def env_name(attr: str) -> str:
     return _env_name(GatewaySettings, attr)
 
 
-_INTS = {"inference_concurrency", "inference_retries", "inference_batch_size", "import_batch_size",
+_INTS = {"inference_concurrency", "inference_max_waiting", "inference_batch_size", "import_batch_size",
          "max_page_size", "search_batch_size", "max_request_bytes", "image_url_max_bytes", "max_json_depth",
          "filter_max_depth", "eval_max_searches"}
 _PORTS = {"http_port", "grpc_port"}
@@ -151,7 +160,8 @@ def _parse(attr: str, env: str, raw: str):
         return parse_port(env, raw)
     if attr in _INTS:
         return parse_int(env, raw)
-    if attr in ("inference_timeout_s", "definition_cache_s", "image_url_timeout_s", "drain_timeout_s"):
+    if attr in ("inference_timeout_s", "definition_cache_s", "image_url_timeout_s", "drain_timeout_s",
+                "inference_retry_budget_s", "inference_query_retry_budget_s"):
         return parse_float(env, raw, "seconds")
     if attr == "models":
         return parse_models(raw, env)

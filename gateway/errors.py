@@ -20,6 +20,10 @@ class GatewayError(Exception):
             body["field"] = self.field
         return body
 
+    def headers(self) -> dict[str, str]:
+        """HTTP response headers this error adds (gRPC: trailing metadata, lower-cased)."""
+        return {}
+
 
 class BadRequest(GatewayError):
     """The request is malformed; ``field`` names the offending field (dotted path)."""
@@ -80,3 +84,23 @@ class Unavailable(GatewayError):
 
     def to_dict(self) -> dict:
         return {"error": self.message, "service": self.service}
+
+
+class Overloaded(GatewayError):
+    """Too much work for a dependency now (an inference service's queue stayed full, or the gateway
+    already has INFERENCE_MAX_WAITING requests waiting for it). Nothing was written; retrying the same
+    request after ``retry_after_s`` seconds is safe."""
+
+    http_status = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, service: str, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.service = service
+        self.retry_after_s = max(1, int(retry_after_s))
+
+    def to_dict(self) -> dict:
+        return {"error": self.message, "service": self.service, "retry_after_s": self.retry_after_s}
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}

@@ -2,9 +2,9 @@
 
 Messages are converted to the HTTP API's JSON shapes and back; errors map to status codes
 (INVALID_ARGUMENT with the field in the message and in trailing metadata ``field``, NOT_FOUND,
-ALREADY_EXISTS, UNAVAILABLE, UNAUTHENTICATED). Bytes that do not decode as the method's request message
-answer INVALID_ARGUMENT on every method (services.grpc_decoding). Standard health checking and
-reflection are served too.
+ALREADY_EXISTS, UNAVAILABLE, RESOURCE_EXHAUSTED with trailing metadata ``retry-after``,
+UNAUTHENTICATED). Bytes that do not decode as the method's request message answer INVALID_ARGUMENT on
+every method (services.grpc_decoding). Standard health checking and reflection are served too.
 """
 
 from __future__ import annotations
@@ -124,8 +124,11 @@ def _rpc(method):
                 return await method(self, request, context)
         except GatewayError as exc:
             code = _abort_code(exc)
+            trailers = [(k.lower(), v) for k, v in exc.headers().items()]
             if exc.field:
-                context.set_trailing_metadata((("field", exc.field),))
+                trailers.append(("field", exc.field))
+            if trailers:
+                context.set_trailing_metadata(tuple(trailers))
             await context.abort(code, exc.message)
         except grpc.aio.AbortError:
             code = _context_code(context)

@@ -87,8 +87,8 @@ def fast_json(body: dict[str, Any]) -> Any:
         return body
 
 
-def _error(status: int, body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(status_code=status, content=body)
+def _error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body, headers=headers)
 
 
 def _check_key(request: Request, keys: Sequence[str]) -> None:
@@ -184,7 +184,7 @@ def create_app(service: GatewayService, *, api_keys: Sequence[str] = (),
     # -- errors ---------------------------------------------------------------------------------------------
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        response = _error(exc.http_status, exc.to_dict())
+        response = _error(exc.http_status, exc.to_dict(), exc.headers())
         if isinstance(exc, PayloadTooLarge):
             response.headers["connection"] = "close"  # the rest of the body is not read
         return response

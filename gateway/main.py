@@ -56,10 +56,14 @@ _HELP = {
     "inference_url_hosts": "comma-separated host, host:port or *.domain[:port] patterns a collection's "
                            "inference_url may name (default none: only MODELS)",
     "api_keys": "comma-separated API keys; when set every /v1 call needs one",
-    "inference_timeout_s": "deadline of one inference call in seconds (default 30)",
+    "inference_timeout_s": "deadline of one inference call attempt in seconds (default 30)",
     "inference_concurrency": "calls in flight per inference service (default 4)",
-    "inference_retries": "retries on UNAVAILABLE/DEADLINE_EXCEEDED (default 3)",
-    "inference_batch_size": "items per Vectorize call (default 64)",
+    "inference_max_waiting": "requests that may wait for one inference service besides those with a call "
+                             "in flight; past it: 429 / RESOURCE_EXHAUSTED at once (default 64)",
+    "inference_retry_budget_s": "seconds an import call refused with RESOURCE_EXHAUSTED/UNAVAILABLE is "
+                                "retried, with jittered backoff (default 30)",
+    "inference_query_retry_budget_s": "the same for search queries (default 2)",
+    "inference_batch_size": "most items per Vectorize call; the service's limits may cut it (default 64)",
     "import_batch_size": "most objects per import request, and ids per delete (default 1000)",
     "max_page_size": "most objects per scroll page (default 1000)",
     "search_batch_size": "most searches per batch search request (default 64)",

@@ -7,9 +7,13 @@
   ``polyvec_gateway_grpc_request_seconds{method}``;
 * calls to the inference services, by model (its MODELS name, else its address) and method:
   ``polyvec_gateway_inference_call_seconds{model, method, outcome}`` (one logical call, retries
-  included; outcome ok / rejected / unavailable), ``polyvec_gateway_inference_retries_total{model,
-  method, code}``, ``polyvec_gateway_inference_failures_total{model, method, reason}`` and
-  ``polyvec_gateway_inference_in_flight{model}`` (RPCs sent and not yet answered);
+  included; outcome ok / rejected / unavailable / overloaded),
+  ``polyvec_gateway_inference_retries_total{model, method, code}``,
+  ``polyvec_gateway_inference_failures_total{model, method, reason}``,
+  ``polyvec_gateway_inference_in_flight{model}`` (RPCs sent and not yet answered),
+  ``polyvec_gateway_inference_requests{model}`` and ``polyvec_gateway_inference_waiting_calls{model}``
+  (requests using the service; calls waiting for a slot) and ``polyvec_gateway_inference_shed_total{model}``
+  (requests refused with 429 by INFERENCE_MAX_WAITING);
 * storage: ``polyvec_gateway_store_seconds{store, operation, outcome}`` (store qdrant / edge);
 * import: ``polyvec_gateway_import_objects_total{result}`` (ok / failed).
 """
@@ -60,6 +64,18 @@ class GatewayMetrics:
         self.inference_in_flight = Gauge(
             "polyvec_gateway_inference_in_flight", "Inference RPCs sent and not yet answered, by model",
             ["model"], registry=r)
+        self.inference_requests = Gauge(
+            "polyvec_gateway_inference_requests",
+            "Requests using an inference service now (with a call in flight or waiting), by model",
+            ["model"], registry=r)
+        self.inference_waiting = Gauge(
+            "polyvec_gateway_inference_waiting_calls",
+            "Calls waiting for a free slot (INFERENCE_CONCURRENCY) to an inference service, by model",
+            ["model"], registry=r)
+        self.inference_shed = Counter(
+            "polyvec_gateway_inference_shed",
+            "Requests refused at once with 429 (INFERENCE_MAX_WAITING reached), by model", ["model"],
+            registry=r)
         # storage
         self.store_latency = Histogram(
             "polyvec_gateway_store_seconds", "Storage (Qdrant) calls, by store, operation and outcome",

@@ -52,6 +52,17 @@ class ServiceError(BaseModel):
     service: str = Field(examples=["10.0.0.7:50051"])
 
 
+class OverloadedError(BaseModel):
+    """Too much work for a model now; nothing was written, the same request may be sent again after
+    ``retry_after_s`` seconds (also in the ``Retry-After`` header)."""
+
+    error: str = Field(examples=["inference service for model 'clip' at 10.0.0.7:50051 is overloaded: 68 "
+                                 "requests are already using or waiting for it (INFERENCE_MAX_WAITING); "
+                                 "retry in 1 s"])
+    service: str = Field(examples=["inference service for model 'clip' at 10.0.0.7:50051"])
+    retry_after_s: int = Field(examples=[1])
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 
@@ -244,7 +255,9 @@ ERROR_TEXT = {
     409: "A collection with this name exists already.",
     413: "The request body is larger than MAX_REQUEST_BYTES.",
     501: "This gateway was installed without the packages the route needs; `error` names the extra.",
-    429: "The gateway is at its limit of requests in flight; retry after the time in Retry-After.",
+    429: "A model has more work than it can take now: the gateway already has INFERENCE_MAX_WAITING "
+         "requests waiting for it, or its queue stayed full for the whole retry budget. Nothing was "
+         "written; retry after the seconds in Retry-After.",
     503: "An inference service or Qdrant did not answer in time; `service` names it.",
 }
 
@@ -313,6 +326,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     }
     error_ref = _schema_ref(schema, Error)
     service_ref = _schema_ref(schema, ServiceError)
+    overloaded_ref = _schema_ref(schema, OverloadedError)
     shed = 429 in _error_statuses()
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
@@ -332,11 +346,15 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 if shed:
                     codes.add(429)
             for code in sorted(codes):
-                ref = service_ref if code == 503 else error_ref
+                ref = service_ref if code == 503 else overloaded_ref if code == 429 else error_ref
                 if key == ("get", "/readyz"):
                     ref = _schema_ref(schema, Readiness)
                 responses[str(code)] = {"description": ERROR_TEXT.get(code, "Error"),
                                         "content": {"application/json": {"schema": ref}}}
+                if code == 429:
+                    responses[str(code)]["headers"] = {"Retry-After": {
+                        "description": "seconds to wait before sending the request again",
+                        "schema": {"type": "integer", "minimum": 1}}}
             example = QUICK_START.get(key)
             if example:
                 body = operation.get("requestBody", {}).get("content", {}).get("application/json")

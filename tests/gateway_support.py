@@ -6,7 +6,9 @@ texts are a hashed bag of words (texts sharing words are near each other), image
 red image is near another red image). What a gateway test needs to observe or provoke goes through
 :class:`WatchedService`, the real :class:`InferenceService` with counters and failures on cue:
 
-* ``vectorize_calls``, ``texts_seen``, ``images_seen``, ``in_flight`` / ``max_in_flight``;
+* ``vectorize_calls``, ``texts_seen``, ``images_seen``, ``call_sizes``, calls and items in flight
+  (``in_flight`` / ``max_in_flight``, ``items_in_flight`` / ``max_items_in_flight``), ``refused`` (calls
+  answered RESOURCE_EXHAUSTED because the queue was full);
 * ``fail_next(error, times)``: the next calls raise a service error (``NotReady`` answers UNAVAILABLE,
   ``Overloaded`` RESOURCE_EXHAUSTED, through the real gRPC front);
 * ``encoder.gate``: clear it to hold every forward pass (a slow or stuck model), set it to release.
@@ -28,7 +30,7 @@ from PIL import Image
 
 from services.inference.config import InferenceSettings
 from services.inference.main import RunningServer, start_servers
-from services.inference.service import InferenceService, ServiceError
+from services.inference.service import InferenceService, Overloaded, ServiceError
 from tests.fake_encoders import FakeEncoder
 
 COLOURS = {
@@ -61,6 +63,10 @@ class WatchedService(InferenceService):
         self.images_seen = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.items_in_flight = 0
+        self.max_items_in_flight = 0
+        self.call_sizes: list[int] = []
+        self.refused = 0
         self._faults: deque[ServiceError] = deque()
         self.entered = asyncio.Event()  # set by every call that reaches the service
 
@@ -72,12 +78,20 @@ class WatchedService(InferenceService):
         self.entered.set()
         if self._faults:
             raise self._faults.popleft()
+        n = len(texts) + len(images)
+        self.call_sizes.append(n)
         self.in_flight += 1
+        self.items_in_flight += n
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.max_items_in_flight = max(self.max_items_in_flight, self.items_in_flight)
         try:
             out = await super().vectorize(texts, images, normalize)
+        except Overloaded:
+            self.refused += 1
+            raise
         finally:
             self.in_flight -= 1
+            self.items_in_flight -= n
         self.texts_seen += list(texts)
         self.images_seen += len(images)
         return out

@@ -40,7 +40,7 @@ def value(metrics: dict, name: str, **labels: str) -> float:
 def test_metrics_cover_fronts_models_storage_and_imports(tmp_path):
     async def scenario() -> dict:
         async with gateway_with_inference(make_store("qdrant", tmp_path),
-                                          settings={"inference_retries": 2}) as (svc, inference):
+                                          settings={"inference_retry_budget_s": 30}) as (svc, inference):
             server, port = await start_grpc_server(svc, "127.0.0.1", 0)
             transport = httpx.ASGITransport(app=create_app(svc), raise_app_exceptions=False)
             try:
@@ -98,8 +98,9 @@ def test_metrics_cover_fronts_models_storage_and_imports(tmp_path):
     assert value(m, "polyvec_gateway_grpc_requests_total", method="Search", code="NOT_FOUND") == 1
     assert value(m, "polyvec_gateway_grpc_request_seconds_count", method="Search") == 2
     # inference calls, by the model's MODELS name
+    # Meta: the collection's probe, and a re-read of the limits after the service answered UNAVAILABLE
     assert value(m, "polyvec_gateway_inference_call_seconds_count", model="clip", method="Meta",
-                 outcome="ok") == 1
+                 outcome="ok") == 2
     assert value(m, "polyvec_gateway_inference_call_seconds_count", model="clip", method="Vectorize",
                  outcome="ok") >= 3
     assert value(m, "polyvec_gateway_inference_retries_total", model="clip", method="Vectorize",

@@ -67,7 +67,8 @@ class Gateway:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT_", "API_KEYS"))}
         full_env.update(HOST="127.0.0.1", HTTP_PORT=str(self.http_port), GRPC_PORT=str(self.grpc_port),
                         DATA_DIR=str(tmp_path / "data"), MODELS=f"clip={model_address}",
-                        INFERENCE_RETRIES="0", LOG_LEVEL="INFO", **env)
+                        INFERENCE_RETRY_BUDGET_S="0", INFERENCE_QUERY_RETRY_BUDGET_S="0", LOG_LEVEL="INFO",
+                        **env)
         self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "gateway"], cwd=ROOT,
                                      env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)

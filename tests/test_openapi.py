@@ -69,6 +69,7 @@ def test_the_document_is_valid_openapi(document):
 def test_every_route_has_a_response_model_and_its_real_errors(document):
     error_schema = {"$ref": "#/components/schemas/Error"}
     service_schema = {"$ref": "#/components/schemas/ServiceError"}
+    overloaded_schema = {"$ref": "#/components/schemas/OverloadedError"}
     seen = set()
     for method, path, operation in _operations(document):
         if (method, path) in openapi.NOT_JSON:
@@ -83,9 +84,11 @@ def test_every_route_has_a_response_model_and_its_real_errors(document):
         for code in declared:
             schema = operation["responses"][str(code)]["content"]["application/json"]["schema"]
             if path != "/readyz":
-                assert schema == (service_schema if code == 503 else error_schema), (method, path, code)
+                want = service_schema if code == 503 else overloaded_schema if code == 429 else error_schema
+                assert schema == want, (method, path, code)
         if path.startswith("/v1/"):
-            assert 401 in declared
+            assert 401 in declared and 429 in declared
+            assert "Retry-After" in operation["responses"]["429"]["headers"]
             assert operation["security"] == [{"bearer": []}, {"apiKey": []}]
     assert seen <= set(openapi.RESPONSES)
     assert document["components"]["securitySchemes"]["bearer"] == {

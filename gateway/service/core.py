@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
 from opentelemetry.trace import SpanKind
@@ -23,14 +24,16 @@ from gateway.definitions import (
     parse_definition,
     parse_field_declarations,
 )
-from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unavailable
+from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Overloaded, Unavailable
 from gateway.gc_pause import gc_paused
 from gateway.image_urls import ImageFetcher, ImageFetchError, is_image_url
 from gateway.inference_client import (
+    InferenceBusy,
     InferenceClient,
     InferenceMeta,
     InferencePool,
     InferenceRejected,
+    InferenceTooLarge,
     InferenceUnavailable,
     NotPolyvec,
 )
@@ -71,6 +74,7 @@ from gateway.storage.base import (
     StoreError,
     StoreUnavailable,
 )
+from gateway.tasks import gather_or_cancel
 from services import tracing
 
 log = logging.getLogger(__name__)
@@ -126,7 +130,9 @@ class GatewayService:
             labels.setdefault(address, model)
         self.pool = pool or InferencePool(timeout_s=s.inference_timeout_s,
                                           concurrency=s.inference_concurrency,
-                                          retries=s.inference_retries, batch_size=s.inference_batch_size,
+                                          batch_size=s.inference_batch_size,
+                                          retry_budget_s=s.inference_retry_budget_s,
+                                          max_waiting=s.inference_max_waiting,
                                           metrics=self.metrics, labels=labels)
         self._store_label = "edge" if type(store).__name__ == "EdgeStore" else "qdrant"
         self.indexes = IndexBuilder(store, self._db, self._forget_definition)
@@ -227,10 +233,12 @@ class GatewayService:
         address, _ = self._resolve(vector, stored.definition.vectorizers[vector])
         return self.pool.get(address)
 
-    def _unavailable(self, stored: StoredCollection, vector: str, exc: InferenceUnavailable) -> Unavailable:
+    def _unavailable(self, stored: StoredCollection, vector: str,
+                     exc: InferenceUnavailable) -> Unavailable | Overloaded:
+        """The gateway error for a service that did not answer (503) or had too much work (429)."""
         vec = stored.definition.vectorizers[vector]
         _, label = self._resolve(vector, vec)
-        return Unavailable(label, f"{label} is unavailable ({_detail(vec, exc)})")
+        return _service_error(label, exc, vec)
 
     async def _load(self, name: str) -> StoredCollection:
         """The collection's definition, reused for DEFINITION_CACHE_S after it was read from the store.
@@ -293,8 +301,12 @@ class GatewayService:
         ``url_field`` (an address the caller gave) as a BadRequest naming it, else as Unavailable."""
         client = self.pool.get(address)
         try:
-            meta = await client.meta(refresh=True)
+            meta = await client.meta(refresh=True, budget_s=self.settings.inference_query_retry_budget_s)
             problem = meta_problem(meta)
+        except InferenceBusy as exc:
+            detail = "its queue is full" if url_field else exc.detail  # never relay what a given address says
+            raise Overloaded(label, f"{label} is overloaded ({detail}); retry in {exc.retry_after_s} s",
+                             exc.retry_after_s) from None
         except InferenceUnavailable as exc:
             if _speaks_http2(exc):
                 detail = "no answer" if url_field else exc.detail  # never relay what a given address says
@@ -457,11 +469,17 @@ class GatewayService:
         sparse = [j for j in sparse_jobs or [] if j.pending.error is None]
         if not jobs and not sparse:
             return
+        clients = {c.address: c for c in (self._client(stored, v) for v in {j.vector for j in jobs})}
         try:
-            await asyncio.gather(
-                obj.run_jobs(jobs, stored, lambda vector: self._client(stored, vector), prefix_of),
-                obj.run_sparse_jobs(sparse, stored, lambda vector: self._sparse_client(stored, vector),
-                                    prefix_of))
+            async with AsyncExitStack() as admitted:  # one place per service for the whole request
+                for client in clients.values():
+                    await admitted.enter_async_context(client.admitted())
+                budget = self.settings.inference_retry_budget_s
+                await gather_or_cancel(
+                    obj.run_jobs(jobs, stored, lambda vector: self._client(stored, vector), prefix_of,
+                                 budget_s=budget),
+                    obj.run_sparse_jobs(sparse, stored, lambda vector: self._sparse_client(stored, vector),
+                                        prefix_of, budget_s=budget))
         except InferenceUnavailable as exc:
             for vector, vec in stored.definition.vectorizers.items():
                 if vec.uses_service and self._resolve(vector, vec)[0] == exc.address:
@@ -469,8 +487,8 @@ class GatewayService:
             for vector, cfg in stored.definition.sparse_vectorizers.items():
                 address, label = self._resolve_sparse(vector, cfg)
                 if address == exc.address:
-                    raise Unavailable(label, f"{label} is unavailable ({exc.detail})") from None
-            raise Unavailable(f"inference service {exc.address}", exc.message) from None
+                    raise _service_error(label, exc) from None
+            raise _service_error(f"inference service {exc.address}", exc) from None
 
     async def _fetch_image_urls(self, jobs: list[obj.Job], prefix_of: Callable[[obj.Pending], str]) -> None:
         """Replace image URLs by the fetched bytes; an object whose image cannot be fetched fails alone."""
@@ -632,13 +650,16 @@ class GatewayService:
         if modalities and modality not in modalities:
             raise BadRequest(field, f"the model of vector {vector!r} does not embed {modality}s")
         client = self._client(stored, vector)
+        budget = self.settings.inference_query_retry_budget_s
         try:
             if text is not None:
-                out, _ = await client.vectorize(texts=[text])
+                out, _ = await client.vectorize(texts=[text], budget_s=budget, urgent=True)
             else:
-                _, out = await client.vectorize(images=[image or b""])
+                _, out = await client.vectorize(images=[image or b""], budget_s=budget, urgent=True)
         except InferenceUnavailable as exc:
             raise self._unavailable(stored, vector, exc) from None
+        except InferenceTooLarge as exc:
+            raise BadRequest(field, exc.problem) from None
         except InferenceRejected as exc:
             raise BadRequest(field, exc.message) from None
         values = out[0].tolist()
@@ -737,10 +758,13 @@ class GatewayService:
         """The query's sparse vector from the vectorizer's query model (doc-only mode) or its model."""
         client = self._sparse_client(stored, vector, query=True)
         try:
-            (out,) = await client.vectorize_sparse([text])
+            budget = self.settings.inference_query_retry_budget_s
+            (out,) = await client.vectorize_sparse([text], budget_s=budget, urgent=True)
         except InferenceUnavailable as exc:
             _, label = self._resolve_sparse(vector, stored.definition.sparse_vectorizers[vector], query=True)
-            raise Unavailable(label, f"{label} is unavailable ({exc.detail})") from None
+            raise _service_error(label, exc) from None
+        except InferenceTooLarge as exc:
+            raise BadRequest(field, exc.problem) from None
         except InferenceRejected as exc:
             raise BadRequest(field, exc.message) from None
         return out
@@ -1007,6 +1031,7 @@ class GatewayService:
         await asyncio.gather(*(probe(m, a) for m, a in self.settings.models.items()))
         return {"ready": storage_ok, "storage": "ok" if storage_ok else "unavailable", "models": models}
 
+
 def _object_out(rec: PointRecord, properties: list[str] | None, with_vectors: bool) -> dict[str, Any]:
     """A stored point as the API shows an object: the user's id, its UUID, properties, and with
     ``with_vectors`` its dense vectors and its sparse vectorizers' vectors."""
@@ -1019,3 +1044,16 @@ def _object_out(rec: PointRecord, properties: list[str] | None, with_vectors: bo
         out["vectors"] = {k: list(v) for k, v in rec.dense.items()}
         out["sparse_vectors"] = obj.sparse_out(rec)
     return out
+
+
+def _service_error(label: str, exc: InferenceUnavailable,
+                   vec: VectorizerConfig | None = None) -> Unavailable | Overloaded:
+    """503 for a service that did not answer, 429 for one with too much work (the gateway's own bound,
+    or the service's queue for the whole retry budget). For an ``inference_url`` a caller chose, the
+    peer's own words are not passed on (see _detail)."""
+    if isinstance(exc, InferenceBusy):
+        detail = exc.detail if exc.shed or vec is None or not vec.inference_url else "its queue is full"
+        return Overloaded(label, f"{label} is overloaded ({detail}); retry in {exc.retry_after_s} s",
+                          exc.retry_after_s)
+    detail = _detail(vec, exc) if vec is not None else exc.detail
+    return Unavailable(label, f"{label} is unavailable ({detail})")

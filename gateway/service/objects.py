@@ -2,15 +2,15 @@
 sparse vectors (each text field encoded by the sparse model, merged by the largest weight per token).
 
 Every object keeps its own status; an object with a bad field or a value the inference service rejects
-is reported and left out, the others go on. A batch is sent per inference service in calls of at most
-the client's batch size; a call the service rejects is split in halves until the offending items are
-found, so one bad image costs about log2(batch) extra calls and fails only its own object (each
-rejected item is tried once more alone, since a batching server may have failed it alongside a bad one).
+is reported and left out, the others go on. A batch is sent per inference service in calls sized to the
+service's limits (see gateway.inference_client); a call the service rejects is split in halves until the
+offending items are found, so one bad image costs about log2(batch) extra calls and fails only its own
+object (each rejected item is tried once more alone, since a batching server may have failed it
+alongside a bad one). An item too large for any request to the service fails at once, naming its field.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,7 @@ from gateway.service.collections import StoredCollection
 from gateway.service.requests import ObjectIn
 from gateway.service.vectors import check_vector, get_path, is_uuid, object_uuid, weighted_mean
 from gateway.storage.base import PointRecord, SparseVec
+from gateway.tasks import gather_or_cancel
 from services.input_rules import check_text, decode_base64, find_invalid_text
 
 #: Payload key holding the user's id when it is not a UUID (the point id is derived from it).
@@ -262,34 +263,44 @@ def merge_sparse(vectors: list[SparseVec]) -> SparseVec:
     return SparseVec(ids, [best[i] for i in ids])
 
 
-async def isolate_rejected(call: Callable[[list[Any]], Any], items: list[Any], size: int,
-                           address: str) -> tuple[list, list]:
-    """``call`` (a batch of items -> one result per item) over ``items`` in batches of ``size``; a batch
-    the service rejects is split in halves until the offending items are found, which get an error.
+async def isolate_rejected(call: Callable[[list[Any]], Any], items: list[Any], client: InferenceClient,
+                           budget_s: float | None = None) -> tuple[list, list]:
+    """``call`` (a batch of items -> one result per item) over ``items`` in calls sized to the service's
+    limits (``client.plan``); a batch the service rejects is split in halves until the offending items are
+    found, which get an error. An item that can never fit in a request to the service (larger than its
+    MAX_REQUEST_BYTES) fails at once, without a call.
 
-    InferenceUnavailable propagates (the whole request fails, nothing is written).
+    InferenceUnavailable / InferenceBusy propagate (the whole request fails, nothing is written).
     """
     results: list[Any] = [None] * len(items)
     errors: list[str | None] = [None] * len(items)
+    await client.limits(budget_s)
+    sendable: list[int] = []
+    for k, item in enumerate(items):
+        problem = client.oversize(item)
+        if problem:
+            errors[k] = problem
+        else:
+            sendable.append(k)
 
-    async def run(lo: int, hi: int) -> None:
+    async def run(keys: list[int]) -> None:
         try:
-            out = await call(items[lo:hi])
+            out = await call([items[k] for k in keys])
         except InferenceRejected as exc:
-            if hi - lo == 1:
-                errors[lo] = f"inference service {address} rejected it: {exc.message}"
+            if len(keys) == 1:
+                errors[keys[0]] = f"inference service {client.address} rejected it: {exc.message}"
                 return
-            mid = (lo + hi) // 2
-            await asyncio.gather(run(lo, mid), run(mid, hi))
+            mid = len(keys) // 2
+            await gather_or_cancel(run(keys[:mid]), run(keys[mid:]))
             return
-        for k in range(lo, hi):
-            results[k] = out[k - lo]
+        for k, result in zip(keys, out, strict=True):
+            results[k] = result
 
-    size = max(1, size)
-    await asyncio.gather(*(run(i, min(i + size, len(items))) for i in range(0, len(items), size)))
+    ranges = client.plan([items[k] for k in sendable])
+    await gather_or_cancel(*(run(sendable[lo:hi]) for lo, hi in ranges))
     # A dynamically batching server may have run a good item in one forward pass with a bad one from a
     # concurrent call: give every rejected item one more try alone, one at a time.
-    for k in [k for k, err in enumerate(errors) if err is not None]:
+    for k in [k for k in sendable if errors[k] is not None]:
         try:
             out = await call([items[k]])
         except InferenceRejected:
@@ -298,20 +309,21 @@ async def isolate_rejected(call: Callable[[list[Any]], Any], items: list[Any], s
     return results, errors
 
 
-async def embed_isolating(client: InferenceClient, kind: str, items: list[Any]) -> tuple[list, list]:
+async def embed_isolating(client: InferenceClient, kind: str, items: list[Any], *,
+                          budget_s: float | None = None) -> tuple[list, list]:
     """Vectors for ``items`` (texts or image bytes); items the service rejects get an error instead."""
 
     async def call(batch: list[Any]) -> np.ndarray:
         if kind == "text":
-            return (await client.vectorize(texts=batch))[0]
-        return (await client.vectorize(images=batch))[1]
+            return (await client.vectorize(texts=batch, budget_s=budget_s))[0]
+        return (await client.vectorize(images=batch, budget_s=budget_s))[1]
 
-    return await isolate_rejected(call, items, client.batch_size, client.address)
+    return await isolate_rejected(call, items, client, budget_s)
 
 
 async def run_sparse_jobs(jobs: list[SparseJob], stored: StoredCollection,
                           client_for: Callable[[str], InferenceClient],
-                          prefix_of: Callable[[Pending], str]) -> None:
+                          prefix_of: Callable[[Pending], str], *, budget_s: float | None = None) -> None:
     """Encode every sparse job in batched VectorizeSparse calls per vectorizer; a text the model rejects
     (or an answer with token ids outside the model's vocabulary) fails only its own object."""
     groups: dict[str, list[SparseJob]] = {}
@@ -320,8 +332,11 @@ async def run_sparse_jobs(jobs: list[SparseJob], stored: StoredCollection,
 
     async def run_group(vector: str, group: list[SparseJob]) -> None:
         client = client_for(vector)
-        vectors, errors = await isolate_rejected(client.vectorize_sparse, [j.text for j in group],
-                                                 client.batch_size, client.address)
+
+        async def call(batch: list[Any]) -> list[SparseVec]:
+            return await client.vectorize_sparse(batch, budget_s=budget_s)
+
+        vectors, errors = await isolate_rejected(call, [j.text for j in group], client, budget_s)
         vocab = stored.sparse[vector].vocab_size if vector in stored.sparse else 0
         for job, vec, err in zip(group, vectors, errors, strict=True):
             where = f"{prefix_of(job.pending)}properties.{job.field}"
@@ -333,11 +348,11 @@ async def run_sparse_jobs(jobs: list[SparseJob], stored: StoredCollection,
             else:
                 job.pending.field_sparse.setdefault(job.vector, {})[job.field] = vec
 
-    await asyncio.gather(*(run_group(v, g) for v, g in groups.items()))
+    await gather_or_cancel(*(run_group(v, g) for v, g in groups.items()))
 
 
 async def run_jobs(jobs: list[Job], stored: StoredCollection, client_for: Callable[[str], InferenceClient],
-                   prefix_of: Callable[[Pending], str]) -> None:
+                   prefix_of: Callable[[Pending], str], *, budget_s: float | None = None) -> None:
     """Embed every job, grouped per inference service and kind, and store field vectors on the Pendings."""
     groups: dict[tuple[str, str], list[Job]] = {}
     for job in jobs:
@@ -346,7 +361,7 @@ async def run_jobs(jobs: list[Job], stored: StoredCollection, client_for: Callab
 
     async def run_group(vector: str, kind: str, group: list[Job]) -> None:
         client = client_for(vector)
-        vectors, errors = await embed_isolating(client, kind, [j.data for j in group])
+        vectors, errors = await embed_isolating(client, kind, [j.data for j in group], budget_s=budget_s)
         dims = stored.vectors[vector].dimensions
         for job, vec, err in zip(group, vectors, errors, strict=True):
             where = f"{prefix_of(job.pending)}properties.{job.field}"
@@ -359,7 +374,7 @@ async def run_jobs(jobs: list[Job], stored: StoredCollection, client_for: Callab
             else:
                 job.pending.field_vectors.setdefault(job.vector, {})[job.field] = vec
 
-    await asyncio.gather(*(run_group(v, k, g) for (v, k), g in groups.items()))
+    await gather_or_cancel(*(run_group(v, k, g) for (v, k), g in groups.items()))
 
 
 def mark_replaced(pendings: list[Pending]) -> None:
