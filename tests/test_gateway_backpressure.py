@@ -204,3 +204,25 @@ def test_an_import_survives_a_restart_of_the_inference_service(tmp_path):
             assert await asyncio.to_thread(store.count, "notes") == 110
 
     run(scenario())
+
+
+def test_a_search_query_goes_before_waiting_import_calls(tmp_path):
+    async def scenario():
+        store = make_store("qdrant", tmp_path)
+        settings = {"inference_concurrency": 1, "inference_batch_size": 2}
+        async with gateway_with_inference(store, settings=settings) as (svc, inference):
+            await svc.create_collection(NOTES)
+            await svc.import_objects("notes", notes(3))
+            client = svc.pool.get(inference.address)
+            service = inference.service
+            service.call_sizes.clear()
+            inference.encoder.gate.clear()
+            importing = asyncio.create_task(svc.import_objects("notes", notes(10, prefix="big")))
+            await until(lambda: service.call_sizes == [2] and client.slots.waiting == 4)
+            searching = asyncio.create_task(svc.search("notes", {"near_text": {"query": "note number 1"}}))
+            await until(lambda: client.slots.waiting == 5)
+            inference.encoder.gate.set()
+            await asyncio.gather(importing, searching)
+            assert service.call_sizes == [2, 1, 2, 2, 2, 2]  # the query (1 item) next after the held call
+
+    run(scenario())
