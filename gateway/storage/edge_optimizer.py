@@ -65,7 +65,9 @@ def build_optimized_copy(shard_dir: Path, timeout_s: float | None = None, *,
     work = work_dir(shard_dir)
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
-    shutil.copytree(shard_dir, work)
+    # the WAL preallocates its next segment in a background thread (tmp-open-N, then renamed): such a
+    # file can vanish while it is being copied, and the copy does not need it
+    shutil.copytree(shard_dir, work, ignore=shutil.ignore_patterns("tmp-open-*"))
     copied = time.perf_counter() - started
     cmd = [sys.executable, "-m", "gateway.storage.edge_optimizer", str(work)]
     for spec in indexes:
