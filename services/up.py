@@ -344,20 +344,23 @@ async def wait_ready(children: list[Child], timeout_s: float, stop_requested) ->
 
 
 async def supervise(child: Child, stop_requested, *, max_restarts: int = 5, window_s: float = 600.0,
-                    base_delay_s: float = 1.0, ready_timeout_s: float = 600.0) -> None:
+                    base_delay_s: float = 1.0, max_delay_s: float = 30.0, ready_timeout_s: float = 600.0,
+                    sleep=asyncio.sleep, clock=time.monotonic) -> None:
     """Restart ``child`` on its own port when it dies while the gateway runs.
 
-    The gateway keeps its address, so calls that need the model answer 503 only until the restarted
-    service is SERVING again. Restarts back off (1 s, 2 s, 4 s ... at most 30 s); after ``max_restarts``
-    within ``window_s`` the child is left down and that is said once.
+    The gateway keeps its address and retries a model's calls inside its retry budget, so a model that
+    is back within it is not noticed by clients. Restarts back off (1 s, 2 s, 4 s ... at most
+    ``max_delay_s``), counting the restarts of the last ``window_s``; after ``max_restarts`` within
+    ``window_s`` the child is left down and that is said once. ``sleep`` and ``clock`` are
+    asyncio.sleep and time.monotonic (tests pass their own).
     """
     restarts: collections.deque[float] = collections.deque()
     while not stop_requested():
         if not child.exited:
-            await asyncio.sleep(0.5)
+            await sleep(0.5)
             continue
         code = child.proc.returncode if child.proc else None
-        now = time.monotonic()
+        now = clock()
         while restarts and now - restarts[0] > window_s:
             restarts.popleft()
         if len(restarts) >= max_restarts:
@@ -366,22 +369,23 @@ async def supervise(child: Child, stop_requested, *, max_restarts: int = 5, wind
                   "503). Its last output:\n" + "\n".join(f"  {line}" for line in list(child.tail)[-6:]),
                   file=sys.stderr, flush=True)
             return
-        delay = min(30.0, base_delay_s * 2 ** len(restarts))
+        delay = min(max_delay_s, base_delay_s * 2 ** len(restarts))
         print(f"polyvec up: the inference service for model {child.model.name!r} exited with code {code}; "
-              f"restarting it in {delay:g} s (calls that need it answer 503 meanwhile)",
+              f"restarting it in {delay:g} s (calls that need it wait for it within the gateway's retry "
+              "budget)",
               file=sys.stderr, flush=True)
         restarts.append(now)
-        await asyncio.sleep(delay)
+        await sleep(delay)
         if stop_requested():
             return
         await child.restart()
-        deadline = time.monotonic() + ready_timeout_s
-        while not child.exited and not stop_requested() and time.monotonic() < deadline:
+        deadline = clock() + ready_timeout_s
+        while not child.exited and not stop_requested() and clock() < deadline:
             if await child.serving():
                 print(f"polyvec up: model {child.model.name!r} is serving again on {child.address}",
                       file=sys.stderr, flush=True)
                 break
-            await asyncio.sleep(0.5)
+            await sleep(0.5)
 
 
 def models_summary(children: list[Child]) -> str:

@@ -115,3 +115,39 @@ def test_the_default_vector_is_the_first_declared_also_when_read_back(kind, tmp_
             assert list(StoredCollection.from_record(record).definition.vectorizers) == ["alpha", "zeta"]
 
     run(scenario())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_change_through_another_gateway_is_seen_once_the_ttl_has_passed(tmp_path):
+    async def scenario():
+        store = make_store("qdrant", tmp_path)
+        async with gateway_with_inference(store, settings={"definition_cache_s": 30}) as (svc, inference):
+            clock = svc.clock = Clock()
+            other = GatewayService(store, GatewaySettings.from_env({}, models={"clip": inference.address}))
+            try:
+                await svc.create_collection(DEFINITION)
+                assert (await svc.get_collection("notes"))["bm25"]["fields"] == ["text"]  # read and cached
+                # another gateway replaces the collection: BM25 now on "title" instead of "text"
+                await other.delete_collection("notes")
+                await other.create_collection({**DEFINITION, "bm25": {"fields": ["title"]}})
+                clock.now += 29  # within the TTL this gateway still uses what it read
+                assert (await svc.get_collection("notes"))["bm25"]["fields"] == ["text"]
+                clock.now += 2  # past DEFINITION_CACHE_S: read again, the change is seen
+                assert (await svc.get_collection("notes"))["bm25"]["fields"] == ["title"]
+                out = await svc.import_objects("notes", {"objects": [
+                    {"id": "t", "properties": {"text": "zebra", "title": "walrus"}}]})
+                assert out["ok"] == 1
+                hits = await svc.search("notes", {"bm25": {"query": "walrus"}})
+                assert [h["id"] for h in hits["hits"]] == ["t"]  # indexed with the new BM25 fields
+                assert (await svc.search("notes", {"bm25": {"query": "zebra"}}))["hits"] == []
+            finally:
+                await other.close()
+
+    run(scenario())

@@ -532,13 +532,34 @@ def test_hybrid_alpha_extremes(store: Store, method: str) -> None:
     assert ids_of(only_bm25) == ids_of(bm25_hits)  # ... and alpha=0 returns exactly those, in BM25 order
 
 
+def reference_fusion(method: str, vec_hits: list[Any], bm25_hits: list[Any],
+                     alpha: float) -> list[fusion.Fused]:
+    """The README's fusion formulas computed directly from the two ranked lists, best first.
+
+    Independent of gateway.storage.fusion (which the adapters may use), so a bug there cannot hide.
+    """
+    scores: dict[Any, float] = {}
+    if method == "rrf":  # k = 60, w = alpha / m and (1 - alpha) / m, m = max(alpha, 1 - alpha)
+        m = max(alpha, 1.0 - alpha)
+        for weight, hits in ((alpha / m, vec_hits), ((1.0 - alpha) / m, bm25_hits)):
+            if weight > 0:
+                for pos, hit in enumerate(hits):
+                    scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (60 - 1 + (pos + 1) / weight)
+    else:  # alpha * minmax(vec) + (1 - alpha) * minmax(bm25), a missing document gets 0 from that list
+        for weight, hits in ((alpha, vec_hits), (1.0 - alpha, bm25_hits)):
+            if weight > 0 and hits:
+                best, worst = hits[0].score, hits[-1].score
+                for hit in hits:
+                    norm = 1.0 if best == worst else (hit.score - worst) / (best - worst)
+                    scores[hit.id] = scores.get(hit.id, 0.0) + weight * norm
+    return [fusion.Fused(key, score) for key, score in sorted(scores.items(), key=lambda kv: -kv[1])]
+
+
 @pytest.mark.parametrize("method", ["rrf", "relative_score"])
 @pytest.mark.parametrize("alpha", [0.25, 0.5, 0.8])
 def test_hybrid_fusion_matches_formula(store: Store, method: str, alpha: float) -> None:
     dense, sparse, vec_hits, bm25_hits = hybrid_inputs(store)
-    vec = [fusion.Ranked(h.id, h.score) for h in vec_hits]
-    bm25 = [fusion.Ranked(h.id, h.score) for h in bm25_hits]
-    expected = fusion.fuse(method, vec, bm25, alpha)
+    expected = reference_fusion(method, vec_hits, bm25_hits, alpha)
     hits = store.search_hybrid(
         "items", "cos", dense, "bm25", sparse, alpha=alpha, fusion=method, limit=10, prefetch_limit=N_POINTS
     )

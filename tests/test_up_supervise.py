@@ -1,9 +1,12 @@
-"""polyvec up keeps its inference services up: a child that dies is restarted on the same port."""
+"""polyvec up keeps its inference services up: a child that dies is restarted on the same port, with
+restart delays that grow while it keeps dying."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+from types import SimpleNamespace
 
 from services.up import Child, ModelConfig, free_port, supervise
 from tests.model_factories import build_sentence_transformers_folder
@@ -35,14 +38,17 @@ def test_a_child_that_dies_is_restarted_on_its_port(tmp_path, capsys):
                 await asyncio.sleep(0.1)
             await wait_serving(child)
             assert child.proc.pid != first_pid and child.restarts == 1
-            await asyncio.sleep(1.5)  # the supervisor polls health twice a second and says so
+            err = ""
+            while "is serving again" not in err:  # the supervisor polls health and says so
+                err += capsys.readouterr().err
+                await asyncio.sleep(0.1)
             stop.set()
-            await asyncio.wait_for(task, 5)
+            await asyncio.wait_for(task, 60)
         finally:
             await child.stop()
+        return err
 
-    asyncio.run(asyncio.wait_for(scenario(), 240))
-    err = capsys.readouterr().err
+    err = asyncio.run(asyncio.wait_for(scenario(), 240))
     assert "exited with code -9; restarting it" in err and "is serving again" in err
 
 
@@ -63,3 +69,61 @@ def test_a_child_that_keeps_dying_is_left_down(tmp_path, capsys):
     assert child.restarts == 2
     err = capsys.readouterr().err
     assert "exited with code 2 2 times" in err and "leaving it down" in err
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CrashingChild:
+    """Stands in for a Child whose model dies again right after every restart (no process, no waiting)."""
+
+    def __init__(self) -> None:
+        self.model = ModelConfig(name="crashy", model="crashy/model")
+        self.address = "127.0.0.1:1"
+        self.proc = SimpleNamespace(returncode=1, pid=0)
+        self.tail = collections.deque(["RuntimeError: boom"])
+        self.restarts = 0
+        self.exited = True
+
+    async def restart(self) -> None:
+        self.restarts += 1
+
+    async def serving(self) -> bool:
+        return False
+
+
+def run_supervisor(child: CrashingChild, **options) -> list[float]:
+    """Run supervise with a virtual clock: returns the delays it waited, in order."""
+    clock, waited = Clock(), []
+
+    async def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        clock.now += seconds
+
+    asyncio.run(asyncio.wait_for(supervise(child, options.pop("stop", lambda: False), sleep=sleep,
+                                           clock=clock, **options), 30))
+    return waited
+
+
+def test_restart_delays_double_up_to_a_ceiling(capsys):
+    child = CrashingChild()
+    waited = run_supervisor(child, max_restarts=8, window_s=10_000, base_delay_s=1.0, max_delay_s=30.0)
+    assert waited == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert child.restarts == 8
+    err = capsys.readouterr().err
+    assert "restarting it in 1 s" in err and "restarting it in 16 s" in err and "restarting it in 30 s" in err
+    assert "exited with code 1 8 times within 10000 s; leaving it down" in err
+
+
+def test_restarts_older_than_the_window_are_forgotten():
+    child = CrashingChild()
+    waited = run_supervisor(child, max_restarts=100, window_s=10, base_delay_s=1.0,
+                            stop=lambda: child.restarts >= 8)
+    # restarts at t = 0, 1, 3, 7 push the delay to 8 s; at t = 15 only the one of t = 7 is within the
+    # last 10 s, so the delay falls back to 2 s and grows again
+    assert waited == [1, 2, 4, 8, 2, 4, 4, 8]

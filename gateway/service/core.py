@@ -124,6 +124,7 @@ class GatewayService:
         self.images = ImageFetcher(self.settings.image_url_policy())
         # collection name -> (expires at, definition); see _load
         self._definitions: dict[str, tuple[float, StoredCollection]] = {}
+        self.clock: Callable[[], float] = time.monotonic  # of the definition cache (tests set their own)
         self.metrics = GatewayMetrics()
         labels: dict[str, str] = {}
         for model, address in s.models.items():
@@ -250,7 +251,7 @@ class GatewayService:
         _check_name(name)
         ttl = self.settings.definition_cache_s
         cached = self._definitions.get(name)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None and cached[0] > self.clock():
             return cached[1]
         record = await self._db(self.store.load_definition, name)
         if record is None:
@@ -260,7 +261,7 @@ class GatewayService:
         if ttl > 0:
             if len(self._definitions) >= DEFINITION_CACHE_MAX:
                 self._definitions.clear()
-            self._definitions[name] = (time.monotonic() + ttl, stored)
+            self._definitions[name] = (self.clock() + ttl, stored)
         return stored
 
     # -- collections ----------------------------------------------------------------------------------------
