@@ -79,10 +79,18 @@ ROWS = [
             (rate("polyvec_gateway_inference_retries_total", "model, code"), "retry {{model}} {{code}}"),
             (rate("polyvec_gateway_inference_failures_total", "model, reason"),
              "failed {{model}} {{reason}}"),
-        ], "short", "unavailable: the model did not answer within INFERENCE_TIMEOUT_S after its retries."),
+        ], "short", "Retries: RESOURCE_EXHAUSTED (the model's queue is full) and UNAVAILABLE (down, "
+                    "restarting), within INFERENCE_RETRY_BUDGET_S. Failures: unavailable (no answer), "
+                    "overloaded (queue full for the whole budget: 429), rejected (bad input)."),
         Panel("Inference calls in flight by model", [
             (f"sum by (model) (polyvec_gateway_inference_in_flight{{{NS}}})", "{{model}}")], "short",
             "At most INFERENCE_CONCURRENCY per model and gateway."),
+        Panel("Requests waiting for a model, and shed", [
+            (f"sum by (model) (polyvec_gateway_inference_requests{{{NS}}})", "using {{model}}"),
+            (f"sum by (model) (polyvec_gateway_inference_waiting_calls{{{NS}}})", "calls waiting {{model}}"),
+            (rate("polyvec_gateway_inference_shed_total", "model"), "shed/s {{model}}"),
+        ], "short", "Requests using a model (at most INFERENCE_CONCURRENCY + INFERENCE_MAX_WAITING per "
+                    "gateway); past that they are shed with 429 + Retry-After."),
         Panel("Qdrant call latency p99 by operation", [
             (quantile(0.99, "polyvec_gateway_store_seconds", "operation"), "{{operation}}")], "s",
             "As the gateway sees it: the network included."),
