@@ -224,7 +224,7 @@ def test_a_peer_that_is_not_a_polyvec_inference_service_is_named_so(tmp_path, pe
             server, address = await grpc_peer(servicer)
         try:
             async with service_over_inference(tmp_path, inference_url_hosts=("127.0.0.1",),
-                                              inference_retries=1) as (svc, _):
+                                              inference_query_retry_budget_s=0.5) as (svc, _):
                 with pytest.raises(BadRequest) as info:
                     await svc.create_collection(with_url(address))
                 assert info.value.field == "vectorizers.main.inference_url"
