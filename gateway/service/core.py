@@ -976,16 +976,21 @@ class GatewayService:
         image_errors: list[str | None] = [None] * len(images)
         text_vectors: Any
         image_vectors: Any
+        budget = self.settings.inference_query_retry_budget_s
         try:
             try:
-                text_vectors, image_vectors = await client.vectorize(texts=texts, images=images)
+                text_vectors, image_vectors = await client.vectorize(texts=texts, images=images,
+                                                                     budget_s=budget, urgent=True)
             except InferenceRejected as exc:
                 if len(texts) + len(images) == 1:
-                    text_errors, image_errors = [exc.message] * len(texts), [exc.message] * len(images)
+                    message = exc.problem if isinstance(exc, InferenceTooLarge) else exc.message
+                    text_errors, image_errors = [message] * len(texts), [message] * len(images)
                     text_vectors, image_vectors = [None] * len(texts), [None] * len(images)
                 else:  # find the culprits: each modality split in halves until they are found
-                    text_vectors, text_errors = await obj.embed_isolating(client, "text", texts)
-                    image_vectors, image_errors = await obj.embed_isolating(client, "image", images)
+                    text_vectors, text_errors = await obj.embed_isolating(client, "text", texts,
+                                                                          budget_s=budget)
+                    image_vectors, image_errors = await obj.embed_isolating(client, "image", images,
+                                                                            budget_s=budget)
         except InferenceUnavailable as exc:
             assert waiting[0].vector is not None
             raise self._unavailable(stored, waiting[0].vector, exc) from None

@@ -26,7 +26,7 @@ def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     from tests.gateway_thread import GatewayThread
 
     with GatewayThread(tmp_path_factory.mktemp(f"gw-{request.param}"), request.param,
-                       inference_retries=0) as gw:
+                       inference_retry_budget_s=0, inference_query_retry_budget_s=0) as gw:
         yield gw
 
 
