@@ -183,6 +183,15 @@ def test_an_item_too_large_for_the_service_fails_at_once_naming_its_field(tmp_pa
             with pytest.raises(BadRequest) as info:
                 await svc.search("pics", {"near_image": {"image": big}})
             assert info.value.field == "near_image.image" and "MAX_REQUEST_BYTES" in info.value.message
+            for searches in ([{"near_image": {"image": big}}],
+                             [{"near_image": {"image": big}}, {"near_text": {"query": "red"}}]):
+                out = await svc.search_batch("pics", {"searches": searches})
+                first = out["results"][0]
+                assert first["field"] == "searches.0.near_image.image"
+                assert "MAX_REQUEST_BYTES" in first["error"] and "4000" in first["error"]
+                assert "images[" not in first["error"]
+                assert all("hits" in r for r in out["results"][1:])
+            assert inference.service.images_seen == 1  # nor in a batch search
 
     run(scenario())
 
