@@ -217,6 +217,22 @@ def test_literal_spellings_and_public_rule():
         assert not is_public(ipaddress.ip_address(address)), address
 
 
+def test_an_ipv6_address_carrying_an_ipv4_one_is_judged_by_that_ipv4_address():
+    """IPv4-mapped, NAT64 (64:ff9b::/96, the low 32 bits) and 6to4 (2002:AABB:CCDD::) addresses of a
+    public IPv4 address are public; of a private one, not (mutants of the NAT64 mask survived)."""
+    for prefix in ("::ffff:", "64:ff9b::"):
+        for inner, public in ((PUBLIC, True), ("8.8.8.8", True), ("10.0.0.1", False),
+                              ("169.254.169.254", False), ("255.255.255.255", False)):
+            address = ipaddress.ip_address(prefix + inner)
+            assert is_public(address) is public, address
+    assert is_public(ipaddress.ip_address("2002:5db8:d822::1"))  # 6to4 of 93.184.216.34
+    assert not is_public(ipaddress.ip_address("2002:a9fe:a9fe::1"))  # 6to4 of 169.254.169.254
+    world = World(0, {})
+    with pytest.raises(ImageFetchError, match=r"non-public address 64:ff9b::a9fe:a9fe"):
+        fetch(world, "http://[64:ff9b::a9fe:a9fe]/latest/")
+    assert world.dialled == []
+
+
 # -- proxies ------------------------------------------------------------------------------------------------
 
 def test_proxy_environment_is_ignored_unless_asked_for(server, monkeypatch):
