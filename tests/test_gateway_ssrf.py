@@ -204,6 +204,32 @@ def test_unresolvable_and_malformed_urls_are_clear_errors(server):
     assert world.dialled == []
 
 
+def test_resolution_details_names_scopes_and_messages(server):
+    """What the resolver answers is read exactly (mutants of checked_addresses that survived)."""
+    world = World(server.server_address[1], {"images.example": [[PUBLIC]], "empty.example": [[]],
+                                             "scoped.example": [["fe80::1%2"]],
+                                             "v6public.example": [["2606:4700::1111%3"]]})
+    # the reason the resolver gave is passed on; an empty answer is its own reason
+    with pytest.raises(ImageFetchError, match=r"^host 'nowhere.example' does not resolve "
+                                              r"\(Name or service not known\)$"):
+        fetch(world, "http://nowhere.example/a.png")
+    with pytest.raises(ImageFetchError, match=r"^host 'empty.example' does not resolve \(no addresses\)$"):
+        fetch(world, "http://empty.example/a.png")
+    # a fully qualified name (trailing dot) is looked up without the dot, and fetched
+    assert fetch(world, "http://images.example./a.png") == RED
+    assert world.lookups[-1] == "images.example" and world.dialled[-1] == PUBLIC
+    # an IPv6 answer with a zone index is judged (and dialled) without it
+    with pytest.raises(ImageFetchError, match=r"^host 'scoped.example' resolves to the non-public address "
+                                              r"fe80::1; "):
+        fetch(world, "http://scoped.example/a.png")
+    assert fetch(world, "http://v6public.example/a.png") == RED
+    assert world.dialled[-1] == "2606:4700::1111"
+    # a literal address is "named by the URL", not resolved
+    with pytest.raises(ImageFetchError, match=r"^the URL names the non-public address 10.0.0.1; "):
+        fetch(world, "http://10.0.0.1/a.png")
+    assert "10.0.0.1" not in world.lookups
+
+
 def test_literal_spellings_and_public_rule():
     assert literal_address("2130706433") == ipaddress.ip_address("127.0.0.1")
     assert literal_address("0x7f000001") == ipaddress.ip_address("127.0.0.1")
