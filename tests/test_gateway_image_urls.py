@@ -30,7 +30,18 @@ class Handler(BaseHTTPRequestHandler):
             "/to-red": (302, b"", {"Location": "/red.png"}),
             "/to-ip": (302, b"", {"Location": f"http://127.0.0.1:{port}/red.png"}),
             "/loop": (302, b"", {"Location": "/loop"}),
+            "/exact.png": (200, b"x" * 1000, {}),
+            "/hop1": (302, b"", {"Location": "/red.png"}),
+            "/hop2": (302, b"", {"Location": "/hop1"}),
+            "/hop3": (302, b"", {"Location": "/hop2"}),
+            "/hop4": (302, b"", {"Location": "/hop3"}),
+            "/no-location": (302, b"", {}),
         }
+        if self.path == "/unsized.png":  # no Content-Length: the body runs until the connection closes
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"x" * 5000)
+            return
         if self.path == "/slow.png":
             time.sleep(1.5)
         status, body, headers = routes.get(self.path, (404, b"not here", {}))
@@ -88,6 +99,25 @@ def test_fetches_follows_redirects_and_reports_failures(server):
         fetch(f"{ip_base}/red.png", enabled=False)
     with pytest.raises(ImageFetchError, match="only http and https"):
         fetch("ftp://example.com/a.png")
+
+
+def test_size_and_redirect_limits_are_exact(server):
+    """Survivors of a mutation run over _fetch: the bounds are inclusive, a body of undeclared length
+    is counted as it streams in, and exactly MAX_REDIRECTS (3) redirects are followed."""
+    ip_base, _ = server
+    assert fetch(f"{ip_base}/exact.png", allow_private=True, max_bytes=1000) == b"x" * 1000
+    with pytest.raises(ImageFetchError, match=r"^the image is 1000 bytes; at most 999 are fetched "
+                                              r"\(IMAGE_URL_MAX_BYTES\)$"):
+        fetch(f"{ip_base}/exact.png", allow_private=True, max_bytes=999)
+    assert fetch(f"{ip_base}/unsized.png", allow_private=True, max_bytes=5000) == b"x" * 5000
+    with pytest.raises(ImageFetchError,
+                       match=r"^the image is larger than 4999 bytes \(IMAGE_URL_MAX_BYTES\)$"):
+        fetch(f"{ip_base}/unsized.png", allow_private=True, max_bytes=4999)
+    assert fetch(f"{ip_base}/hop3", allow_private=True) == RED
+    with pytest.raises(ImageFetchError, match=r"^more than 3 redirects$"):
+        fetch(f"{ip_base}/hop4", allow_private=True)
+    with pytest.raises(ImageFetchError, match=r"^the image URL answered HTTP 302$"):
+        fetch(f"{ip_base}/no-location", allow_private=True)
 
 
 def test_every_redirect_hop_is_checked_against_the_host_list(server):

@@ -230,6 +230,20 @@ def test_resolution_details_names_scopes_and_messages(server):
     assert "10.0.0.1" not in world.lookups
 
 
+def test_a_literal_address_in_any_spelling_keeps_its_port(server):
+    """The URL is rewritten with the canonical address (httpx refuses some spellings); the port, the
+    user info and an IPv6 literal's brackets survive the rewrite."""
+    world = World(server.server_address[1], {})
+    server.hosts.clear()
+    assert fetch(world, "http://0x5db8d822:8080/a.png") == RED  # 93.184.216.34 in hex
+    assert fetch(world, "http://user@1572395042/a.png") == RED  # ... in decimal, with user info
+    assert fetch(world, "http://[2606:4700::1111]:8443/a.png") == RED
+    assert server.hosts == ["93.184.216.34:8080", "93.184.216.34", "[2606:4700::1111]:8443"]
+    assert world.dialled == [PUBLIC, PUBLIC, "2606:4700::1111"] and world.lookups == []
+    with pytest.raises(ImageFetchError, match=r"^the image URL has no host$"):
+        fetch(world, "http:///a.png")
+
+
 def test_literal_spellings_and_public_rule():
     assert literal_address("2130706433") == ipaddress.ip_address("127.0.0.1")
     assert literal_address("0x7f000001") == ipaddress.ip_address("127.0.0.1")
