@@ -35,7 +35,8 @@ QRELS = ("query-id\tcorpus-id\tscore\nq1\tapple\t1\nq2\tsea\t1\nq3\tapple\t1\nq3
 def gateway(tmp_path_factory):
     from tests.gateway_thread import GatewayThread
 
-    with GatewayThread(tmp_path_factory.mktemp("gw-eval"), "qdrant", inference_retries=0) as gw:
+    with GatewayThread(tmp_path_factory.mktemp("gw-eval"), "qdrant", inference_retry_budget_s=0,
+                       inference_query_retry_budget_s=0) as gw:
         yield gw
 
 
