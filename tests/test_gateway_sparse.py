@@ -301,3 +301,39 @@ def test_put_reencodes_only_changed_fields_and_a_down_model_is_503(tmp_path, tok
                 await svc.search("docs", {"neural_sparse": {"query": "cat"}})
 
     asyncio.run(down())
+
+
+def test_sparse_calls_fit_the_service_limits_and_an_oversize_text_fails_alone(tmp_path, tokenize_zips):
+    """VectorizeSparse calls go through the same sizing as Vectorize: a sparse service that takes at most 4
+    texts and 300 bytes per request still encodes a 30-object import, and a text larger than any request
+    fails its own object (naming the field) or its query, without a call."""
+    async def run():
+        settings = InferenceSettings.from_env({}, model="x", host="127.0.0.1", grpc_port=0, http_port="off",
+                                              max_items_per_request=4, max_request_bytes=300)
+        server = await start_servers(sparse_encoder(tokenize_zips["plain"].zip_path, "tok-small", tmp_path),
+                                     settings)
+        svc = GatewayService(make_store("edge", tmp_path),
+                             GatewaySettings.from_env({}, models={"tok": server.grpc_target}))
+        try:
+            await svc.create_collection({"name": "small", "sparse_vectorizers": {
+                "sp": {"model": "tok", "text_fields": ["title"]}}})
+            client = svc.pool.get(server.grpc_target)
+            objects = [{"id": f"o{i}", "properties": {"title": f"the cat {i} on the mat"}} for i in range(30)]
+            objects.append({"id": "huge", "properties": {"title": "cat " * 100}})
+            calls = client.calls
+            result = await svc.import_objects("small", {"objects": objects})
+            assert result["ok"] == 30 and result["errors"] == 1
+            assert result["results"][-1]["field"] == "objects.30.properties.title"
+            assert "MAX_REQUEST_BYTES" in result["results"][-1]["error"]
+            assert client.calls - calls == 8  # 30 texts in calls of at most 4 (not refused and halved)
+            with pytest.raises(BadRequest) as info:
+                await svc.search("small", {"neural_sparse": {"query": "cat " * 100}})
+            assert info.value.field == "neural_sparse.query" and "MAX_REQUEST_BYTES" in info.value.detail
+            hits = (await svc.search("small", {"neural_sparse": {"query": "cat"}, "limit": 50}))["hits"]
+            assert len(hits) == 30
+        finally:
+            await svc.close()
+            svc.store.close()
+            await server.stop(grace=0)
+
+    asyncio.run(run())
