@@ -286,6 +286,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
 
     @_rpc
+    async def Evaluate(self, request, context):  # noqa: N802
+        body: dict[str, Any] = {"queries": request.queries, "qrels": request.qrels}
+        for name in ("kinds", "alphas", "fusion", "k"):
+            if getattr(request, name):
+                body[name] = list(getattr(request, name))
+        if request.HasField("vector"):
+            body["vector"] = request.vector
+        if request.HasField("filter"):
+            body["filter"] = struct_to_dict(request.filter)
+        report = await self.service.evaluate(request.collection, body)
+        return gateway_pb2.EvaluateResponse(report=dict_to_struct(report))
+
+    @_rpc
     async def UpdateCollection(self, request, context):  # noqa: N802
         fields = {k: json_format.MessageToDict(v, preserving_proto_field_name=True)
                   for k, v in request.fields.items()}

@@ -658,3 +658,31 @@ class Limits(_message.Message):
     search_batch_size: int
     max_request_bytes: int
     def __init__(self, import_batch_size: _Optional[int] = ..., max_page_size: _Optional[int] = ..., search_batch_size: _Optional[int] = ..., max_request_bytes: _Optional[int] = ...) -> None: ...
+
+class EvaluateRequest(_message.Message):
+    __slots__ = ("collection", "queries", "qrels", "kinds", "alphas", "fusion", "k", "vector", "filter")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    QRELS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    ALPHAS_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    queries: str
+    qrels: str
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    alphas: _containers.RepeatedScalarFieldContainer[float]
+    fusion: _containers.RepeatedScalarFieldContainer[str]
+    k: _containers.RepeatedScalarFieldContainer[int]
+    vector: str
+    filter: _struct_pb2.Struct
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[str] = ..., qrels: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., alphas: _Optional[_Iterable[float]] = ..., fusion: _Optional[_Iterable[str]] = ..., k: _Optional[_Iterable[int]] = ..., vector: _Optional[str] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class EvaluateResponse(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: _struct_pb2.Struct
+    def __init__(self, report: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...

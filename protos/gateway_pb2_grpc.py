@@ -119,6 +119,11 @@ class GatewayStub:
                 request_serializer=protos_dot_gateway__pb2.GetLimitsRequest.SerializeToString,
                 response_deserializer=protos_dot_gateway__pb2.Limits.FromString,
                 _registered_method=True)
+        self.Evaluate = channel.unary_unary(
+                '/polyvec.gateway.v1.Gateway/Evaluate',
+                request_serializer=protos_dot_gateway__pb2.EvaluateRequest.SerializeToString,
+                response_deserializer=protos_dot_gateway__pb2.EvaluateResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -243,6 +248,13 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Evaluate(self, request, context):
+        """POST /v1/collections/{name}/evaluate
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -330,6 +342,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.GetLimits,
                     request_deserializer=protos_dot_gateway__pb2.GetLimitsRequest.FromString,
                     response_serializer=protos_dot_gateway__pb2.Limits.SerializeToString,
+            ),
+            'Evaluate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Evaluate,
+                    request_deserializer=protos_dot_gateway__pb2.EvaluateRequest.FromString,
+                    response_serializer=protos_dot_gateway__pb2.EvaluateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -791,6 +808,33 @@ class Gateway:
             '/polyvec.gateway.v1.Gateway/GetLimits',
             protos_dot_gateway__pb2.GetLimitsRequest.SerializeToString,
             protos_dot_gateway__pb2.Limits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Evaluate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polyvec.gateway.v1.Gateway/Evaluate',
+            protos_dot_gateway__pb2.EvaluateRequest.SerializeToString,
+            protos_dot_gateway__pb2.EvaluateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,7 +39,7 @@ def _run(tmp_path, scenario, settings=None):
                 r = await client.post("/v1/collections/docs/objects", json={"objects": [
                     {"id": k, "properties": {"text": v}} for k, v in DOCS.items()]})
                 assert r.json()["ok"] == len(DOCS)
-                return await scenario(client)
+                return await scenario(client, svc)
 
     return asyncio.run(asyncio.wait_for(main(), 120))
 
@@ -51,7 +51,7 @@ def _body(**extra):
 def test_evaluate_reports_every_run_with_the_measures_of_the_searches(tmp_path):
     from polyvec_client.eval import data, metrics
 
-    async def scenario(client):
+    async def scenario(client, svc):
         r = await client.post("/v1/collections/docs/evaluate", json=_body(alphas=[0, 1], fusion=["rrf"],
                                                                            k=[1, 3]))
         assert r.status_code == 200, r.text
@@ -90,7 +90,7 @@ def test_evaluate_reports_every_run_with_the_measures_of_the_searches(tmp_path):
     ({"qrels": QRELS}, "queries", "Field required"),
 ])
 def test_bad_requests_name_the_field(tmp_path, body, field, message):
-    async def scenario(client):
+    async def scenario(client, svc):
         return await client.post("/v1/collections/docs/evaluate", json=body)
 
     r = _run(tmp_path, scenario, settings={"eval_max_searches": 20})
@@ -104,9 +104,42 @@ def test_without_the_eval_extra_the_route_says_which_to_install(tmp_path, monkey
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "ir_measures", None)  # import ir_measures raises ImportError
 
-    async def scenario(client):
+    async def scenario(client, svc):
         return await client.post("/v1/collections/docs/evaluate", json=_body())
 
     r = _run(tmp_path, scenario)
     assert r.status_code == 501
     assert "pip install 'polyvec[eval]'" in r.json()["error"] and "ir_measures" in r.json()["error"]
+
+
+def test_grpc_evaluate_is_the_same_service_method(tmp_path):
+    """gRPC Evaluate: the report of HTTP (as a Struct); errors are INVALID_ARGUMENT naming the field."""
+    import grpc
+
+    from gateway.grpc_api import start_grpc_server, struct_to_dict
+    from protos import gateway_pb2, gateway_pb2_grpc
+
+    async def scenario(client, svc):
+        server, port = await start_grpc_server(svc, "127.0.0.1", 0)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = gateway_pb2_grpc.GatewayStub(channel)
+                body = _body(alphas=[0, 1], fusion=["rrf"], k=[1, 3])
+                answer = await stub.Evaluate(gateway_pb2.EvaluateRequest(
+                    collection="docs", queries=body["queries"], qrels=body["qrels"], alphas=[0, 1],
+                    fusion=["rrf"], k=[1, 3]))
+                http = (await client.post("/v1/collections/docs/evaluate", json=body)).json()
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.Evaluate(gateway_pb2.EvaluateRequest(
+                        collection="docs", queries=body["queries"], qrels="q1\td1\t1\nq2\td3\tmaybe\n"))
+                return struct_to_dict(answer.report), http, info.value
+        finally:
+            await server.stop(None)
+
+    report, http, error = _run(tmp_path, scenario)
+    assert [r["name"] for r in report["runs"]] == [r["name"] for r in http["runs"]]
+    assert report["k"] == [1, 3] and report["depth"] == 10
+    for grpc_run, http_run in zip(report["runs"], http["runs"], strict=True):
+        assert grpc_run["metrics"] == pytest.approx(http_run["metrics"])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(error.trailing_metadata())["field"] == "qrels: line 2: score"
