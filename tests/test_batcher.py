@@ -569,6 +569,7 @@ def test_a_caller_that_leaves_after_its_batch_was_cut(batch_fails):
         # a full batch is cut (and prepared) ahead while the model is busy
         await wait_until(lambda: b.queue_depth == 0 and len(enc.seen.prepares) == 2)
         tasks[0].cancel()
+        await asyncio.gather(tasks[0], return_exceptions=True)  # it has left before the model runs
         enc.gate.set()
         await first
         out = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
