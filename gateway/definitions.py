@@ -57,6 +57,7 @@ from gateway.bm25 import (
 )
 from gateway.errors import BadRequest
 from gateway.fields import TYPE_NAMES, FieldType
+from services.input_rules import find_invalid_text
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}(\.[A-Za-z_][A-Za-z0-9_-]{0,127})*$")
@@ -390,6 +391,17 @@ class CollectionDefinition(_Strict):
     fields: dict[str, FieldDeclaration] = Field(
         default_factory=dict, description="declared field types: each gets a payload index, imports check "
                                           "them, and filters may only name declared fields")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_text(cls, data: Any) -> Any:
+        # The one text rule (services.input_rules) for every name and string of a definition, before any
+        # part of it reaches the BM25 analyzer or the engine (which answer a lone surrogate with codec text).
+        bad = find_invalid_text(data) if isinstance(data, dict) else None
+        if bad is not None:
+            where, message = bad
+            raise invalid("CollectionDefinition", tuple(where.split(".")), message)
+        return data
 
     @field_validator("fields", mode="before")
     @classmethod

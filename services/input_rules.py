@@ -94,7 +94,9 @@ def find_invalid_text(value: Any, path: str = "") -> tuple[str, str] | None:
             for key, child in item.items():
                 inner = f"{where}.{key}" if where else str(key)
                 if isinstance(key, str) and (match := _SURROGATE.search(key)) is not None:
-                    return inner, "the name " + _surrogate_message(match)
+                    # the path names the key with the surrogate escaped: an error text must itself be valid
+                    shown = key.encode("utf-8", "backslashreplace").decode("utf-8")
+                    return (f"{where}.{shown}" if where else shown), "the name " + _surrogate_message(match)
                 children.append((inner, child))
             stack.extend(reversed(children))
         elif isinstance(item, list | tuple):

@@ -260,6 +260,12 @@ def create_cases() -> list[Http]:
         ("zz", 1),
     ):
         add("bm25", {key: value}, f"bm25.{key}")
+    # a lone surrogate anywhere in a definition: the text rule names it, never the analyzer's codec text
+    add("bm25", {"stopwords": ["ok", "a\ud800b"]}, "bm25.stopwords.1")
+    add("bm25", {"stopwords": {"words": ["x\udc00"]}}, "bm25.stopwords.words.0")
+    add("bm25", {"fields": ["t\ud800"]}, "bm25.fields.0")
+    add("name", "tmp\ud800")
+    add("vectorizers.v.text_fields", ["title\udc00"], "vectorizers.v.text_fields.0")
     for key, values in (
         ("distance", ("x", 5)),
         ("shard_number", (0, 2000, "x", "2", 1.5, 2.0, True)),
