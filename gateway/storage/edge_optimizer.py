@@ -4,15 +4,18 @@ qdrant-edge 0.9 holds Python's GIL for the whole of ``EdgeShard.optimize()`` (an
 100k x 384 vectors takes tens of seconds), which would freeze every thread of the gateway: health
 checks, other collections, requests already vectorizing. So the index is built out of process:
 
-1. the caller stops writes to the shard and flushes it (reads go on);
-2. the shard folder is copied to ``shard.optimizing`` next to it;
-3. ``python -m gateway.storage.edge_optimizer <copy> [--index JSON]... [--no-optimize]`` loads the copy,
+1. the caller stops writes to the shard for a moment, flushes it and copies the folder to
+   ``shard.optimizing`` next to it (:func:`copy_shard`), then lets writes go on: they are applied to the
+   live shard (whose WAL makes them durable, as always) and kept in a journal;
+2. ``python -m gateway.storage.edge_optimizer <copy> [--index JSON]... [--no-optimize]`` loads the copy,
    creates the payload indexes given (``{"key", "kind", "language"}``: they hold the GIL too, ~1 s per
-   field at 100k points), optimises unless told not to, flushes, closes;
-4. the caller closes its shard, swaps the folders (``shard`` -> ``shard.old``, the copy -> ``shard``,
-   ``shard.old`` removed) and loads the new one.
+   field at 100k points), optimises unless told not to, flushes, closes (:func:`build_in_child`);
+3. the caller replays the journal onto the built copy (most of it while writes go on, the rest with
+   writes stopped), flushes it, closes its live shard, swaps the folders (``shard`` -> ``shard.old``,
+   the copy -> ``shard``, ``shard.old`` removed) and loads the new one.
 
-A crash at any point leaves either the old shard or the new one in place: :func:`recover` (run
+A crash at any point leaves either the old shard or the new one in place, each holding every
+acknowledged write (the copy gets the journal, flushed, before it is swapped in): :func:`recover` (run
 before a shard is opened) finishes or undoes an interrupted swap and removes stale copies.
 """
 
@@ -58,17 +61,27 @@ def recover(shard_dir: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def build_optimized_copy(shard_dir: Path, timeout_s: float | None = None, *,
-                         indexes: Sequence[dict[str, Any]] = (), optimize: bool = True) -> Path:
-    """Copy the (flushed, write-quiet) shard, create ``indexes`` on the copy and optimise it (unless not
-    ``optimize``) in a child process; the copy's path."""
+def copy_shard(shard_dir: Path) -> Path:
+    """Copy the (flushed, write-quiet) shard next to itself; the copy's path."""
     work = work_dir(shard_dir)
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
     # the WAL preallocates its next segment in a background thread (tmp-open-N, then renamed): such a
     # file can vanish while it is being copied, and the copy does not need it
-    shutil.copytree(shard_dir, work, ignore=shutil.ignore_patterns("tmp-open-*"))
-    copied = time.perf_counter() - started
+    try:
+        shutil.copytree(shard_dir, work, ignore=shutil.ignore_patterns("tmp-open-*"))
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info("copied %s for an index build in %.1fs", shard_dir, time.perf_counter() - started)
+    return work
+
+
+def build_in_child(work: Path, timeout_s: float | None = None, *,
+                   indexes: Sequence[dict[str, Any]] = (), optimize: bool = True) -> None:
+    """Create ``indexes`` on the shard copy ``work`` and optimise it (unless not ``optimize``) in a child
+    process; the copy is removed when that fails."""
+    started = time.perf_counter()
     cmd = [sys.executable, "-m", "gateway.storage.edge_optimizer", str(work)]
     for spec in indexes:
         cmd += ["--index", json.dumps(spec)]
@@ -78,14 +91,12 @@ def build_optimized_copy(shard_dir: Path, timeout_s: float | None = None, *,
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         shutil.rmtree(work, ignore_errors=True)
-        raise OptimizeError(f"index build of {shard_dir} took longer than {timeout_s}s") from None
+        raise OptimizeError(f"index build of {work} took longer than {timeout_s}s") from None
     if proc.returncode != 0:
         shutil.rmtree(work, ignore_errors=True)
         detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise OptimizeError(f"index build of {shard_dir} failed (exit {proc.returncode}): {detail[0]}")
-    log.info("built indexes of %s out of process (copy %.1fs, total %.1fs)",
-             shard_dir, copied, time.perf_counter() - started)
-    return work
+        raise OptimizeError(f"index build of {work} failed (exit {proc.returncode}): {detail[0]}")
+    log.info("built indexes of %s out of process in %.1fs", work, time.perf_counter() - started)
 
 
 def swap_in(shard_dir: Path, work: Path) -> None:

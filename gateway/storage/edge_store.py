@@ -11,7 +11,8 @@ Every shard is guarded by its own lock; the store-wide lock only guards the name
 configured per collection (m / ef_construct from the schema) and built by the shard's optimizer once
 enough unindexed points have been written (and on ``optimize``) -- in a child process on a copy of the
 shard that is then swapped in (:mod:`gateway.storage.edge_optimizer`), because qdrant-edge holds the GIL
-while it optimises. During a build the collection's reads go on; its writes wait for the swap.
+while it optimises. During a build the collection's reads and writes go on: writes wait only while the
+shard is copied and while the last of them are replayed onto the built copy and it is swapped in.
 Hybrid search: RRF runs inside the engine (Query API prefetch + weighted ``Fusion.Rrf``); relative-score
 fusion fetches both lists in one ``query_batch`` call and fuses them with ``gateway.storage.fusion``
 (min-max normalisation needs each list's best and worst score, which the engine does not expose).
@@ -115,6 +116,10 @@ DEFAULT_HNSW_EF_CONSTRUCT = 100
 FULL_SCAN_THRESHOLD_KB = 10_000
 # Build indexes in the background once this many points were written since the last optimisation.
 AUTO_OPTIMIZE_POINTS = 20_000
+# Writes journaled during an index build are replayed onto the built copy in up to this many rounds while
+# writers go on, until at most this many are left; those are replayed with writers stopped.
+CATCH_UP_ROUNDS = 8
+CATCH_UP_DONE_WRITES = 16
 
 
 def convert_filter(flt: Filter | None) -> qe.Filter | None:
@@ -215,8 +220,15 @@ class _Collection:
         self.shard = shard
         self.path = path
         self.lock = threading.RLock()  # held for each engine call (short)
-        self.write_gate = threading.Lock()  # held by writers, and by an index build for its whole run
+        # held by writers (one at a time, so the journal's order is the shard's), and by an index build
+        # while it copies the shard and while it replays the journal's tail and swaps the copy in
+        self.write_gate = threading.Lock()
+        self.build_lock = threading.Lock()  # one index build at a time
+        # while an index build runs: every write applied to the live shard since the copy was made, as
+        # ``fn(shard)``, to be replayed onto the built copy before it replaces the live shard
+        self.journal: list[Any] | None = None
         self.closed = False
+        self.deleted = False  # closed by delete_collection: the folder goes too
         self.unoptimized_writes = 0
         self.optimizing = False
 
@@ -277,7 +289,9 @@ class EdgeStore(Store):
     ``auto_optimize_points``: after this many written points the indexes are rebuilt in the background
     (0 = never; call ``optimize``). Index builds run in a child process on a copy of the shard
     (:mod:`gateway.storage.edge_optimizer`: qdrant-edge holds the GIL while optimising); meanwhile the
-    collection answers reads from the old shard and writes to it wait. ``index_in_process_points``: a
+    collection answers reads from the live shard and applies writes to it, journaling them; the journal
+    is replayed onto the built copy before it is swapped in, so writes wait only while the shard is
+    copied and for the journal's last few writes and the swap. ``index_in_process_points``: a
     payload index on a collection with at least this many points is built the same way.
     """
 
@@ -385,6 +399,14 @@ class EdgeStore(Store):
             except Exception as exc:  # qdrant-edge raises plain RuntimeError/ValueError
                 raise StoreError(f"{coll.schema.name}: {exc}") from exc
 
+    def _write(self, coll: _Collection, fn: Any) -> Any:
+        """Apply the write ``fn(shard)`` to the live shard (the caller holds ``coll.write_gate``) and, while
+        an index build runs, journal it for the built copy."""
+        result = self._run(coll, fn)
+        if coll.journal is not None:
+            coll.journal.append(fn)
+        return result
+
     def _hits(self, points: list[Any], with_payload: WithPayload) -> list[Hit]:
         return [Hit(str(p.id), float(p.score), _payload(p.payload, with_payload)) for p in points]
 
@@ -395,7 +417,7 @@ class EdgeStore(Store):
             if threshold <= 0 or coll.optimizing or coll.unoptimized_writes < threshold:
                 return
             coll.optimizing = True
-            coll.unoptimized_writes = 0
+            coll.unoptimized_writes = 0  # writes during the build count towards the next one
         thread = threading.Thread(target=self._optimize_bg, args=(coll,), daemon=True, name="edge-optimize")
         self._threads = [t for t in self._threads if t.is_alive()]
         self._threads.append(thread)
@@ -411,28 +433,75 @@ class EdgeStore(Store):
 
     def _optimize(self, coll: _Collection, indexes: Sequence[dict[str, Any]] = (),
                   optimize: bool = True) -> None:
-        """Rebuild the collection's indexes out of process (and create the payload ``indexes``); reads go
-        on, writes wait (see EdgeStore)."""
-        with coll.write_gate:
-            self._run(coll, lambda s: s.flush())
+        """Rebuild the collection's indexes out of process (and create the payload ``indexes``); reads and
+        writes go on meanwhile (see EdgeStore)."""
+        with coll.build_lock:
             shard_dir = coll.path / "shard"
+            with coll.write_gate:  # a consistent copy: no write lands while it is made
+                if coll.closed:
+                    return
+                self._run(coll, lambda s: s.flush())
+                try:
+                    work = edge_optimizer.copy_shard(shard_dir)
+                except OSError as exc:
+                    raise StoreError(f"{coll.schema.name}: copying the shard failed: {exc}") from exc
+                coll.journal = []
             try:
-                if indexes or not optimize:
-                    work = edge_optimizer.build_optimized_copy(shard_dir, indexes=indexes, optimize=optimize)
-                else:
-                    work = edge_optimizer.build_optimized_copy(shard_dir)
+                edge_optimizer.build_in_child(work, indexes=indexes, optimize=optimize)
+                self._swap_built(coll, shard_dir, work)
             except (OSError, edge_optimizer.OptimizeError) as exc:
                 raise StoreError(f"{coll.schema.name}: {exc}") from exc
-            with coll.lock:
-                if coll.closed:  # deleted or store closed meanwhile
-                    shutil.rmtree(work, ignore_errors=True)
-                    return
-                coll.shard.close()
-                try:
-                    edge_optimizer.swap_in(shard_dir, work)
-                finally:
-                    coll.shard = qe.EdgeShard.load(str(shard_dir))
-                coll.unoptimized_writes = 0
+            finally:
+                with coll.write_gate:
+                    coll.journal = None
+                shutil.rmtree(work, ignore_errors=True)  # only still there when the swap did not happen
+                if coll.deleted:  # deleted during the build, which may still have been writing the copy
+                    shutil.rmtree(coll.path, ignore_errors=True)
+
+    def _swap_built(self, coll: _Collection, shard_dir: Path, work: Path) -> None:
+        """Replay the writes journaled during the build onto the built copy ``work``, then swap it in.
+
+        The journal is replayed while writers go on, in rounds, until what is left is short; the rest
+        is replayed with writers stopped, the copy flushed and swapped in. Until the swap the live
+        shard holds every acknowledged write; from the swap on, the copy does (kill -9 anywhere leaves
+        one of them in place: edge_optimizer.recover)."""
+        if coll.closed:  # deleted or store closed meanwhile
+            return
+        try:
+            built = qe.EdgeShard.load(str(work))
+        except Exception as exc:  # qdrant-edge raises plain RuntimeError
+            raise edge_optimizer.OptimizeError(f"loading the built copy {work} failed: {exc}") from exc
+        try:
+            done = 0
+            for _ in range(CATCH_UP_ROUNDS):
+                with coll.write_gate:
+                    pending = list((coll.journal or [])[done:])
+                if len(pending) <= CATCH_UP_DONE_WRITES:
+                    break
+                for fn in pending:
+                    fn(built)
+                done += len(pending)
+            with coll.write_gate:
+                for fn in (coll.journal or [])[done:]:
+                    fn(built)
+                built.flush()
+                built.close()
+                with coll.lock:
+                    if coll.closed:  # deleted or store closed meanwhile
+                        return
+                    coll.shard.close()
+                    try:
+                        edge_optimizer.swap_in(shard_dir, work)
+                    finally:
+                        coll.shard = qe.EdgeShard.load(str(shard_dir))
+        except Exception as exc:
+            try:
+                built.close()
+            except Exception:  # noqa: BLE001 - already closed
+                pass
+            if isinstance(exc, edge_optimizer.OptimizeError | OSError):
+                raise
+            raise edge_optimizer.OptimizeError(f"replaying writes onto {work} failed: {exc}") from exc
 
     # -- collections -------------------------------------------------------------------------
     def create_collection(self, schema: CollectionSchema) -> None:
@@ -461,13 +530,19 @@ class EdgeStore(Store):
         with self._lock:
             self._open.pop(name, None)
             (coll.path / "schema.json").unlink(missing_ok=True)  # from now on nobody can open it again
-        with coll.write_gate, coll.lock:  # an index build in flight finishes (or is discarded) first
+        with coll.write_gate, coll.lock:  # an index build in flight is discarded (it sees ``closed``)
             if not coll.closed:
                 coll.closed = True
+                coll.deleted = True
                 try:
                     coll.shard.close()
                 finally:
-                    shutil.rmtree(coll.path, ignore_errors=True)
+                    if coll.build_lock.acquire(blocking=False):
+                        try:
+                            shutil.rmtree(coll.path, ignore_errors=True)
+                        finally:
+                            coll.build_lock.release()
+                    # else the index build in flight removes the folder when it ends
         return True
 
     def collection_exists(self, name: str) -> bool:
@@ -499,7 +574,7 @@ class EdgeStore(Store):
             return
         op = qe.UpdateOperation.create_field_index(key, schema)
         with coll.write_gate:
-            self._run(coll, lambda s: s.update(op))
+            self._write(coll, lambda s: s.update(op))
 
     def payload_indexes(self, name: str) -> dict[str, IndexInfo]:
         coll = self._get(name)
@@ -518,7 +593,7 @@ class EdgeStore(Store):
             return
         converted = [self._point(coll, p) for p in points]
         with coll.write_gate:
-            self._run(coll, lambda s: s.update(qe.UpdateOperation.upsert_points(converted)))
+            self._write(coll, lambda s: s.update(qe.UpdateOperation.upsert_points(converted)))
         self._maybe_optimize(coll, len(converted))
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[PointRecord]:
@@ -534,7 +609,7 @@ class EdgeStore(Store):
         norm = [normalize_id(i) for i in ids]
         if norm:
             with coll.write_gate:
-                self._run(coll, lambda s: s.update(qe.UpdateOperation.delete_points(cast(Any, norm))))
+                self._write(coll, lambda s: s.update(qe.UpdateOperation.delete_points(cast(Any, norm))))
 
     def count(self, name: str, filter: Filter | None = None, exact: bool = True) -> int:
         coll = self._get(name)
@@ -549,7 +624,7 @@ class EdgeStore(Store):
         with coll.write_gate:  # no write of this gateway lands between the count and the delete
             matched = int(self._run(coll, lambda s: s.count(request)))
             if matched:
-                self._run(coll, lambda s: s.update(op))
+                self._write(coll, lambda s: s.update(op))
         return matched
 
     def scroll(
@@ -590,7 +665,7 @@ class EdgeStore(Store):
                 removed.append(normalize_id(pid))
         with coll.write_gate:
             if updates:
-                self._run(coll, lambda s: s.update(qe.UpdateOperation.update_vectors(updates)))
+                self._write(coll, lambda s: s.update(qe.UpdateOperation.update_vectors(updates)))
             if removed:
                 # re-written without the vector: deleting it alone would leave it counted in BM25's N
                 records = self._run(coll, lambda s: s.retrieve(removed, with_payload=True, with_vector=True))
@@ -599,7 +674,7 @@ class EdgeStore(Store):
                     rec.sparse.pop(vector_name, None)
                     points.append(self._point(coll, rec))
                 if points:
-                    self._run(coll, lambda s: s.update(qe.UpdateOperation.upsert_points(points)))
+                    self._write(coll, lambda s: s.update(qe.UpdateOperation.upsert_points(points)))
 
     # -- search ------------------------------------------------------------------------------
     def search_dense(
