@@ -4,6 +4,8 @@
     python bench/client_io.py export  [--objects 100000] [--rounds 3] [--against GIT_REF]
                                                             # `polyvec export` objects/s (target >= 20,000/s)
     python bench/client_io.py memory  [--lines 1000000]     # peak RSS of `polyvec import` on a big JSONL
+    python bench/client_io.py transport [--objects 20000] [--searches 2000] [--rounds 3]
+                                                            # the client over gRPC vs over HTTP
 
 * import: the real ``polyvec up --model sentence-transformers/all-MiniLM-L6-v2`` as a child process. The
   baseline is the gateway's own import throughput: the same objects, pre-serialised into requests of
@@ -20,6 +22,12 @@
 * memory: the same gateway; a generated JSONL of ``--lines`` objects (own vectors, so no model bounds the
   rate) imported by ``polyvec import`` in a child process whose peak RSS (ru_maxrss) is reported, for
   a tenth of the lines and for all of them (flat memory: about the same peak).
+* transport: the same gateway with its gRPC port open too; alternating ``--rounds`` times, one
+  ``Client`` per transport (``http://`` and ``grpc://``, in this process) imports ``--objects`` objects
+  with their own 8-d vectors into a fresh collection (``insert_many``, 4 requests in flight), then runs
+  ``--searches`` near_vector searches one after another (limit 10) and the same searches as batches of
+  32 (``search.batch``). Printed: objects/s and searches/s per transport (medians over the rounds) and
+  the gRPC/HTTP ratios.
 """
 
 from __future__ import annotations
@@ -79,10 +87,11 @@ def polyvec_cli(*args: str, url: str, stdout=subprocess.DEVNULL,
 class GatewayChild:
     """``polyvec gateway`` on the embedded store (no models), on a free port."""
 
-    def __init__(self, data_dir: Path, tree: Path = REPO) -> None:
+    def __init__(self, data_dir: Path, tree: Path = REPO, *, grpc: bool = False) -> None:
         self.port = free_port()
-        env = {**child_env(tree), "DATA_DIR": str(data_dir), "HTTP_PORT": str(self.port), "GRPC_PORT": "off",
-               "HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
+        self.grpc_port = free_port() if grpc else None
+        env = {**child_env(tree), "DATA_DIR": str(data_dir), "HTTP_PORT": str(self.port),
+               "GRPC_PORT": str(self.grpc_port or "off"), "HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
         env.pop("QDRANT_URL", None)
         self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "gateway"], cwd=tree, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -266,11 +275,58 @@ def bench_memory(lines: int) -> None:
             src.unlink()
 
 
+# ---------------------------------------------------------------------------------------------- transport
+def transport_round(url: str, objects: list[dict], queries: list[list[float]]) -> tuple[float, float, float]:
+    """(import objects/s, sequential searches/s, batched searches/s) of one Client over ``url``."""
+    from polyvec_client import Client, query
+
+    with Client(url) as client:
+        name = f"t{random.getrandbits(40):x}"
+        client.collections.create({"name": name, **OWN_VECTORS})
+        col = client.collection(name)
+        start = time.perf_counter()
+        report = col.insert_many(objects, concurrency=4, progress=False)
+        imported = time.perf_counter() - start
+        assert report.ok == len(objects) and not report.failed, report.failed[:3]
+        start = time.perf_counter()
+        for vector in queries:
+            assert col.search.near_vector(vector, limit=10).hits
+        sequential = time.perf_counter() - start
+        bodies = [query.near_vector(v, limit=10) for v in queries]
+        start = time.perf_counter()
+        for i in range(0, len(bodies), 32):
+            col.search.batch(bodies[i:i + 32])
+        batched = time.perf_counter() - start
+        client.collections.delete(name)
+    return len(objects) / imported, len(queries) / sequential, len(queries) / batched
+
+
+def bench_transport(n: int, searches: int, rounds: int) -> None:
+    objects = list(own_vector_objects(n))
+    rng = random.Random(5)
+    queries = [[rng.uniform(-1, 1) for _ in range(8)] for _ in range(searches)]
+    rates: dict[str, list[tuple[float, float, float]]] = {"http": [], "grpc": []}
+    with tempfile.TemporaryDirectory(prefix="polyvec-bench-transport-") as tmp, \
+            GatewayChild(Path(tmp), grpc=True) as gw:
+        urls = {"http": gw.url, "grpc": f"grpc://127.0.0.1:{gw.grpc_port}"}
+        for r in range(rounds):
+            for kind in (("http", "grpc") if r % 2 == 0 else ("grpc", "http")):
+                rates[kind].append(transport_round(urls[kind], objects, queries))
+                print(f"round {r + 1} {kind}: " + ", ".join(
+                    f"{x:,.0f}" for x in rates[kind][-1]) + " (import obj/s, search/s, batched search/s)",
+                    flush=True)
+    medians = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in rates.items()}
+    for i, what in enumerate(("import objects/s", "sequential searches/s", "batched searches/s (32)")):
+        h, g = medians["http"][i], medians["grpc"][i]
+        print(f"{what:>26}: HTTP {h:,.0f}  gRPC {g:,.0f}  gRPC/HTTP {g / h:.2f}x", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["import", "export", "memory"])
+    parser.add_argument("what", choices=["import", "export", "memory", "transport"])
     parser.add_argument("--objects", type=int)
+    parser.add_argument("--searches", type=int, default=2000, help="transport: searches per round")
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3, help="export: alternating rounds (median)")
     parser.add_argument("--against", metavar="GIT_REF",
@@ -278,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.what == "import":
         bench_import(args.objects or 10_000)
+    elif args.what == "transport":
+        bench_transport(args.objects or 20_000, args.searches, args.rounds)
     elif args.what == "export":
         bench_export(args.objects or 100_000, args.rounds, args.against)
     else:

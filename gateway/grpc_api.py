@@ -127,6 +127,9 @@ def _rpc(method):
             trailers = [(k.lower(), v) for k, v in exc.headers().items()]
             if exc.field:
                 trailers.append(("field", exc.field))
+            service = getattr(exc, "service", None)
+            if service:  # which dependency did not answer (as the HTTP body's "service")
+                trailers.append(("service", str(service)))
             if trailers:
                 context.set_trailing_metadata(tuple(trailers))
             await context.abort(code, exc.message)

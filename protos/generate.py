@@ -11,6 +11,9 @@ from pathlib import Path
 
 PROTO_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PROTO_DIR.parent
+#: The client distribution's copy of the gateway's messages (its gRPC transport; it cannot import protos).
+CLIENT_STUB_DIR = REPO_ROOT / "clients" / "python" / "src" / "polyvec_client" / "_pb"
+CLIENT_STUBS = ("gateway_pb2.py", "gateway_pb2.pyi")
 
 
 def proto_files() -> list[Path]:
@@ -47,6 +50,9 @@ def main() -> None:
     os.chdir(REPO_ROOT)
     try:
         generate(out.resolve())
+        if out.resolve() == REPO_ROOT:
+            for name in CLIENT_STUBS:
+                (CLIENT_STUB_DIR / name).write_bytes((PROTO_DIR / name).read_bytes())
     finally:
         os.chdir(cwd)
 

@@ -21,3 +21,12 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path: Path):
             assert committed.read_bytes() == fresh.read_bytes(), (
                 f"protos/{name} differs from a fresh generation: run `python -m protos.generate` and commit"
             )
+
+
+def test_the_client_carries_the_same_gateway_messages():
+    for name in generate.CLIENT_STUBS:
+        copy = generate.CLIENT_STUB_DIR / name
+        assert copy.is_file(), f"{copy} is missing: run `python -m protos.generate`"
+        assert copy.read_bytes() == (generate.PROTO_DIR / name).read_bytes(), (
+            f"{copy} differs from protos/{name}: run `python -m protos.generate` and commit"
+        )

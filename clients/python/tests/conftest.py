@@ -30,6 +30,12 @@ def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield gw
 
 
+@pytest.fixture(params=["http", "grpc"])
+def url(request: pytest.FixtureRequest, gateway) -> str:
+    """The gateway's URL over each transport: its HTTP API, and its gRPC API (``grpc://``)."""
+    return gateway.http_url if request.param == "http" else f"grpc://{gateway.grpc_target}"
+
+
 def child_env() -> dict[str, str]:
     """Environment for a child process that runs this checkout's client (and gateway) code."""
     env = dict(os.environ)

@@ -1,4 +1,5 @@
-"""``polyvec import | export | search | collections`` against a real gateway (both storage adapters)."""
+"""``polyvec import | export | search | collections`` against a real gateway (both storage adapters; the
+round trip and the search table over HTTP and over gRPC, ``--url grpc://HOST:PORT``)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 
 
 def cli(gateway, *args: str, capsys=None) -> tuple[int, str, str]:
-    code = main([args[0], "--url", gateway.http_url, *args[1:]])
+    """Run the command line against ``gateway`` (a running gateway: its HTTP API; or a URL)."""
+    code = main([args[0], "--url", gateway if isinstance(gateway, str) else gateway.http_url, *args[1:]])
     out, err = capsys.readouterr() if capsys is not None else ("", "")
     return code, out, err
 
@@ -186,22 +188,22 @@ def test_import_image_folder_with_captions_and_create(gateway, tmp_path, capsys)
     assert "sub/blue.jpg" in first and "a deep blue square" in first and "chars>" in first
 
 
-def test_export_round_trip(gateway, tmp_path, capsys):
+def test_export_round_trip(gateway, url, tmp_path, capsys):
     source = name()
     create(gateway, source, text_fields=["title"])
     rows = [{"id": f"e{i}", "properties": {"title": f"export me {i}", "n": i, "nested": {"k": [i, "v"]},
                                            "flag": i % 2 == 0, "price": i + 0.25}} for i in range(120)]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
-    assert cli(gateway, "import", source, str(src), capsys=capsys)[0] == 0
+    assert cli(url, "import", source, str(src), capsys=capsys)[0] == 0
     out_path = tmp_path / "out.jsonl"
     code = main(["export", source, "--with-vectors", "-o", str(out_path), "--batch-size", "50", "--url",
-                 gateway.http_url])
+                 url])
     assert code == 0
     exported = [json.loads(line) for line in out_path.read_text().splitlines()]
     assert len(exported) == 120 and set(exported[0]) == {"id", "properties", "vectors"}
     target = name()
     create(gateway, target, text_fields=["title"])
-    code, out, _ = cli(gateway, "import", target, str(out_path), capsys=capsys)
+    code, out, _ = cli(url, "import", target, str(out_path), capsys=capsys)
     assert code == 0 and "imported 120 objects" in out
     a = objects_of(gateway, source, with_vectors=True)
     b = objects_of(gateway, target, with_vectors=True)
@@ -211,7 +213,7 @@ def test_export_round_trip(gateway, tmp_path, capsys):
         assert a[key].vectors.keys() == b[key].vectors.keys() == {"main"}
         assert a[key].vectors["main"] == pytest.approx(b[key].vectors["main"], rel=1e-6)
     # to stdout, with a filter, without vectors
-    code, out, _ = cli(gateway, "export", source, "--filter", '{"n": {"lt": 3}}', capsys=capsys)
+    code, out, _ = cli(url, "export", source, "--filter", '{"n": {"lt": 3}}', capsys=capsys)
     lines = [json.loads(x) for x in out.splitlines()]
     assert code == 0 and sorted(x["id"] for x in lines) == ["e0", "e1", "e2"] and "vectors" not in lines[0]
 
@@ -233,36 +235,36 @@ def test_progress_lines_when_not_a_terminal(gateway, tmp_path):
     assert "\r" not in proc.stderr  # no bar redraws in a log
 
 
-def test_collections_and_search_table(gateway, capsys):
+def test_collections_and_search_table(gateway, url, capsys):
     col = name()
     create(gateway, col, text_fields=["title"])
     with Client(gateway.http_url) as client:
         client.collection(col).insert_many([{"id": "t1", "properties": {"title": "table row one"}},
                                             {"id": "t2", "properties": {"title": "another row"}}],
                                            progress=False)
-    code, out, _ = cli(gateway, "collections", "list", capsys=capsys)
+    code, out, _ = cli(url, "collections", "list", capsys=capsys)
     assert code == 0 and re.search(rf"^{col}\s+2\s+main: fake \(24\)\s+title$", out, re.M), out
-    code, out, _ = cli(gateway, "collections", "get", col, capsys=capsys)
+    code, out, _ = cli(url, "collections", "get", col, capsys=capsys)
     assert code == 0 and json.loads(out)["name"] == col
-    code, out, _ = cli(gateway, "search", col, "table one", "--limit", "1", capsys=capsys)
+    code, out, _ = cli(url, "search", col, "table one", "--limit", "1", capsys=capsys)
     assert code == 0 and out.splitlines()[0].split() == ["#", "id", "score", "title"]
     assert out.splitlines()[2].split()[:2] == ["1", "t1"] and "1 hits in" in out
-    code, _, err = cli(gateway, "search", col, "x", "--kind", "hybrid", "--alpha", "2", capsys=capsys)
+    code, _, err = cli(url, "search", col, "x", "--kind", "hybrid", "--alpha", "2", capsys=capsys)
     assert code == 1 and "hybrid.alpha" in err
-    code, out, _ = cli(gateway, "search", col, "table one", "--kind", "hybrid", "--weights",
+    code, out, _ = cli(url, "search", col, "table one", "--kind", "hybrid", "--weights",
                        '{"main": 1, "bm25": 1}', "--limit", "1", capsys=capsys)
     assert code == 0 and out.splitlines()[2].split()[:2] == ["1", "t1"], out
-    code, _, err = cli(gateway, "search", col, "x", "--kind", "hybrid", "--weights", '{"main": 1}',
+    code, _, err = cli(url, "search", col, "x", "--kind", "hybrid", "--weights", '{"main": 1}',
                        capsys=capsys)
     assert code == 1 and "hybrid.weights" in err
-    code, _, err = cli(gateway, "search", col, "x", "--kind", "neural_sparse", "--sparse-vector", "splade",
+    code, _, err = cli(url, "search", col, "x", "--kind", "neural_sparse", "--sparse-vector", "splade",
                        capsys=capsys)
     assert code == 1 and "neural_sparse.vector" in err  # the collection has no sparse vectorizer
-    code, _, err = cli(gateway, "collections", "delete", col, capsys=capsys)
+    code, _, err = cli(url, "collections", "delete", col, capsys=capsys)
     assert code == 2 and "--yes" in err
-    code, out, _ = cli(gateway, "collections", "delete", col, "--yes", capsys=capsys)
+    code, out, _ = cli(url, "collections", "delete", col, "--yes", capsys=capsys)
     assert code == 0
-    code, _, err = cli(gateway, "collections", "get", col, capsys=capsys)
+    code, _, err = cli(url, "collections", "get", col, capsys=capsys)
     assert code == 1 and "not found" in err
 
 

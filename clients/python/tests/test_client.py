@@ -1,5 +1,5 @@
-"""polyvec-client against a real gateway (both storage adapters): collections, streaming import, iterate,
-count, delete, search, batch search, retries, typed errors, and the async twin."""
+"""polyvec-client against a real gateway (both storage adapters, over HTTP and over gRPC): collections,
+streaming import, iterate, count, delete, search, batch search, retries, typed errors, and the async twin."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import json
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
+import grpc
 import pytest
 from PIL import Image
 from polyvec_client import (
@@ -23,9 +24,11 @@ from polyvec_client import (
     ConflictError,
     ImportInterrupted,
     NotFoundError,
+    RateLimitedError,
     RetryPolicy,
     SearchError,
     SearchResult,
+    TransportError,
     UnavailableError,
     object_uuid,
     query,
@@ -53,21 +56,22 @@ def records(n: int, start: int = 0):
                                                    "n": i, "colour": ["red", "green", "blue"][i % 3]}}
 
 
-class CountingTransport(httpx.HTTPTransport):
-    """The real HTTP transport, remembering the size of every import request it sent."""
+def count_imports(client: Client) -> list[int]:
+    """Remember the size of every import request the client's transport (HTTP or gRPC) sends."""
+    sizes: list[int] = []
+    send = client._transport.send
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.import_sizes: list[int] = []
+    def counting(op):
+        if op.name == "import":
+            sizes.append(len(json.loads(op.content)["objects"] if op.content else op.body["objects"]))
+        return send(op)
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST" and request.url.path.endswith("/objects"):
-            self.import_sizes.append(len(json.loads(request.read())["objects"]))
-        return super().handle_request(request)
+    client._transport.send = counting
+    return sizes
 
 
-def test_collections_and_typed_errors(gateway):
-    with Client(gateway.http_url) as client:
+def test_collections_and_typed_errors(url):
+    with Client(url) as client:
         name = fresh(client)
         info = client.collections.get(name)
         assert info.name == name and info.vectorizers["main"].dimensions == 24 and info.count == 0
@@ -96,9 +100,9 @@ def test_collections_and_typed_errors(gateway):
             client.collections.get(name)
 
 
-def test_insert_many_streams_in_gateway_sized_chunks(gateway):
-    transport = CountingTransport()
-    with Client(gateway.http_url, transport=transport) as client:
+def test_insert_many_streams_in_gateway_sized_chunks(url):
+    with Client(url) as client:
+        import_sizes = count_imports(client)
         col = client.collection(fresh(client))
         consumed = 0
         max_ahead = 0
@@ -129,22 +133,23 @@ def test_insert_many_streams_in_gateway_sized_chunks(gateway):
         assert by_index[1500].field == "properties._polyvec_x"
         assert by_index[2000].id == "local" and "JSON" in by_index[2000].error
         assert col.count() == 2297
-        assert transport.import_sizes and max(transport.import_sizes) <= 200
+        assert import_sizes and max(import_sizes) <= 200
         # streaming: never more than (concurrency + 1) chunks read ahead of what was acknowledged
         assert max_ahead <= 4 * 200
         assert done_seen[-1] == (2300, 3)
         # batch_size above the gateway's IMPORT_BATCH_SIZE is clamped to it
-        transport.import_sizes.clear()
+        import_sizes.clear()
         report = col.insert_many(records(1500, start=5000), batch_size=5000, progress=False)
-        assert report.ok == 1500 and max(transport.import_sizes) == 1000
+        assert report.ok == 1500 and max(import_sizes) == 1000
 
 
-def test_insert_many_follows_a_smaller_gateway_limit(tmp_path):
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_insert_many_follows_a_smaller_gateway_limit(tmp_path, scheme):
     from tests.gateway_thread import GatewayThread
 
-    transport = CountingTransport()
     with GatewayThread(tmp_path, "edge", import_batch_size=40, max_request_bytes=60_000) as gw, \
-            Client(gw.http_url, transport=transport) as client:
+            Client(gw.http_url if scheme == "http" else f"grpc://{gw.grpc_target}") as client:
+        import_sizes = count_imports(client)
         assert client.limits().import_batch_size == 40
         col = client.collection(fresh(client))
         big = base64.b64encode(png("red", (64, 64))).decode()
@@ -154,12 +159,12 @@ def test_insert_many_follows_a_smaller_gateway_limit(tmp_path):
         report = col.insert_many(items, progress=False)
         assert report.ok == 151
         assert [(f.id, "MAX_REQUEST_BYTES" in f.error) for f in report.failed] == [("huge", True)]
-        assert max(transport.import_sizes) <= 40
+        assert max(import_sizes) <= 40
         assert col.count() == 151
 
 
-def test_iterate_count_delete_get_put(gateway):
-    with Client(gateway.http_url) as client:
+def test_iterate_count_delete_get_put(url):
+    with Client(url) as client:
         col = client.collection(fresh(client))
         col.insert_many(records(130), progress=False)
         ids = [o.id for o in col.iterate(batch_size=17)]
@@ -188,8 +193,8 @@ def test_iterate_count_delete_get_put(gateway):
         assert uuid.UUID(new_id) and col.count() == 1
 
 
-def test_search_kinds_and_batch(gateway):
-    with Client(gateway.http_url) as client:
+def test_search_kinds_and_batch(gateway, url):
+    with Client(url) as client:
         col = client.collection(fresh(client))
         items = list(records(30))
         items[4]["properties"]["photo"] = base64.b64encode(png("red")).decode()
@@ -271,10 +276,92 @@ def test_retries_honour_retry_after_and_give_up_in_budget():
         server.shutdown()
 
 
-def test_503_from_the_gateway_is_retried(gateway):
+class FlakyGrpcGateway:
+    """A loopback gRPC server answering GetLimits RESOURCE_EXHAUSTED with a retry-after trailer twice (the
+    gateway's backpressure), then real limits."""
+
+    def __init__(self) -> None:
+        from polyvec_client._pb import gateway_pb2 as pb
+
+        self.calls: list[float] = []
+
+        def get_limits(request, context):
+            self.calls.append(time.monotonic())
+            if len(self.calls) <= 2:
+                context.set_trailing_metadata((("retry-after", "0.4"),))
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded")
+            return pb.Limits(import_batch_size=7, max_page_size=9, search_batch_size=3, max_request_bytes=99)
+
+        handler = grpc.unary_unary_rpc_method_handler(get_limits,
+                                                      request_deserializer=pb.GetLimitsRequest.FromString,
+                                                      response_serializer=pb.Limits.SerializeToString)
+        self.server = grpc.server(ThreadPoolExecutor(2))
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "polyvec.gateway.v1.Gateway", {"GetLimits": handler}),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+
+def test_grpc_backpressure_is_retried_like_http_429():
+    flaky = FlakyGrpcGateway()
+    try:
+        with Client(f"grpc://127.0.0.1:{flaky.port}") as client:
+            limits = client.limits()
+        assert (limits.import_batch_size, limits.max_page_size, limits.max_request_bytes) == (7, 9, 99)
+        gaps = [b - a for a, b in itertools.pairwise(flaky.calls)]
+        assert len(gaps) == 2 and all(g >= 0.4 for g in gaps), gaps
+        flaky.calls = []
+        with Client(f"grpc://127.0.0.1:{flaky.port}", retry=RetryPolicy(attempts=2)) as client, \
+                pytest.raises(RateLimitedError) as err:
+            client.limits()
+        assert err.value.status == 429 and err.value.retry_after == pytest.approx(0.4)
+        assert len(flaky.calls) == 2
+    finally:
+        flaky.server.stop(None)
+
+
+def test_unreachable_grpc_gateway_is_a_transport_error():
+    with Client("grpc://127.0.0.1:9", retry=RetryPolicy(attempts=2, backoff_s=0.01), timeout=5) as client, \
+            pytest.raises(TransportError) as err:
+        client.limits()
+    assert err.value.status is None and not err.value.may_have_run
+
+
+def test_grpc_and_http_give_the_same_results(gateway):
+    with Client(gateway.http_url) as http, Client(f"grpc://{gateway.grpc_target}") as rpc:
+        name = fresh(http)
+        assert http.collections.get(name).raw == rpc.collections.get(name).raw
+        items = list(records(40))
+        items[3]["vectors"] = None
+        assert rpc.collection(name).insert_many(items, progress=False, batch_size=15).ok == 40
+        a, b = http.collection(name), rpc.collection(name)
+        assert [o.to_import() for o in a.iterate(batch_size=7, with_vectors=True)] == \
+            [o.to_import() for o in b.iterate(batch_size=7, with_vectors=True)]
+        assert a.get("obj-00002", with_vectors=True) == b.get("obj-00002", with_vectors=True)
+        assert a.count({"n": {"lt": 17}}) == b.count({"n": {"lt": 17}}) == 17
+        searches = [query.near_text("green item 7", limit=4),
+                    query.bm25("item 11", limit=3, properties=["n"]),
+                    query.hybrid("blue item 8", alpha=0.3, limit=5, filter={"colour": "blue"}),
+                    query.near_vector(a.get("obj-00009", with_vectors=True).vectors["main"], limit=2),
+                    query.hybrid("x", alpha=9)]
+        for body in searches[:4]:
+            left, right = a.search.raw(body), b.search.raw(body)
+            assert [(h["id"], h["score"], h["properties"]) for h in left["hits"]] == \
+                [(h["id"], h["score"], h["properties"]) for h in right["hits"]]
+        left, right = a.search.batch(searches), b.search.batch(searches)
+        assert [r.hits if isinstance(r, SearchResult) else r for r in left] == \
+            [r.hits if isinstance(r, SearchResult) else r for r in right]
+        put_a, put_b = a.put("obj-00001", {"title": "x", "n": 1}), b.put("obj-00004", {"title": "x", "n": 4})
+        assert put_a | {"id": "obj-00004", "uuid": object_uuid("obj-00004")} == put_b
+        assert put_b["vectorized"] == ["main"]
+        assert a.delete_many(ids=["obj-00001", "obj-00002"]) == 2 and b.delete_many(ids=["obj-00003"]) == 1
+        assert rpc.collections.delete(name) and not http.collections.exists(name)
+
+
+def test_503_from_the_gateway_is_retried(gateway, url):
     from services.inference.service import NotReady
 
-    with Client(gateway.http_url, retry=RetryPolicy(backoff_s=0.05)) as client:
+    with Client(url, retry=RetryPolicy(backoff_s=0.05)) as client:
         col = client.collection(fresh(client))
         model = gateway.models["fake"]
         model.fail_next(NotReady("warming up"), times=2)  # 503 twice: this gateway does not retry itself
@@ -282,15 +369,15 @@ def test_503_from_the_gateway_is_retried(gateway):
         assert col.insert_many(records(5), progress=False).ok == 5
         assert model.vectorize_calls - calls >= 3
         model.fail_next(NotReady("down"), times=100)
-        with Client(gateway.http_url, retry=RetryPolicy(attempts=3, backoff_s=0.01)) as impatient:
+        with Client(url, retry=RetryPolicy(attempts=3, backoff_s=0.01)) as impatient:
             with pytest.raises(UnavailableError) as err:
                 impatient.collection(col.name).search.near_text("x")
         assert err.value.status == 503 and "fake" in err.value.service
         model.service._faults.clear()
 
 
-def test_skip_existing_and_interrupt(gateway):
-    with Client(gateway.http_url) as client:
+def test_skip_existing_and_interrupt(url):
+    with Client(url) as client:
         col = client.collection(fresh(client))
         assert col.insert_many(records(50), progress=False).ok == 50
         report = col.insert_many(records(80), progress=False, skip_existing=True, batch_size=10)
@@ -307,9 +394,9 @@ def test_skip_existing_and_interrupt(gateway):
         assert col.count() == 80 + 90  # everything reported was acknowledged, nothing else written
 
 
-def test_async_client_has_the_same_surface(gateway):
+def test_async_client_has_the_same_surface(url):
     async def scenario():
-        async with AsyncClient(gateway.http_url) as client:
+        async with AsyncClient(url) as client:
             name = f"a{uuid.uuid4().hex[:10]}"
             await client.collections.create(name, vectorizers={"main": {"model": "fake",
                                                                         "text_fields": ["title"]}})

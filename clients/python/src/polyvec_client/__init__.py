@@ -12,8 +12,8 @@
 """
 
 from polyvec_client import query
-from polyvec_client._http import RetryPolicy
 from polyvec_client._importer import object_uuid
+from polyvec_client._retry import RetryPolicy
 from polyvec_client.aio import AsyncClient, AsyncCollection
 from polyvec_client.client import Client, Collection, ImportInterrupted
 from polyvec_client.errors import (

@@ -1,5 +1,6 @@
 """The asyncio client: ``AsyncClient(url, api_key=...)``, the same surface as :class:`polyvec_client.Client`
-with ``await`` (and ``async for`` over :meth:`AsyncCollection.iterate`)."""
+with ``await`` (and ``async for`` over :meth:`AsyncCollection.iterate`). Both run the same flows of
+:mod:`polyvec_client._core`; only the waiting differs."""
 
 from __future__ import annotations
 
@@ -7,28 +8,33 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from polyvec_client import _core as core
 from polyvec_client import _paths as paths
 from polyvec_client import query as q
-from polyvec_client._http import AsyncHTTP, Request, RetryPolicy
-from polyvec_client._importer import Chunk, FailureHook, Planner, absorb, fail_chunk, object_uuid
+from polyvec_client._core import Flow, Op
+from polyvec_client._importer import Chunk, FailureHook, Planner, object_uuid
+from polyvec_client._retry import RetryPolicy
+from polyvec_client._transports import async_transport
 from polyvec_client.client import ImportInterrupted, resolve
-from polyvec_client.errors import BadRequestError, NotFoundError, PayloadTooLargeError, PolyvecError
+from polyvec_client.errors import PolyvecError
 from polyvec_client.models import CollectionInfo, ImportReport, Limits, Object, SearchError, SearchResult
 from polyvec_client.progress import Progress, ProgressCallback, make_progress
 
+T = TypeVar("T")
+
 
 class AsyncClient:
-    """A polyvec gateway over HTTP, for asyncio. Arguments as :class:`polyvec_client.Client`."""
+    """A polyvec gateway over HTTP or gRPC, for asyncio. Arguments as :class:`polyvec_client.Client`."""
 
     def __init__(self, url: str | None = None, *, api_key: str | None = None, timeout: float = 600.0,
                  retry: RetryPolicy | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url, api_key = resolve(url, api_key)
-        self._http = AsyncHTTP(self.url, api_key=api_key, timeout=timeout, retry=retry or RetryPolicy(),
-                               transport=transport)
+        self.retry = retry or RetryPolicy()
+        self._transport = async_transport(self.url, api_key, timeout, transport)
         self._limits: Limits | None = None
         self.collections = AsyncCollections(self)
 
@@ -39,26 +45,27 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._http.close()
+        await self._transport.close()
+
+    async def run(self, flow: Flow[T]) -> T:
+        """Run one of the core's flows over this client's transport."""
+        return await core.adrive(flow, self._transport.send, self.retry)
 
     async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
                       content: bytes | None = None, idempotent: bool = True) -> Any:
-        return await self._http.send(Request(method, path, json=json, params=params, content=content,
-                                             idempotent=idempotent))
+        return await self.run(core.one(Op("http", method, path, body=json, content=content, params=params,
+                                          idempotent=idempotent), lambda a: a))
 
     def collection(self, name: str) -> AsyncCollection:
         return AsyncCollection(self, name)
 
     async def limits(self, refresh: bool = False) -> Limits:
         if self._limits is None or refresh:
-            try:
-                self._limits = Limits.from_json(await self.request("GET", "/v1/limits"))
-            except NotFoundError:
-                self._limits = Limits()
+            self._limits = await self.run(core.limits())
         return self._limits
 
     async def ready(self) -> dict[str, Any]:
-        return await self.request("GET", "/readyz")
+        return await self.run(core.ready())
 
 
 class AsyncCollections:
@@ -68,26 +75,20 @@ class AsyncCollections:
     async def create(self, name_or_definition: str | dict[str, Any], *,
                      vectorizers: dict[str, Any] | None = None, bm25: dict[str, Any] | None = None,
                      distance: str | None = None, **fields: Any) -> CollectionInfo:
-        body = paths.definition(name_or_definition, vectorizers=vectorizers, bm25=bm25, distance=distance,
-                                **fields)
-        return CollectionInfo.from_json(await self._client.request("POST", "/v1/collections", json=body))
+        return await self._client.run(core.create_collection(paths.definition(
+            name_or_definition, vectorizers=vectorizers, bm25=bm25, distance=distance, **fields)))
 
     async def get(self, name: str) -> CollectionInfo:
-        return CollectionInfo.from_json(await self._client.request("GET", paths.col(name)))
+        return await self._client.run(core.get_collection(name))
 
     async def list(self) -> list[CollectionInfo]:
-        answer = await self._client.request("GET", "/v1/collections")
-        return [CollectionInfo.from_json(c) for c in answer["collections"]]
+        return await self._client.run(core.list_collections())
 
     async def delete(self, name: str) -> bool:
-        return bool((await self._client.request("DELETE", paths.col(name)))["deleted"])
+        return await self._client.run(core.delete_collection(name))
 
     async def exists(self, name: str) -> bool:
-        try:
-            await self.get(name)
-        except NotFoundError:
-            return False
-        return True
+        return await self._client.run(core.collection_exists(name))
 
 
 class AsyncCollection:
@@ -104,58 +105,35 @@ class AsyncCollection:
 
     async def insert(self, properties: dict[str, Any], *, id: str | None = None,
                      vectors: dict[str, Sequence[float]] | None = None) -> str:
-        item: dict[str, Any] = {"properties": properties}
-        if id is not None:
-            item["id"] = id
-        if vectors is not None:
-            item["vectors"] = {k: list(v) for k, v in vectors.items()}
-        answer = await self.client.request("POST", paths.col(self.name, "objects"), json={"objects": [item]},
-                                           idempotent=id is not None)
-        result = answer["results"][0]
-        if result["status"] != "ok":
-            field = (result.get("field") or "").removeprefix("objects.0.") or None
-            raise BadRequestError(result.get("error", "refused"), status=200, field=field)
-        return str(result["id"])
+        return await self.client.run(core.insert(self.name, properties, id, vectors))
 
     async def get(self, object_id: str, *, with_vectors: bool = False) -> Object:
-        params = {"with_vectors": "true"} if with_vectors else None
-        answer = await self.client.request("GET", paths.obj(self.name, object_id), params=params)
-        return Object.from_json(answer)
+        return await self.client.run(core.get_object(self.name, object_id, with_vectors))
 
     async def put(self, object_id: str, properties: dict[str, Any], *,
                   vectors: dict[str, Sequence[float]] | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"properties": properties}
-        if vectors is not None:
-            body["vectors"] = {k: list(v) for k, v in vectors.items()}
-        return await self.client.request("PUT", paths.obj(self.name, object_id), json=body)
+        return await self.client.run(core.put_object(self.name, object_id, properties, vectors))
 
     async def delete(self, object_id: str) -> bool:
-        return bool((await self.client.request("DELETE", paths.obj(self.name, object_id)))["deleted"])
+        return await self.client.run(core.delete_object(self.name, object_id))
 
     async def count(self, filter: dict[str, Any] | None = None, *, exact: bool = True) -> int:
-        body: dict[str, Any] = {"exact": exact}
-        if filter is not None:
-            body["filter"] = filter
-        return int((await self.client.request("POST", paths.col(self.name, "count"), json=body))["count"])
+        return await self.client.run(core.count(self.name, filter, exact))
 
     async def delete_many(self, filter: dict[str, Any] | None = None, *, ids: Sequence[str] | None = None,
                           all: bool = False) -> int:
-        body = paths.delete_body(filter, ids, all)
-        answer = await self.client.request("POST", paths.col(self.name, "objects", "delete"), json=body)
-        return int(answer["deleted"])
+        return await self.client.run(core.delete_many(self.name, filter, ids, all))
 
     async def page(self, filter: dict[str, Any] | None = None, *, limit: int = paths.DEFAULT_PAGE,
                    cursor: str | None = None, properties: Sequence[str] | None = None,
                    with_vectors: bool = False) -> tuple[list[Object], str | None]:
-        body = paths.scroll_body(filter, limit, cursor, properties, with_vectors)
-        answer = await self.client.request("POST", paths.col(self.name, "objects", "scroll"), json=body)
-        return [Object.from_json(o) for o in answer["objects"]], answer["next_cursor"]
+        return await self.client.run(core.page(self.name, filter, limit, cursor, properties, with_vectors))
 
     async def iterate(self, filter: dict[str, Any] | None = None, *, batch_size: int | None = None,
                       properties: Sequence[str] | None = None,
                       with_vectors: bool = False) -> AsyncIterator[Object]:
         """Every object (matching ``filter``); the next page is fetched while you handle this one."""
-        limit = min(batch_size or paths.DEFAULT_PAGE, (await self.client.limits()).max_page_size)
+        limit = core.page_size(batch_size, await self.client.limits())
         pending = asyncio.ensure_future(self.page(filter, limit=limit, properties=properties,
                                                   with_vectors=with_vectors))
         try:
@@ -185,11 +163,10 @@ class AsyncCollection:
         Cancellation (or Ctrl-C) lets the requests in flight finish, then raises ImportInterrupted.
         """
         limits = await self.client.limits()
-        size = min(batch_size or limits.import_batch_size, limits.import_batch_size)
         report = ImportReport()
         skip = await self.existing_ids() if skip_existing else None
-        planner = Planner(report, size, limits.max_request_bytes, id_field=id_field, skip=skip,
-                          on_failure=on_failure)
+        planner = Planner(report, core.chunk_size(batch_size, limits), limits.max_request_bytes,
+                          id_field=id_field, skip=skip, on_failure=on_failure)
         update, close = make_progress(progress, f"import {self.name}", total)
         started = time.monotonic()
         inflight: set[asyncio.Task[list[tuple[Chunk, Any]]]] = set()
@@ -197,16 +174,10 @@ class AsyncCollection:
 
         def fold(task: asyncio.Task[list[tuple[Chunk, Any]]], quiet: bool) -> None:
             try:
-                results = task.result()
+                core.fold(report, task.result(), on_failure)
             except PolyvecError:
                 if not quiet:
                     raise
-                return
-            for chunk, answer in results:
-                if isinstance(answer, PolyvecError):
-                    fail_chunk(report, chunk, answer.message, answer.field, on_failure)
-                else:
-                    absorb(report, chunk, answer, on_failure)
 
         async def settle(quiet: bool = False) -> None:
             done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -219,7 +190,7 @@ class AsyncCollection:
         async def submit(chunk: Chunk) -> None:
             while len(inflight) >= width:
                 await settle()
-            inflight.add(asyncio.ensure_future(self._send_chunk(chunk)))
+            inflight.add(asyncio.ensure_future(self.client.run(core.send_chunk(self.name, chunk))))
             report.sent += len(chunk)
 
         async def items() -> AsyncIterator[Any]:
@@ -261,26 +232,15 @@ class AsyncCollection:
             close()
         return report
 
-    async def _send_chunk(self, chunk: Chunk) -> list[tuple[Chunk, Any]]:
-        try:
-            answer = await self.client.request("POST", paths.col(self.name, "objects"), content=chunk.body(),
-                                               idempotent=chunk.idempotent)
-            return [(chunk, answer)]
-        except (BadRequestError, PayloadTooLargeError) as exc:
-            splittable = isinstance(exc, PayloadTooLargeError) or exc.field == "objects"
-            if splittable and len(chunk) > 1:
-                a, b = chunk.halves()
-                return await self._send_chunk(a) + await self._send_chunk(b)
-            return [(chunk, exc)]
-
-
 class AsyncSearch:
     def __init__(self, collection: AsyncCollection) -> None:
         self._col = collection
 
     async def run(self, body: dict[str, Any]) -> SearchResult:
-        answer = await self._col.client.request("POST", paths.col(self._col.name, "search"), json=body)
-        return SearchResult.from_json(answer)
+        return await self._col.client.run(core.search(self._col.name, body))
+
+    async def raw(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._col.client.run(core.search_raw(self._col.name, body))
 
     async def near_text(self, query: str, **options: Any) -> SearchResult:
         return await self.run(q.near_text(query, **options))
@@ -302,9 +262,4 @@ class AsyncSearch:
 
     async def batch(self, searches: Sequence[dict[str, Any]]) -> list[SearchResult | SearchError]:
         size = (await self._col.client.limits()).search_batch_size
-        out: list[SearchResult | SearchError] = []
-        for start in range(0, len(searches), size):
-            answer = await self._col.client.request("POST", paths.col(self._col.name, "search", "batch"),
-                                                    json={"searches": list(searches[start:start + size])})
-            out += paths.renumber(paths.batch_results(answer), start)
-        return out
+        return await self._col.client.run(core.search_batch(self._col.name, searches, size))

@@ -9,15 +9,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from polyvec_client import _core as core
 from polyvec_client import _paths as paths
 from polyvec_client import query as q
-from polyvec_client._http import Request, RetryPolicy, SyncHTTP
-from polyvec_client._importer import Chunk, FailureHook, Planner, absorb, fail_chunk, object_uuid
-from polyvec_client.errors import BadRequestError, NotFoundError, PayloadTooLargeError, PolyvecError
+from polyvec_client._core import Flow, Op
+from polyvec_client._importer import Chunk, FailureHook, Planner, object_uuid
+from polyvec_client._retry import RetryPolicy
+from polyvec_client._transports import sync_transport
+from polyvec_client.errors import PolyvecError
 from polyvec_client.models import (
     CollectionInfo,
     ImportReport,
@@ -27,6 +30,8 @@ from polyvec_client.models import (
     SearchResult,
 )
 from polyvec_client.progress import Progress, ProgressCallback, make_progress
+
+T = TypeVar("T")
 
 DEFAULT_URL = "http://localhost:8000"
 
@@ -47,18 +52,21 @@ def resolve(url: str | None, api_key: str | None) -> tuple[str, str | None]:
 
 
 class Client:
-    """A polyvec gateway over HTTP.
+    """A polyvec gateway over HTTP or gRPC.
 
-    ``url`` (default: $POLYVEC_URL or http://localhost:8000), ``api_key`` (default: $POLYVEC_API_KEY),
-    ``timeout`` per request in seconds, ``retry`` (429/503 and unreachable gateways are retried with
-    jittered backoff honouring Retry-After). Use it as a context manager or call :meth:`close`.
+    ``url`` (default: $POLYVEC_URL or http://localhost:8000): ``http(s)://HOST:PORT`` for the HTTP API,
+    ``grpc://HOST:PORT`` (``grpcs://`` with TLS) for the gRPC API (the ``grpc`` extra); both give the
+    same results and the same typed errors. ``api_key`` (default: $POLYVEC_API_KEY), ``timeout`` per
+    request in seconds, ``retry`` (429/503 and unreachable gateways are retried with jittered backoff
+    honouring Retry-After). ``transport``: an httpx transport (HTTP only). Use it as a context manager
+    or call :meth:`close`.
     """
 
     def __init__(self, url: str | None = None, *, api_key: str | None = None, timeout: float = 600.0,
                  retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None) -> None:
         self.url, api_key = resolve(url, api_key)
-        self._http = SyncHTTP(self.url, api_key=api_key, timeout=timeout, retry=retry or RetryPolicy(),
-                              transport=transport)
+        self.retry = retry or RetryPolicy()
+        self._transport = sync_transport(self.url, api_key, timeout, transport)
         self._limits: Limits | None = None
         self.collections = Collections(self)
 
@@ -69,13 +77,17 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        self._transport.close()
+
+    def run(self, flow: Flow[T]) -> T:
+        """Run one of the core's flows (``polyvec_client._core``) over this client's transport."""
+        return core.drive(flow, self._transport.send, self.retry)
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
                 content: bytes | None = None, idempotent: bool = True) -> Any:
-        """One call of the gateway API (retried as described above); the decoded JSON answer."""
-        return self._http.send(Request(method, path, json=json, params=params, content=content,
-                                       idempotent=idempotent))
+        """One call of the HTTP API (retried as described above); the decoded JSON answer."""
+        return self.run(core.one(Op("http", method, path, body=json, content=content, params=params,
+                                    idempotent=idempotent), lambda a: a))
 
     def collection(self, name: str) -> Collection:
         return Collection(self, name)
@@ -83,15 +95,12 @@ class Client:
     def limits(self, refresh: bool = False) -> Limits:
         """The gateway's per-request limits (IMPORT_BATCH_SIZE, ...), asked once."""
         if self._limits is None or refresh:
-            try:
-                self._limits = Limits.from_json(self.request("GET", "/v1/limits"))
-            except NotFoundError:  # a gateway older than /v1/limits: its documented defaults
-                self._limits = Limits()
+            self._limits = self.run(core.limits())
         return self._limits
 
     def ready(self) -> dict[str, Any]:
-        """The gateway's /readyz answer (store and models)."""
-        return self.request("GET", "/readyz")
+        """The gateway's /readyz answer (store and models); over gRPC its health check."""
+        return self.run(core.ready())
 
 
 class Collections:
@@ -102,26 +111,20 @@ class Collections:
                bm25: dict[str, Any] | None = None, distance: str | None = None,
                **fields: Any) -> CollectionInfo:
         """Create a collection from a definition dict, or a name plus definition fields."""
-        body = paths.definition(name_or_definition, vectorizers=vectorizers, bm25=bm25, distance=distance,
-                                **fields)
-        return CollectionInfo.from_json(self._client.request("POST", "/v1/collections", json=body))
+        return self._client.run(core.create_collection(paths.definition(
+            name_or_definition, vectorizers=vectorizers, bm25=bm25, distance=distance, **fields)))
 
     def get(self, name: str) -> CollectionInfo:
-        return CollectionInfo.from_json(self._client.request("GET", paths.col(name)))
+        return self._client.run(core.get_collection(name))
 
     def list(self) -> list[CollectionInfo]:
-        answer = self._client.request("GET", "/v1/collections")
-        return [CollectionInfo.from_json(c) for c in answer["collections"]]
+        return self._client.run(core.list_collections())
 
     def delete(self, name: str) -> bool:
-        return bool(self._client.request("DELETE", paths.col(name))["deleted"])
+        return self._client.run(core.delete_collection(name))
 
     def exists(self, name: str) -> bool:
-        try:
-            self.get(name)
-        except NotFoundError:
-            return False
-        return True
+        return self._client.run(core.collection_exists(name))
 
 
 class Collection:
@@ -142,55 +145,33 @@ class Collection:
     def insert(self, properties: dict[str, Any], *, id: str | None = None,
                vectors: dict[str, Sequence[float]] | None = None) -> str:
         """Store one object; returns its id (a UUID when you give none). Raises if it is refused."""
-        item: dict[str, Any] = {"properties": properties}
-        if id is not None:
-            item["id"] = id
-        if vectors is not None:
-            item["vectors"] = {k: list(v) for k, v in vectors.items()}
-        answer = self.client.request("POST", paths.col(self.name, "objects"), json={"objects": [item]},
-                                     idempotent=id is not None)
-        result = answer["results"][0]
-        if result["status"] != "ok":
-            field = (result.get("field") or "").removeprefix("objects.0.") or None
-            raise BadRequestError(result.get("error", "refused"), status=200, field=field)
-        return str(result["id"])
+        return self.client.run(core.insert(self.name, properties, id, vectors))
 
     def get(self, object_id: str, *, with_vectors: bool = False) -> Object:
-        params = {"with_vectors": "true"} if with_vectors else None
-        return Object.from_json(self.client.request("GET", paths.obj(self.name, object_id), params=params))
+        return self.client.run(core.get_object(self.name, object_id, with_vectors))
 
     def put(self, object_id: str, properties: dict[str, Any], *,
             vectors: dict[str, Sequence[float]] | None = None) -> dict[str, Any]:
         """Replace an object's properties (created when missing); only changed fields are re-embedded."""
-        body: dict[str, Any] = {"properties": properties}
-        if vectors is not None:
-            body["vectors"] = {k: list(v) for k, v in vectors.items()}
-        return self.client.request("PUT", paths.obj(self.name, object_id), json=body)
+        return self.client.run(core.put_object(self.name, object_id, properties, vectors))
 
     def delete(self, object_id: str) -> bool:
-        return bool(self.client.request("DELETE", paths.obj(self.name, object_id))["deleted"])
+        return self.client.run(core.delete_object(self.name, object_id))
 
     # -- many objects --------------------------------------------------------------------------------------
     def count(self, filter: dict[str, Any] | None = None, *, exact: bool = True) -> int:
-        body: dict[str, Any] = {"exact": exact}
-        if filter is not None:
-            body["filter"] = filter
-        return int(self.client.request("POST", paths.col(self.name, "count"), json=body)["count"])
+        return self.client.run(core.count(self.name, filter, exact))
 
     def delete_many(self, filter: dict[str, Any] | None = None, *, ids: Sequence[str] | None = None,
                     all: bool = False) -> int:
         """Delete by filter (``all=True`` to allow deleting every object) or by ids; returns how many."""
-        body = paths.delete_body(filter, ids, all)
-        answer = self.client.request("POST", paths.col(self.name, "objects", "delete"), json=body)
-        return int(answer["deleted"])
+        return self.client.run(core.delete_many(self.name, filter, ids, all))
 
     def page(self, filter: dict[str, Any] | None = None, *, limit: int = paths.DEFAULT_PAGE,
              cursor: str | None = None, properties: Sequence[str] | None = None,
              with_vectors: bool = False) -> tuple[list[Object], str | None]:
         """One page of objects and the cursor of the next (None after the last)."""
-        body = paths.scroll_body(filter, limit, cursor, properties, with_vectors)
-        answer = self.client.request("POST", paths.col(self.name, "objects", "scroll"), json=body)
-        return [Object.from_json(o) for o in answer["objects"]], answer["next_cursor"]
+        return self.client.run(core.page(self.name, filter, limit, cursor, properties, with_vectors))
 
     def iterate(self, filter: dict[str, Any] | None = None, *, batch_size: int | None = None,
                 properties: Sequence[str] | None = None, with_vectors: bool = False) -> Iterator[Object]:
@@ -209,13 +190,10 @@ class Collection:
                    with_vectors: bool = False) -> Iterator[list[dict[str, Any]]]:
         """The gateway's pages as parsed JSON (``{id, uuid, properties, vectors?}`` each), the next one
         fetched while the caller handles this one: what :meth:`iterate` and ``polyvec export`` read."""
-        limit = min(batch_size or paths.DEFAULT_PAGE, self.client.limits().max_page_size)
-        path = paths.col(self.name, "objects", "scroll")
+        limit = core.page_size(batch_size, self.client.limits())
 
         def fetch(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-            body = paths.scroll_body(filter, limit, cursor, properties, with_vectors)
-            answer = self.client.request("POST", path, json=body)
-            return answer["objects"], answer["next_cursor"]
+            return self.client.run(core.raw_page(self.name, filter, limit, cursor, properties, with_vectors))
 
         with ThreadPoolExecutor(1, thread_name_prefix="polyvec-scroll") as pool:
             pending = pool.submit(fetch, None)
@@ -249,11 +227,10 @@ class Collection:
         A fatal error (collection gone, gateway unreachable past the retries) carries ``.report`` too.
         """
         limits = self.client.limits()
-        size = min(batch_size or limits.import_batch_size, limits.import_batch_size)
         report = ImportReport()
         skip = self.existing_ids() if skip_existing else None
-        planner = Planner(report, size, limits.max_request_bytes, id_field=id_field, skip=skip,
-                          on_failure=on_failure)
+        planner = Planner(report, core.chunk_size(batch_size, limits), limits.max_request_bytes,
+                          id_field=id_field, skip=skip, on_failure=on_failure)
         update, close = make_progress(progress, f"import {self.name}", total)
         started = time.monotonic()
         inflight: dict[Future[list[tuple[Chunk, Any]]], Chunk] = {}
@@ -264,23 +241,17 @@ class Collection:
             for fut in done:
                 inflight.pop(fut)
                 try:
-                    results = fut.result()
+                    core.fold(report, fut.result(), on_failure)
                 except PolyvecError:
                     if not quiet:
                         raise
-                    continue
-                for chunk, answer in results:
-                    if isinstance(answer, PolyvecError):
-                        fail_chunk(report, chunk, answer.message, answer.field, on_failure)
-                    else:
-                        absorb(report, chunk, answer, on_failure)
             if update is not None:
                 update(report.ok + len(report.failed) + report.skipped, len(report.failed))
 
         def submit(chunk: Chunk) -> None:
             while len(inflight) >= max(1, concurrency):
                 settle(FIRST_COMPLETED)
-            inflight[pool.submit(self._send_chunk, chunk)] = chunk
+            inflight[pool.submit(self.client.run, core.send_chunk(self.name, chunk))] = chunk
             report.sent += len(chunk)
 
         stop = threading.Event()
@@ -321,19 +292,6 @@ class Collection:
             close()
         return report
 
-    def _send_chunk(self, chunk: Chunk) -> list[tuple[Chunk, Any]]:
-        """Send one chunk; a chunk the gateway finds too large is split in halves and sent again."""
-        try:
-            answer = self.client.request("POST", paths.col(self.name, "objects"), content=chunk.body(),
-                                         idempotent=chunk.idempotent)
-            return [(chunk, answer)]
-        except (BadRequestError, PayloadTooLargeError) as exc:
-            splittable = isinstance(exc, PayloadTooLargeError) or exc.field == "objects"
-            if splittable and len(chunk) > 1:
-                a, b = chunk.halves()
-                return self._send_chunk(a) + self._send_chunk(b)
-            return [(chunk, exc)]
-
 
 class Search:
     """Searches of one collection; every method takes ``limit``, ``offset``, ``filter``, ``properties``."""
@@ -343,8 +301,11 @@ class Search:
 
     def run(self, body: dict[str, Any]) -> SearchResult:
         """A search from a request body (see :mod:`polyvec_client.query`)."""
-        answer = self._col.client.request("POST", paths.col(self._col.name, "search"), json=body)
-        return SearchResult.from_json(answer)
+        return self._col.client.run(core.search(self._col.name, body))
+
+    def raw(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A search from a request body; the answer as the HTTP API's JSON (``{hits, took_ms}``)."""
+        return self._col.client.run(core.search_raw(self._col.name, body))
 
     def near_text(self, query: str, **options: Any) -> SearchResult:
         return self.run(q.near_text(query, **options))
@@ -374,12 +335,7 @@ class Search:
         ``searches.N.field`` and does not fail the others.
         """
         size = self._col.client.limits().search_batch_size
-        out: list[SearchResult | SearchError] = []
-        for start in range(0, len(searches), size):
-            answer = self._col.client.request("POST", paths.col(self._col.name, "search", "batch"),
-                                              json={"searches": list(searches[start:start + size])})
-            out += paths.renumber(paths.batch_results(answer), start)
-        return out
+        return self._col.client.run(core.search_batch(self._col.name, searches, size))
 
 
 def _catch_sigint(stop: threading.Event) -> Callable[[], None]:

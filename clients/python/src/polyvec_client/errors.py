@@ -59,7 +59,14 @@ class ServerError(PolyvecError):
 
 
 class TransportError(PolyvecError):
-    """No answer at all: the gateway could not be reached, or the connection broke."""
+    """No answer at all: the gateway could not be reached, or the connection broke.
+
+    ``may_have_run``: the request was sent before the connection broke (retried only when idempotent).
+    """
+
+    def __init__(self, message: str, *, may_have_run: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.may_have_run = may_have_run
 
 
 _BY_STATUS: dict[int, type[PolyvecError]] = {

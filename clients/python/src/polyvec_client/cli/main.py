@@ -170,7 +170,7 @@ def search(client: Client, args: argparse.Namespace, out: IO[str]) -> int:
         body = q.near_image(args.query, vector=args.vector, **options)
     else:
         body = q.near_text(args.query, vector=args.vector, **options)
-    answer = client.request("POST", f"/v1/collections/{args.collection}/search", json=body)
+    answer = client.collection(args.collection).search.raw(body)
     if args.json:
         print(json.dumps(answer, indent=2, ensure_ascii=False), file=out)
         return 0

@@ -95,7 +95,7 @@ def load_corpus(client: Client, args: argparse.Namespace, err: IO[str]) -> None:
 async def evaluate(args: argparse.Namespace, queries: list[data.Query],
                    qrels: dict[str, dict[str, int]], err: IO[str]) -> dict[str, Any]:
     async with AsyncClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
-        definition = await client.request("GET", f"/v1/collections/{args.collection}")
+        definition = (await client.collections.get(args.collection)).raw
         kinds = args.kinds or runner.default_kinds(definition, queries)
         runs = runner.plan_runs(kinds, args.alphas, args.fusion)
         search_api = client.collection(args.collection).search
