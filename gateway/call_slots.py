@@ -7,7 +7,11 @@ once (:class:`Shed`), so memory and latency stay bounded whatever the number of 
 :class:`CallSlots` holds the calls of admitted requests: at most ``calls`` in flight, and at most
 ``items`` texts/images in flight (the service's ``MAX_QUEUE``, so one gateway alone never overflows the
 service's queue). Waiters are served first come, first served, urgent ones (search queries) before the
-others (import batches), so a large import does not stand between a search and the model.
+others (import batches), so a large import does not stand between a search and the model. A call that is
+tried again (the service refused it for a passing reason) goes back to the head of its queue: it keeps
+the turn it had waited for instead of queueing behind every request that came after it. A waiter may
+carry a deadline: past it, it leaves the queue and gets :class:`Overdue` (so no admitted search waits
+longer than the bound, whatever the model's speed).
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ class Shed(Exception):
     def __init__(self, active: int) -> None:
         super().__init__(f"{active} requests are already using or waiting for it")
         self.active = active
+
+
+class Overdue(Exception):
+    """A call waited ``waited_s`` seconds for a slot without getting one (its deadline)."""
+
+    def __init__(self, waited_s: float) -> None:
+        super().__init__(f"waited {waited_s:g} s for a free call slot")
+        self.waited_s = waited_s
 
 
 # the services (by address) the current request was admitted to: nested uses count once
@@ -89,33 +101,47 @@ class CallSlots:
         self.items_in_flight += n
 
     @asynccontextmanager
-    async def hold(self, n: int, *, urgent: bool = False) -> AsyncIterator[None]:
-        """Wait for room for one call of ``n`` items, hold it for the body, then give it back."""
-        await self._acquire(n, urgent)
+    async def hold(self, n: int, *, urgent: bool = False, first: bool = False,
+                   deadline_s: float | None = None) -> AsyncIterator[None]:
+        """Wait for room for one call of ``n`` items, hold it for the body, then give it back.
+
+        ``first``: join the head of the queue (a call tried again keeps its turn). ``deadline_s``: wait
+        at most this long, then leave the queue and raise :class:`Overdue` (None: no deadline).
+        """
+        await self._acquire(n, urgent, first, deadline_s)
         try:
             yield
         finally:
             self._release(n)
 
-    async def _acquire(self, n: int, urgent: bool) -> None:
+    async def _acquire(self, n: int, urgent: bool, first: bool = False,
+                       deadline_s: float | None = None) -> None:
         if not self._urgent and not self._normal and self._fits(n):
             self._take(n)
             return
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         entry = (n, future)
-        (self._urgent if urgent else self._normal).append(entry)
+        waiters = self._urgent if urgent else self._normal
+        if first:
+            waiters.appendleft(entry)
+        else:
+            waiters.append(entry)
         self._wake()
         try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self._release(n)  # granted, but the caller went away before using it
-            else:
-                for waiters in (self._urgent, self._normal):
-                    if entry in waiters:
-                        waiters.remove(entry)
-                self._wake()
-            raise
+            async with asyncio.timeout(None if deadline_s is None else max(0.0, deadline_s)):
+                try:
+                    await future
+                except asyncio.CancelledError:
+                    if future.done() and not future.cancelled():
+                        self._release(n)  # granted, but the caller went away (or ran out of time) first
+                    else:
+                        for queue in (self._urgent, self._normal):
+                            if entry in queue:
+                                queue.remove(entry)
+                        self._wake()
+                    raise
+        except TimeoutError:
+            raise Overdue(max(0.0, deadline_s or 0.0)) from None
 
     def _release(self, n: int) -> None:
         self.calls_in_flight -= 1

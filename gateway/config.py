@@ -71,6 +71,8 @@ class GatewaySettings:
     inference_concurrency: int = field(default=4, metadata={"env": "INFERENCE_CONCURRENCY"})
     # requests that may wait for one inference service beyond those with a call in flight (then 429)
     inference_max_waiting: int = field(default=64, metadata={"env": "INFERENCE_MAX_WAITING"})
+    # the longest a search query waits for a call slot before it is shed with 429 (0: no deadline)
+    inference_query_max_wait_s: float = field(default=10.0, metadata={"env": "INFERENCE_QUERY_MAX_WAIT_S"})
     # how long a call refused with RESOURCE_EXHAUSTED / UNAVAILABLE is retried: imports and object
     # writes, and search queries (which a person is usually waiting for)
     inference_retry_budget_s: float = field(default=30.0, metadata={"env": "INFERENCE_RETRY_BUDGET_S"})
@@ -99,7 +101,8 @@ class GatewaySettings:
                 raise SettingsError(f"{env_name(name)} must be at least 1, not {getattr(self, name)}")
         if self.inference_max_waiting < 0:
             raise SettingsError(f"INFERENCE_MAX_WAITING must be >= 0, not {self.inference_max_waiting}")
-        for name in ("inference_retry_budget_s", "inference_query_retry_budget_s"):
+        for name in ("inference_retry_budget_s", "inference_query_retry_budget_s",
+                     "inference_query_max_wait_s"):
             if not getattr(self, name) >= 0:
                 raise SettingsError(f"{env_name(name)} must be >= 0 seconds, not {getattr(self, name)}")
         if self.image_url_max_bytes < 1:
@@ -161,7 +164,7 @@ def _parse(attr: str, env: str, raw: str):
     if attr in _INTS:
         return parse_int(env, raw)
     if attr in ("inference_timeout_s", "definition_cache_s", "image_url_timeout_s", "drain_timeout_s",
-                "inference_retry_budget_s", "inference_query_retry_budget_s"):
+                "inference_retry_budget_s", "inference_query_retry_budget_s", "inference_query_max_wait_s"):
         return parse_float(env, raw, "seconds")
     if attr == "models":
         return parse_models(raw, env)

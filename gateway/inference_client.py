@@ -14,7 +14,10 @@ sizes its Vectorize calls to fit them:
   come out as :class:`InferenceBusy` and :class:`InferenceUnavailable`. DEADLINE_EXCEEDED (one attempt
   ran past ``timeout_s``) is not retried: the service is slow, sending the work again would not help;
 * requests past the waiting bound are refused at once (:class:`~gateway.call_slots.Admission`,
-  :class:`InferenceBusy` with ``shed=True``).
+  :class:`InferenceBusy` with ``shed=True``), and a search query that waited ``query_max_wait_s`` for a
+  call slot without getting one is refused the same way (a deadline, so no admitted query waits longer
+  than the bound when the model slows down). A call retried after RESOURCE_EXHAUSTED / UNAVAILABLE goes
+  back to the head of the slot queue, keeping its turn.
 
 Other errors are the service's answer about the input (:class:`InferenceRejected`). Each logical call
 is one client span (the trace context travels in the gRPC metadata) and is measured in the gateway's
@@ -38,7 +41,7 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from gateway.call_slots import Admission, CallSlots, Shed
+from gateway.call_slots import Admission, CallSlots, Overdue, Shed
 from gateway.retry import Backoff, Budget
 from gateway.storage.base import SparseVec
 from gateway.tasks import gather_or_cancel
@@ -151,6 +154,7 @@ class InferenceClient:
         batch_size: int = 64,
         retry_budget_s: float = 30.0,
         max_waiting: int = 64,
+        query_max_wait_s: float = 0.0,
         backoff: Backoff | None = None,
         metrics: GatewayMetrics | None = None,
         label: str | None = None,
@@ -163,6 +167,7 @@ class InferenceClient:
         self.batch_size = max(1, batch_size)
         self.retry_budget_s = retry_budget_s
         self.backoff = backoff or Backoff()
+        self.query_max_wait_s = query_max_wait_s  # 0: a search query waits for a slot without a deadline
         self.admission = Admission(address, self.concurrency + max(0, max_waiting))
         self.slots = CallSlots(self.concurrency)
         self._channel = grpc.aio.insecure_channel(
@@ -206,11 +211,15 @@ class InferenceClient:
             async with self.admission.admit():
                 yield
         except Shed as exc:
-            if self.metrics is not None:
-                self.metrics.inference_shed.labels(self.label).inc()
-            waits = exc.active / self.concurrency
-            raise InferenceBusy(self.address, f"{exc} (INFERENCE_MAX_WAITING)",
-                                retry_after_s=min(30, math.ceil(self._call_s * waits)), shed=True) from None
+            raise self._shed(f"{exc} (INFERENCE_MAX_WAITING)") from None
+
+    def _shed(self, detail: str) -> InferenceBusy:
+        """A request the gateway sheds (Retry-After: about the time its queue takes to drain)."""
+        if self.metrics is not None:
+            self.metrics.inference_shed.labels(self.label).inc()
+        waits = self.admission.active / self.concurrency
+        return InferenceBusy(self.address, detail, retry_after_s=min(30, math.ceil(self._call_s * waits)),
+                             shed=True)
 
     # -- calls ---------------------------------------------------------------------------------------------
     async def _call(self, method, request, *, items: int, budget_s: float, urgent: bool = False,
@@ -249,11 +258,20 @@ class InferenceClient:
                                  urgent: bool, timeout_s: float | None):
         budget = Budget(budget_s, self.backoff)
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        max_wait_s = self.query_max_wait_s if urgent and self.query_max_wait_s > 0 else None
+        wait_until = time.monotonic() + max_wait_s if max_wait_s is not None else None
         while True:
             try:
                 if items:
-                    async with self.slots.hold(items, urgent=urgent):
-                        return await self._attempt(method, request, timeout_s)
+                    deadline_s = None if wait_until is None else wait_until - time.monotonic()
+                    try:
+                        # a retry goes back to the head of the queue: it keeps the turn it waited for
+                        async with self.slots.hold(items, urgent=urgent, first=budget.retries > 0,
+                                                   deadline_s=deadline_s):
+                            return await self._attempt(method, request, timeout_s)
+                    except Overdue:
+                        raise self._shed(f"a search query waited {max_wait_s:g} s for the model "
+                                         "(INFERENCE_QUERY_MAX_WAIT_S)") from None
                 return await self._attempt(method, request, timeout_s)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()

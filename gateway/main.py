@@ -60,6 +60,8 @@ _HELP = {
     "inference_concurrency": "calls in flight per inference service (default 4)",
     "inference_max_waiting": "requests that may wait for one inference service besides those with a call "
                              "in flight; past it: 429 / RESOURCE_EXHAUSTED at once (default 64)",
+    "inference_query_max_wait_s": "seconds a search query may wait for one of INFERENCE_CONCURRENCY call "
+                                  "slots; past it: 429 / RESOURCE_EXHAUSTED (default 10; 0: no deadline)",
     "inference_retry_budget_s": "seconds an import call refused with RESOURCE_EXHAUSTED/UNAVAILABLE is "
                                 "retried, with jittered backoff (default 30)",
     "inference_query_retry_budget_s": "the same for search queries (default 2)",

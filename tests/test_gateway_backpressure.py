@@ -3,7 +3,8 @@
 * an import larger than the service's queue is cut to fit it and succeeds (issue 7, defect 7);
 * RESOURCE_EXHAUSTED is retried inside INFERENCE_RETRY_BUDGET_S, and comes out as 429 once spent;
 * the gateway sheds requests past INFERENCE_MAX_WAITING with 429 + Retry-After / RESOURCE_EXHAUSTED +
-  retry-after (defect 8), and serves again once the crowd is gone;
+  retry-after (defect 8), and serves again once the crowd is gone; a search that waited
+  INFERENCE_QUERY_MAX_WAIT_S for the model is shed the same way, and a retried call keeps its turn;
 * an item too large for any request to the service fails at once, naming the object's field.
 """
 
@@ -155,6 +156,75 @@ def test_the_gateway_sheds_past_its_waiting_bound_over_http_and_grpc(tmp_path):
                 inference.encoder.gate.set()
                 await channel.close()
                 await server.stop(grace=None)
+
+    run(scenario())
+
+
+def test_a_search_that_waits_past_its_deadline_is_shed_while_the_call_ahead_still_runs(tmp_path):
+    """INFERENCE_QUERY_MAX_WAIT_S: an admitted search waits at most that long for the model, then 429
+    (RESOURCE_EXHAUSTED over gRPC), whatever the call ahead of it does; the one in flight is served."""
+
+    async def scenario():
+        store = make_store("qdrant", tmp_path)
+        settings = {"inference_concurrency": 1, "inference_max_waiting": 3, "inference_query_max_wait_s": 0.2}
+        async with gateway_with_inference(store, settings=settings) as (svc, inference):
+            await svc.create_collection(NOTES)
+            await svc.import_objects("notes", notes(5))
+            client = svc.pool.get(inference.address)
+            server, port = await start_grpc_server(svc, "127.0.0.1", 0)
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            transport = httpx.ASGITransport(app=create_app(svc), raise_app_exceptions=False)
+            try:
+                async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+                    inference.encoder.gate.clear()  # the model stalls with one search in it
+                    search = {"near_text": {"query": "note number 2"}, "limit": 1}
+                    ahead = asyncio.create_task(http.post("/v1/collections/notes/search", json=search))
+                    await until(lambda: client.slots.calls_in_flight == 1)
+                    r = await http.post("/v1/collections/notes/search", json=search)
+                    assert r.status_code == 429, r.text
+                    assert int(r.headers["retry-after"]) >= 1 and r.json()["retry_after_s"] >= 1
+                    assert "INFERENCE_QUERY_MAX_WAIT_S" in r.json()["error"] and "clip" in r.json()["service"]
+                    assert not ahead.done() and not inference.encoder.gate.is_set()  # shed, not served late
+                    assert client.slots.waiting == 0 and client.admission.active == 1  # it left the queue
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await gateway_pb2_grpc.GatewayStub(channel).Search(gateway_pb2.SearchRequest(
+                            collection="notes", near_text=gateway_pb2.NearText(query="note")), timeout=30)
+                    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert int(dict(info.value.trailing_metadata())["retry-after"]) >= 1
+                    inference.encoder.gate.set()
+                    served = await ahead
+                    assert served.status_code == 200 and served.json()["hits"][0]["id"] == "n2"
+                    r = await http.post("/v1/collections/notes/search", json=search)
+                    assert r.status_code == 200  # nothing left over
+            finally:
+                inference.encoder.gate.set()
+                await channel.close()
+                await server.stop(grace=None)
+
+    run(scenario())
+
+
+def test_a_query_retried_after_resource_exhausted_keeps_its_place_in_the_queue(tmp_path):
+    """The retry of a refused call rejoins the slot queue at its head, not behind later arrivals."""
+
+    async def scenario():
+        store = make_store("qdrant", tmp_path)
+        async with gateway_with_inference(store) as (svc, inference):
+            await svc.create_collection(NOTES)
+            await svc.import_objects("notes", notes(3))
+            client = svc.pool.get(inference.address)
+            joins: list[bool] = []
+            hold = client.slots.hold
+
+            def watched_hold(n, *, urgent=False, first=False, deadline_s=None):
+                joins.append(first)
+                return hold(n, urgent=urgent, first=first, deadline_s=deadline_s)
+
+            client.slots.hold = watched_hold  # type: ignore[method-assign]
+            inference.fail_next(InferenceOverloaded("queue full: another client"), 2)
+            out = await svc.search("notes", {"near_text": {"query": "note number 1"}, "limit": 1})
+            assert out["hits"][0]["id"] == "n1"
+            assert joins == [False, True, True]  # the first attempt queues at the back, each retry first
 
     run(scenario())
 

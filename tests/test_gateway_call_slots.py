@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from gateway.call_slots import Admission, CallSlots, Shed
+from gateway.call_slots import Admission, CallSlots, Overdue, Shed
 from gateway.retry import Backoff, Budget
 
 
@@ -142,5 +142,70 @@ def test_a_cancelled_waiter_gives_its_place_back():
         assert slots.calls_in_flight == 0
         async with slots.hold(1):
             assert slots.calls_in_flight == 1
+
+    run(scenario())
+
+
+def test_a_waiter_past_its_deadline_leaves_the_queue_while_the_slot_is_still_held():
+    """No admitted query waits beyond its deadline, however long the call ahead of it takes."""
+
+    async def scenario():
+        slots = CallSlots(calls=1)
+        release = asyncio.Event()
+        started = asyncio.Event()
+
+        async def holder() -> None:
+            async with slots.hold(1):
+                started.set()
+                await release.wait()
+
+        first = asyncio.create_task(holder())
+        await started.wait()
+        patient = asyncio.create_task(_use(slots, []))  # no deadline: waits as long as it takes
+        with pytest.raises(Overdue):
+            async with slots.hold(1, urgent=True, deadline_s=0.05):
+                pytest.fail("granted although the only slot was never given back")
+        assert not release.is_set() and slots.calls_in_flight == 1  # it gave up; nothing was released
+        assert slots.waiting == 1 and not patient.done()  # it left the queue; the other waiter stays
+        release.set()
+        await asyncio.gather(first, patient)
+        assert (slots.calls_in_flight, slots.waiting) == (0, 0)
+        async with slots.hold(1, deadline_s=0):  # a free slot is taken at once, even with no time left
+            assert slots.calls_in_flight == 1
+
+    run(scenario())
+
+
+async def _use(slots: CallSlots, order: list[str], name: str = "", first: bool = False) -> None:
+    async with slots.hold(1, first=first):
+        order.append(name)
+
+
+def test_a_call_tried_again_keeps_its_turn_ahead_of_later_arrivals():
+    """A call the service refused for a passing reason goes back to the head of the queue, not behind
+    every request that arrived while it was being refused (that re-queueing defeated the bound)."""
+
+    async def scenario():
+        slots = CallSlots(calls=1)
+        order: list[str] = []
+        release = asyncio.Event()
+        started = asyncio.Event()
+
+        async def holder() -> None:
+            async with slots.hold(1):
+                started.set()
+                await release.wait()
+
+        first = asyncio.create_task(holder())
+        await started.wait()
+        later = [asyncio.create_task(_use(slots, order, name)) for name in ("b", "c")]
+        while slots.waiting < 2:
+            await asyncio.sleep(0)
+        retried = asyncio.create_task(_use(slots, order, "retry", first=True))
+        while slots.waiting < 3:
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(first, retried, *later)
+        assert order == ["retry", "b", "c"]
 
     run(scenario())

@@ -23,10 +23,12 @@ def test_defaults_and_env_vars_listed():
     for var in ("QDRANT_URL", "QDRANT_API_KEY", "QDRANT_HTTPS", "QDRANT_TLS_CA", "DATA_DIR", "HTTP_PORT",
                 "GRPC_PORT", "HOST", "MODELS", "API_KEYS", "INFERENCE_TIMEOUT_S", "INFERENCE_CONCURRENCY",
                 "IMPORT_BATCH_SIZE", "MAX_REQUEST_BYTES", "LOG_LEVEL", "INFERENCE_MAX_WAITING",
-                "INFERENCE_RETRY_BUDGET_S", "INFERENCE_QUERY_RETRY_BUDGET_S"):
+                "INFERENCE_RETRY_BUDGET_S", "INFERENCE_QUERY_RETRY_BUDGET_S", "INFERENCE_QUERY_MAX_WAIT_S"):
         assert var in ENV_VARS
     budgets = (s.inference_retry_budget_s, s.inference_query_retry_budget_s)
     assert s.inference_max_waiting == 64 and budgets == (30, 2)
+    assert s.inference_query_max_wait_s == 10
+    assert GatewaySettings.from_env({"INFERENCE_QUERY_MAX_WAIT_S": "0"}).inference_query_max_wait_s == 0
 
 
 def test_env_parsing_and_overrides():
@@ -56,6 +58,8 @@ def test_env_parsing_and_overrides():
     ({"INFERENCE_RETRY_BUDGET_S": "-2"}, "INFERENCE_RETRY_BUDGET_S"),
     ({"INFERENCE_RETRY_BUDGET_S": "long"}, "INFERENCE_RETRY_BUDGET_S"),
     ({"INFERENCE_QUERY_RETRY_BUDGET_S": "nan"}, "INFERENCE_QUERY_RETRY_BUDGET_S"),
+    ({"INFERENCE_QUERY_MAX_WAIT_S": "-1"}, "INFERENCE_QUERY_MAX_WAIT_S"),
+    ({"INFERENCE_QUERY_MAX_WAIT_S": "a while"}, "INFERENCE_QUERY_MAX_WAIT_S"),
 ])
 def test_bad_settings_name_the_variable(env, name):
     with pytest.raises(SettingsError, match=name):

@@ -51,6 +51,37 @@ def test_definitions_are_reused_within_the_ttl_and_dropped_on_delete(tmp_path):
     run(scenario())
 
 
+def test_concurrent_requests_share_one_read_of_an_expired_definition(tmp_path):
+    """When the cached definition expires under load, the requests then in flight share one store read
+    (each used to make its own, a herd queued in the worker threads ahead of the searches)."""
+
+    async def scenario():
+        store = make_store("qdrant", tmp_path)
+        async with gateway_with_inference(store, settings={"definition_cache_s": 30}) as (svc, _):
+            clock = svc.clock = Clock()
+            await svc.create_collection(DEFINITION)
+            await svc.import_objects("notes", OBJECTS)
+            loads = CountingLoads(store)
+            clock.now += 31  # expired
+            search = {"bm25": {"query": "apples"}}
+            outs = await asyncio.gather(*(svc.search("notes", search) for _ in range(20)))
+            assert all(out["hits"][0]["id"] == "a" for out in outs)
+            assert loads.calls == 1
+            await asyncio.gather(*(svc.search("notes", {"bm25": {"query": "apples"}}) for _ in range(5)))
+            assert loads.calls == 1  # cached again
+            # a collection deleted meanwhile: a read that began before the delete is not shared after it
+            clock.now += 31
+            first = asyncio.ensure_future(svc.get_collection("notes"))
+            await asyncio.sleep(0)
+            await svc.delete_collection("notes")
+            with pytest.raises(NotFound):
+                await svc.search("notes", {"bm25": {"query": "apples"}})
+            await asyncio.gather(first, return_exceptions=True)
+            assert "notes" not in svc._definitions
+
+    run(scenario())
+
+
 def test_ttl_zero_reads_the_definition_every_time(tmp_path):
     async def scenario():
         store = make_store("qdrant", tmp_path)

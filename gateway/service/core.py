@@ -7,6 +7,7 @@ Storage calls run in worker threads (``asyncio.to_thread``); inference calls go 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -124,6 +125,8 @@ class GatewayService:
         self.images = ImageFetcher(self.settings.image_url_policy())
         # collection name -> (expires at, definition); see _load
         self._definitions: dict[str, tuple[float, StoredCollection]] = {}
+        # collection name -> the read of its definition in progress, shared by concurrent callers
+        self._loading: dict[str, asyncio.Task[StoredCollection]] = {}
         self.clock: Callable[[], float] = time.monotonic  # of the definition cache (tests set their own)
         self.metrics = GatewayMetrics()
         labels: dict[str, str] = {}
@@ -134,12 +137,14 @@ class GatewayService:
                                           batch_size=s.inference_batch_size,
                                           retry_budget_s=s.inference_retry_budget_s,
                                           max_waiting=s.inference_max_waiting,
+                                          query_max_wait_s=s.inference_query_max_wait_s,
                                           metrics=self.metrics, labels=labels)
         self._store_label = "edge" if type(store).__name__ == "EdgeStore" else "qdrant"
         self.indexes = IndexBuilder(store, self._db, self._forget_definition)
 
     def _forget_definition(self, name: str) -> None:
         self._definitions.pop(name, None)
+        self._loading.pop(name, None)  # a read in progress may predate the change: not shared any more
 
     async def close(self) -> None:
         await self.indexes.close()
@@ -162,7 +167,7 @@ class GatewayService:
             outcome = "ok"
             return result
         except CollectionNotFound as exc:
-            self._definitions.pop(exc.name, None)
+            self._forget_definition(exc.name)
             raise NotFound(f"collection {exc.name!r} not found") from None
         except StoreUnavailable as exc:
             raise Unavailable("qdrant", str(exc)) from None
@@ -249,20 +254,38 @@ class GatewayService:
         collection gone drops the entry sooner).
         """
         _check_name(name)
-        ttl = self.settings.definition_cache_s
         cached = self._definitions.get(name)
         if cached is not None and cached[0] > self.clock():
             return cached[1]
+        # Concurrent callers share one read: when the entry expires under load, one store call instead
+        # of one per request queued behind the searches in the worker threads (that herd made even the
+        # requests the gateway sheds slow).
+        loading = self._loading.get(name)
+        if loading is None:
+            loading = self._loading[name] = asyncio.ensure_future(self._read_definition(name))
+            loading.add_done_callback(functools.partial(self._definition_read, name))
+        return await asyncio.shield(loading)
+
+    async def _read_definition(self, name: str) -> StoredCollection:
         record = await self._db(self.store.load_definition, name)
+        current = self._loading.get(name) is asyncio.current_task()  # not forgotten meanwhile
         if record is None:
-            self._definitions.pop(name, None)
+            if current:
+                self._definitions.pop(name, None)
             raise NotFound(f"collection {name!r} not found")
         stored = StoredCollection.from_record(record)
-        if ttl > 0:
+        ttl = self.settings.definition_cache_s
+        if ttl > 0 and current:
             if len(self._definitions) >= DEFINITION_CACHE_MAX:
                 self._definitions.clear()
             self._definitions[name] = (self.clock() + ttl, stored)
         return stored
+
+    def _definition_read(self, name: str, task: asyncio.Task[StoredCollection]) -> None:
+        if self._loading.get(name) is task:
+            del self._loading[name]
+        if not task.cancelled():
+            task.exception()  # each caller gets it; none may be left unretrieved
 
     # -- collections ----------------------------------------------------------------------------------------
     async def create_collection(self, body: CollectionDefinition | dict) -> dict[str, Any]:
@@ -286,7 +309,7 @@ class GatewayService:
         except GatewayError:
             await self._db(self.store.delete_collection, name)
             raise
-        self._definitions.pop(name, None)
+        self._forget_definition(name)
         log.info("created collection %s", name)
         return await self._with_indexes(stored, stored.public())
 
@@ -406,7 +429,7 @@ class GatewayService:
         existing = await self._db(self.store.payload_indexes, name)
         todo = {k: t for k, t in missing(updated, existing).items() if k in given}
         await self._db(self.store.save_definition, name, updated.to_record())
-        self._definitions.pop(name, None)
+        self._forget_definition(name)
         self.indexes.start(name, todo)
         log.info("collection %s declares %s; building indexes of %s", name, sorted(given), sorted(todo))
         out = updated.public()
@@ -416,7 +439,7 @@ class GatewayService:
 
     async def _fresh(self, name: str) -> StoredCollection:
         """The definition as stored now (not a cached copy): for changes to it."""
-        self._definitions.pop(name, None)
+        self._forget_definition(name)
         return await self._load(name)
 
     async def list_collections(self) -> list[dict[str, Any]]:
@@ -425,7 +448,7 @@ class GatewayService:
 
     async def delete_collection(self, name: str) -> dict[str, Any]:
         _check_name(name)
-        self._definitions.pop(name, None)
+        self._forget_definition(name)
         had_definition = await self._db(self.store.load_definition, name) is not None
         existed = await self._db(self.store.delete_collection, name)
         await self._db(self.store.delete_definition, name)
@@ -875,7 +898,7 @@ class GatewayService:
 
         async def save(updated: StoredCollection) -> None:
             await self._db(self.store.save_definition, name, updated.to_record())
-            self._definitions.pop(name, None)
+            self._forget_definition(name)
 
         log.info("rebuilding the BM25 vectors of %s", name)
         return await reindex_bm25(self._db, self.store, stored, request, save,
