@@ -12,7 +12,8 @@ Three kinds of artifact:
 
 Weights from logits are ``log(1 + relu(logit))``, max-pooled over the text's real tokens. Special
 tokens and zeros are dropped, then ``SPARSE_PRUNE_RATIO`` and ``SPARSE_MAX_TERMS`` apply (see
-:class:`~.artifact_encoder.SparseHead`).
+:class:`~.artifact_encoder.SparseHead`). A masked LM's vocabulary head runs on the real tokens only,
+not on padding (:mod:`.mlm_pooling`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from ..model_spec import (
     ModelSpec,
     ModelSpecError,
 )
-from .artifact_encoder import ArtifactEncoder, IdfHead, SparseHead, SparseSettings
+from .artifact_encoder import ArtifactEncoder, IdfHead, SparseHead, SparseSettings, to_numpy
 from .base import SPARSE, TEXT, EncoderInfo
+from .mlm_pooling import PooledMaskedLM, split_masked_lm
 from .opensearch_layout import SUFFIXES, find_files
 from .text_tokenizer import TextTokenizer, max_positions, read_json
 
@@ -43,10 +45,17 @@ log = logging.getLogger(__name__)
 
 SPARSE_OUTPUTS = ("output", "logits", "sparse_embedding")
 _HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+#: a padded batch on which a masked LM's real-tokens-only head is checked against the whole model
+PROBE_TEXTS = ("running shoes", "a much longer text, so that the first one is padded in the batch", "")
 
 
 class MaskedLMRunner:
-    """A transformers masked LM on a device: tokenised arrays in, logits (batch, tokens, vocab) out."""
+    """A transformers masked LM on a device: tokenised arrays in, (batch, vocab) SPLADE weights out.
+
+    The vocabulary head runs on the real tokens only (:mod:`.mlm_pooling`) when the model's class is one
+    whose head is known and the two ways agree on a padded test batch at load; otherwise the whole model
+    runs and the (batch, tokens, vocab) logits go out, pooled by :class:`~.artifact_encoder.SparseHead`.
+    """
 
     def __init__(self, folder: Path, device: str, dtype: Any) -> None:
         import torch
@@ -65,15 +74,48 @@ class MaskedLMRunner:
         self.model = model.to(device).eval()
         params = inspect.signature(self.model.forward).parameters
         self.inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in params]
+        split = split_masked_lm(self.model)
+        self.pooled: PooledMaskedLM | None = PooledMaskedLM(*split) if split is not None else None
+
+    def _feeds(self, prepared: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {n: self._torch.from_numpy(prepared[n]).to(self.device) for n in self.inputs}
+
+    def logits(self, prepared: dict[str, np.ndarray]) -> Any:
+        """The whole model's (batch, tokens, vocab) logits, padded positions included."""
+        with self._torch.inference_mode():
+            return self.model(**self._feeds(prepared)).logits
 
     def __call__(self, prepared: dict[str, np.ndarray]) -> Any:
-        torch = self._torch
-        feeds = {n: torch.from_numpy(prepared[n]).to(self.device) for n in self.inputs}
-        with torch.inference_mode():
-            return self.model(**feeds).logits
+        if self.pooled is None:
+            return self.logits(prepared)
+        with self._torch.inference_mode():
+            return self.pooled(self._feeds(prepared))
+
+    def check_pooled(self, prepared: dict[str, np.ndarray], name: str) -> None:
+        """Keep the real-tokens-only head only if it gives the whole model's weights on ``prepared``."""
+        if self.pooled is None:
+            log.info("%s: %s's vocabulary head is not a known one; the whole model runs on padded batches",
+                     name, type(self.model).__name__)
+            return
+        try:
+            fast = to_numpy(self(prepared))
+            full = SparseHead.weights(self.logits(prepared), prepared["attention_mask"])
+            diff = float(np.abs(fast - full).max()) if fast.shape == full.shape else float("inf")
+        except Exception as exc:  # noqa: BLE001 - any failure of the split means: run the whole model
+            diff, why = float("inf"), f"{type(exc).__name__}: {exc}"
+        else:
+            why = f"max difference {diff:.3g}"
+        scale = max(1.0, float(np.abs(full).max())) if np.isfinite(diff) else 1.0
+        # float32 agrees to rounding; fp16/bf16 matrix products round differently with the rows they get
+        tolerance = 1e-4 if self.model.dtype == self._torch.float32 else 2e-2
+        if not diff <= tolerance * scale:
+            log.warning("%s: the vocabulary head on real tokens only disagrees with the whole model (%s); "
+                        "running the whole model on padded batches", name, why)
+            self.pooled = None
 
     def release(self) -> None:
         self.model = None
+        self.pooled = None
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
 
@@ -149,6 +191,7 @@ def _masked_lm_encoder(spec: ModelSpec, choice: Any, folder: Path,
                               model_max_positions=max_positions(config))
     runner = MaskedLMRunner(folder, str(choice.device), getattr(choice, "torch_dtype", None))
     width = _probe_width(runner, tokenizer, folder.name)
+    runner.check_pooled(tokenizer.encode(list(PROBE_TEXTS)), spec.name)
     info = _info(spec, settings, str(choice.device), choice.precision or "fp32", tokenizer, SPARSE_ENCODING,
                  width)
     return _ready(ArtifactEncoder(tokenizer, runner, SparseHead(tokenizer.special_ids, settings), info,
