@@ -183,3 +183,104 @@ def test_the_token_budget_is_for_texts_only():
     for image, vec in zip(images, out, strict=True):
         np.testing.assert_allclose(vec, enc.expected_image(image, False), rtol=1e-5, atol=1e-6)
     assert enc.seen.batches == [("text", 1), ("image", 4), ("image", 1)]
+
+
+def split_costs(lengths: list[int], limit: int, budget: int, pass_tokens: int) -> tuple[float, int]:
+    """(cost, passes) of the cheapest split of texts of ``lengths`` (already in length order) into
+    consecutive runs of at most ``limit`` texts and ``budget`` padded tokens, by brute force."""
+    if not lengths:
+        return (0.0, 0)
+    options = []
+    for size in range(1, min(limit, len(lengths)) + 1):
+        if size > 1 and size * lengths[size - 1] > budget:
+            break
+        rest = split_costs(lengths[size:], limit, budget, pass_tokens)
+        options.append((rest[0] + pass_tokens + size * lengths[size - 1], rest[1] + 1))
+    return min(options)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_cut_is_the_oldest_texts_run_in_a_cheapest_split(seed):
+    """_cheapest_run against brute force: the run it returns holds the oldest text, fits the limits,
+    and some cheapest split of all the waiting texts (least cost, then fewest passes) contains it."""
+    from services.inference.batcher import _Item
+
+    rng = random.Random(seed)
+    b = DynamicBatcher(FakeEncoder(), max_batch_size=8, max_batch_tokens=1, batch_wait_ms=0)
+    try:
+        for _ in range(200):
+            n = rng.randint(1, 9)
+            lengths = [rng.choice([0, 1, 2, 3, 5, 8, 13, 21]) for _ in range(n)]
+            limit = rng.randint(1, 6)
+            budget = rng.choice([4, 10, 30, 1000])
+            pass_tokens = rng.choice([0, 3, 10, 64])
+            items = [_Item(None, 0, f"text {i}", i, 0.0, length) for i, length in enumerate(lengths)]
+            chosen = b._cheapest_run(items, limit, budget, pass_tokens)
+            case = (lengths, limit, budget, pass_tokens)
+            assert 0 in [it.seq for it in chosen], case
+            assert len(chosen) <= limit and (len(chosen) == 1 or len(chosen) * max(
+                it.length for it in chosen) <= budget), case
+            order = sorted(range(n), key=lambda i: (lengths[i], i))
+            s = order.index(chosen[0].seq)
+            e = s + len(chosen)
+            assert [it.seq for it in chosen] == order[s:e], case  # a run in length order
+            ordered = [lengths[i] for i in order]
+            before = split_costs(ordered[:s], limit, budget, pass_tokens)
+            after = split_costs(ordered[e:], limit, budget, pass_tokens)
+            own = pass_tokens + len(chosen) * ordered[e - 1]
+            got = (before[0] + own + after[0], before[1] + 1 + after[1])
+            assert got == split_costs(ordered, limit, budget, pass_tokens), case
+    finally:
+        b.close_sync()
+
+
+@pytest.mark.parametrize("pass_tokens, passes", [(64, 2), (10_000, 1)])
+def test_a_mixed_crowd_runs_as_passes_of_similar_lengths(pass_tokens, passes):
+    """Short and long texts waiting together, well within the token budget: with a small per-pass
+    cost they run as a pass of the short ones and a pass of the long ones (not one pass padded to
+    the longest); with a per-pass cost above the padding saved, as one pass. Each caller gets its
+    own vectors either way."""
+    enc = FakeEncoder()
+    short = [words(n, f"s{n}") for n in (1, 2, 3, 4)]
+    long = [words(n, f"l{n}") for n in (40, 41, 42, 43)]
+    interleaved = [x for pair in zip(short, long, strict=True) for x in pair]
+
+    async def main():
+        b = DynamicBatcher(enc, max_batch_size=32, max_batch_tokens=1024, batch_wait_ms=0, pipeline_depth=1,
+                           pass_tokens=pass_tokens)
+        enc.gate.clear()  # hold the model so every text waits together
+        first = asyncio.create_task(b.encode_texts(["hold one"], True))
+        while not enc.seen.prepares:
+            await asyncio.sleep(0.005)
+        rest = [asyncio.create_task(b.encode_texts([t], True)) for t in interleaved]
+        while b.queue_depth < len(interleaved):
+            await asyncio.sleep(0.005)
+        enc.gate.set()
+        out = await asyncio.gather(first, *rest)
+        await b.close()
+        return out
+
+    out = run(main())
+    for text, vec in zip(interleaved, out[1:], strict=True):
+        np.testing.assert_allclose(vec[0], enc.expected_text(text, True), rtol=1e-5, atol=1e-6)
+    batches = [sorted(batch) for batch in enc.seen.text_batches[1:]]
+    if passes == 2:
+        assert sorted(batches) == sorted([sorted(short), sorted(long)]), batches
+    else:
+        assert batches == [sorted(interleaved)], batches
+
+
+def test_pass_tokens_must_not_be_negative():
+    with pytest.raises(ValueError, match="pass_tokens must be >= 0"):
+        DynamicBatcher(FakeEncoder(), pass_tokens=-1)
+
+
+def test_batch_pass_tokens_setting_reaches_the_batcher_and_bad_values_name_it():
+    def service(env: dict) -> InferenceService:
+        return InferenceService(FakeEncoder(), InferenceSettings.from_env({"MODEL": "m", **env}))
+
+    assert service({"BATCH_PASS_TOKENS": "7"}).batcher.pass_tokens == 7
+    assert service({}).batcher.pass_tokens == 64
+    for bad in ("-1", "many"):
+        with pytest.raises(SettingsError, match="BATCH_PASS_TOKENS"):
+            InferenceSettings.from_env({"MODEL": "m", "BATCH_PASS_TOKENS": bad})

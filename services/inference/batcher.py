@@ -18,7 +18,12 @@ batches:
 * with ``max_batch_tokens`` a text batch also holds at most that many tokens
   counted with padding (items x longest), so texts are always grouped by
   length: a forward pass's cost is its padded tokens, and a run of similar
-  lengths wastes few of them (a text longer than the budget goes alone);
+  lengths wastes few of them (a text longer than the budget goes alone). The
+  waiting texts, sorted by length, are split into the runs that cost the least
+  in all, each run costing ``pass_tokens`` (a forward pass's fixed overhead,
+  counted in padded tokens) plus its padded tokens; the batch is the run that
+  holds the oldest text. So a mixed crowd of short and long texts runs as a few
+  passes of similar lengths instead of one pass padded to the longest;
 * with ``early_cut`` (``BATCH_EARLY_CUT``, on in the service) a partial batch goes before its
   wait is over when the arrival rate shows that waiting will not pay: the items expected by the
   deadline would save less forward-pass overhead than the wait costs (see
@@ -67,6 +72,12 @@ if TYPE_CHECKING:
     from services.inference.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+#: a forward pass's fixed cost in padded tokens, for splitting waiting texts into batches
+#: (``BATCH_PASS_TOKENS``; README, Performance, issue 8)
+PASS_TOKENS = 64
+#: how many batches' worth of texts either side of the oldest (in length order) a cut looks at
+_WINDOW = 4
 
 
 class QueueFull(Exception):
@@ -130,15 +141,19 @@ class DynamicBatcher:
         pipeline_depth: int = 2,
         metrics: Metrics | None = None,
         early_cut: bool = False,
+        pass_tokens: int = PASS_TOKENS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or prep_threads < 1 or pipeline_depth < 1:
             raise ValueError("max_batch_size, max_queue, prep_threads and pipeline_depth must be >= 1")
         if max_batch_tokens < 0:
             raise ValueError("max_batch_tokens must be >= 0 (0: no token limit)")
+        if pass_tokens < 0:
+            raise ValueError("pass_tokens must be >= 0")
         self.encoder = encoder
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.pass_tokens = pass_tokens
         self.batch_wait = max(0.0, batch_wait_ms) / 1000.0
         self.max_queue = max_queue
         self.batching = batching
@@ -353,7 +368,7 @@ class DynamicBatcher:
             first = items[0].request
             chosen = [it for it in items if it.request is first][:limit]
         elif budget:
-            chosen = self._similar_lengths(items, limit, budget)
+            chosen = self._cheapest_run(items, limit, budget, self.pass_tokens)
         elif len(items) <= limit:
             chosen = list(items)
         elif modality == TEXT:
@@ -416,6 +431,45 @@ class DynamicBatcher:
             return [oldest]
         start, size = best[2], -best[0]
         return ordered[start:start + size]
+
+    def _cheapest_run(self, items: list[_Item], limit: int, budget: int, pass_tokens: int) -> list[_Item]:
+        """The run holding the oldest text in the cheapest split of the waiting texts into batches.
+
+        The texts, ordered by (length, arrival), are split into consecutive runs of at most ``limit``
+        texts and ``budget`` padded tokens (one text alone always fits); a run costs ``pass_tokens``
+        plus its padded tokens (texts x the longest), and the split with the least total cost wins
+        (on a tie, fewer passes). Only the texts near the oldest one in length order are considered
+        (``_WINDOW`` batches either side), so a long queue costs a cut little time."""
+        for it in items:
+            if it.length is None:
+                it.length = self._text_length(it.payload)
+        oldest = items[0]
+        ordered = sorted(items, key=lambda it: (it.length, it.seq))
+        p = ordered.index(oldest)
+        lo = max(0, p - _WINDOW * limit)
+        ordered = ordered[lo:p + _WINDOW * limit]
+        p -= lo
+        lengths = [it.length or 0 for it in ordered]
+        n = len(ordered)
+        inf = float("inf")
+        # best[j]: (cost, passes) of the cheapest split of ordered[:j]; start[j]: where its last run starts
+        best: list[tuple[float, int]] = [(0.0, 0)] + [(inf, 0)] * n
+        start = [0] * (n + 1)
+        for j in range(1, n + 1):
+            longest = lengths[j - 1]
+            for i in range(j - 1, max(-1, j - 1 - limit), -1):
+                size = j - i
+                if size > 1 and size * longest > budget:
+                    break  # longer runs ending here hold more padded tokens still
+                cost, passes = best[i]
+                cand = (cost + pass_tokens + size * longest, passes + 1)
+                if cand < best[j]:
+                    best[j] = cand
+                    start[j] = i
+        j = n
+        while start[j] > p:
+            j = start[j]
+        return ordered[start[j]:j]
 
     def _text_length(self, text: str) -> int:
         try:

@@ -61,6 +61,9 @@ class InferenceSettings:
     # tokens in one text batch, counted with padding; None: CPU_MAX_BATCH_TOKENS on a CPU, no limit on a
     # GPU; 0: no limit
     max_batch_tokens: int | None = field(default=None, metadata={"env": "MAX_BATCH_TOKENS"})
+    # a forward pass's fixed cost in padded tokens: with a token budget, the waiting texts are split into
+    # the length runs that cost the least with it (see services.inference.batcher)
+    batch_pass_tokens: int = field(default=64, metadata={"env": "BATCH_PASS_TOKENS"})
     batch_wait_ms: float = field(default=2.0, metadata={"env": "BATCH_WAIT_MS"})
     # send a partial batch before BATCH_WAIT_MS is over when the arrival rate shows waiting will not pay
     batch_early_cut: bool = field(default=True, metadata={"env": "BATCH_EARLY_CUT"})
@@ -84,6 +87,8 @@ class InferenceSettings:
                 raise SettingsError(f"{env_name(name)} must be at least 1, not {getattr(self, name)}")
         if self.max_batch_tokens is not None and self.max_batch_tokens < 0:
             raise SettingsError(f"MAX_BATCH_TOKENS must be >= 0 (0: no limit), not {self.max_batch_tokens}")
+        if self.batch_pass_tokens < 0:
+            raise SettingsError(f"BATCH_PASS_TOKENS must be >= 0, not {self.batch_pass_tokens}")
         if self.batch_wait_ms < 0:
             raise SettingsError(f"BATCH_WAIT_MS must be >= 0, not {self.batch_wait_ms}")
         if self.model_format is not None and self.model_format not in ("TORCH_SCRIPT", "ONNX"):
@@ -112,7 +117,7 @@ def env_name(attr: str) -> str:
     return _env_name(InferenceSettings, attr)
 
 
-_INTS = {"cuda_device", "grpc_port", "max_batch_size", "max_batch_tokens", "max_queue",
+_INTS = {"cuda_device", "grpc_port", "max_batch_size", "max_batch_tokens", "batch_pass_tokens", "max_queue",
          "max_items_per_request",
          "max_request_bytes", "max_image_pixels", "prep_threads", "sparse_max_terms"}
 

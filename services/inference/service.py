@@ -108,6 +108,7 @@ class InferenceService:
             batching=self.batching,
             metrics=self.metrics,
             early_cut=s.batch_early_cut,
+            pass_tokens=s.batch_pass_tokens,
         )
         self.encoder = encoder
         self.owns_encoder = owned
