@@ -166,3 +166,21 @@ def test_splade_tiny_serves_through_the_split_with_unchanged_values(tmp_path):
             np.testing.assert_allclose(f.values, s.values, atol=1e-5)
     finally:
         encoder.close()
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_sparse_head_pools_whole_model_logits_over_real_tokens(as_tensor):
+    """ONNX / TorchScript sparse models that return (texts, tokens, vocab) logits: the weights are the
+    straightforward masked computation, for numpy (ONNX) and torch (TorchScript) outputs alike."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(5, 9, 31)).astype(np.float32)
+    mask = np.zeros((5, 9), dtype=np.int64)
+    for row, n in enumerate([9, 4, 0, 1, 6]):
+        mask[row, :n] = 1
+    mask[4] = [0, 0, 0, 1, 1, 1, 1, 1, 1]  # left padding too
+    expected = (np.log1p(np.maximum(logits, 0)) * mask[:, :, None]).max(axis=1)
+    given = torch.from_numpy(logits.copy()) if as_tensor else logits.copy()
+    np.testing.assert_allclose(SparseHead.weights(given, mask), expected, atol=1e-6)
+    assert not SparseHead.weights(given, mask)[2].any()
+    if not as_tensor:
+        np.testing.assert_array_equal(given, logits)  # the model's output is read, not changed

@@ -75,10 +75,15 @@ class SparseHead:
             return to_numpy(output)
         padding = mask[:, : output.shape[1]] == 0
         if isinstance(output, np.ndarray):
-            if padding.any():
-                output = output.copy()
-                output[padding] = 0.0  # padded positions count as 0, as OpenSearch's (logits * mask)
-            return np.log1p(np.maximum(output.max(axis=1), 0.0)).astype(np.float32)
+            # each text's maximum over its real tokens, read in place (no copy of the whole logits);
+            # padded positions count as 0, as OpenSearch's (logits * mask): the relu below does that
+            pooled = np.zeros((output.shape[0], output.shape[2]), dtype=np.float32)
+            for row, pad in enumerate(padding):
+                if not pad.any():
+                    pooled[row] = output[row].max(axis=0)
+                elif not pad.all():
+                    pooled[row] = output[row, ~pad].max(axis=0)
+            return np.log1p(np.maximum(pooled, 0.0)).astype(np.float32)
         import torch
 
         with torch.inference_mode():  # the runner's output is an inference tensor: changed in place here
