@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .base import Encoder, EncoderInfo, SparseVector
+from .length_groups import length_groups, right_padded_lengths, sub_batch
 from .pooling import pool
 from .text_tokenizer import TextTokenizer
 
@@ -140,18 +141,53 @@ class ArtifactEncoder(Encoder):
     """A text encoder made of a tokenizer, a runner and a head (dense or sparse)."""
 
     def __init__(self, tokenizer: TextTokenizer, runner: Runner, head: DenseHead | SparseHead,
-                 info: EncoderInfo, *, release: Callable[[], None] | None = None) -> None:
+                 info: EncoderInfo, *, release: Callable[[], None] | None = None,
+                 group_lengths: bool = True) -> None:
+        """``group_lengths``: the runner pays for padded tokens, so a batch of mixed lengths runs as
+        sub-batches of similar lengths when that costs less (:mod:`.length_groups`)."""
         self.tokenizer = tokenizer
         self.runner = runner
         self.head = head
         self.info = info
+        self.group_lengths = group_lengths
         self._release = release
 
     def prepare_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
         return self.tokenizer.encode(texts)
 
     def forward_texts(self, prepared: dict[str, np.ndarray]) -> Any:
-        return self.head(self.runner(prepared), prepared)
+        groups = self._length_groups(prepared)
+        if groups is None:
+            return self.head(self.runner(prepared), prepared)
+        rows_out: list[Any] = [None] * len(prepared["attention_mask"])
+        dense: list[tuple[list[int], np.ndarray]] = []
+        for rows, width in groups:
+            sub = sub_batch(prepared, rows, width)
+            out = self.head(self.runner(sub), sub)
+            if isinstance(out, list):  # sparse vectors
+                for row, vector in zip(rows, out, strict=True):
+                    rows_out[row] = vector
+            else:
+                dense.append((rows, np.asarray(out, dtype=np.float32)))
+        if not dense:
+            return rows_out
+        result = np.empty((len(rows_out), dense[0][1].shape[1]), dtype=np.float32)
+        for rows, out in dense:
+            result[rows] = out
+        return result
+
+    def _length_groups(self, prepared: dict[str, np.ndarray]) -> list[tuple[list[int], int]] | None:
+        """(rows, their longest) per sub-batch, or None to run the batch as it is."""
+        mask = prepared.get("attention_mask")
+        if not self.group_lengths or mask is None or mask.shape[0] < 2:
+            return None
+        lengths = right_padded_lengths(mask)
+        if lengths is None:
+            return None
+        groups = length_groups(lengths.tolist())
+        if len(groups) < 2:
+            return None
+        return [(rows, max(1, int(lengths[rows].max()))) for rows in groups]
 
     def text_length(self, text: str) -> int:
         return self.tokenizer.estimate_length(text)

@@ -194,8 +194,9 @@ def _masked_lm_encoder(spec: ModelSpec, choice: Any, folder: Path,
     runner.check_pooled(tokenizer.encode(list(PROBE_TEXTS)), spec.name)
     info = _info(spec, settings, str(choice.device), choice.precision or "fp32", tokenizer, SPARSE_ENCODING,
                  width)
+    # with the head on real tokens only, padding costs only the (cheap) encoder: no sub-batches
     return _ready(ArtifactEncoder(tokenizer, runner, SparseHead(tokenizer.special_ids, settings), info,
-                                  release=runner.release))
+                                  release=runner.release, group_lengths=runner.pooled is None))
 
 
 def _tokenize_encoder(spec: ModelSpec, root: Path, settings: SparseSettings) -> ArtifactEncoder:
@@ -222,7 +223,8 @@ def _tokenize_encoder(spec: ModelSpec, root: Path, settings: SparseSettings) -> 
         else "every token weighs 1 (no idf.json)"
     log.info("SPARSE_TOKENIZE %s: %s", spec.name, source)
     info = _info(spec, settings, "cpu", "fp32", tokenizer, SPARSE_TOKENIZE, tokenizer.vocab_size)
-    return _ready(ArtifactEncoder(tokenizer, _no_model, IdfHead(idf, tokenizer.special_ids, settings), info))
+    return _ready(ArtifactEncoder(tokenizer, _no_model, IdfHead(idf, tokenizer.special_ids, settings), info,
+                                  group_lengths=False))
 
 
 def _no_model(prepared: dict[str, np.ndarray]) -> None:
