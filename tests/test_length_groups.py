@@ -4,6 +4,7 @@ run once, each sub-batch is cut to its own longest text, and the vectors are tho
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -116,6 +117,10 @@ def test_dense_artifact_sub_batches_give_the_whole_batch_vectors(fmt, tmp_path):
     # each call is cut to its own longest text: fewer padded tokens than the whole batch
     assert sum(rows * width for rows, width in calls) < len(TEXTS) * lengths.max()
     assert sorted(width for _, width in calls)[0] < lengths.max()
+    # on a GPU padded tokens are nearly free: the batch runs whole
+    encoder.info = dataclasses.replace(encoder.info, device="cuda:0")
+    _, _, shapes, _ = run_both_ways(encoder, TEXTS)
+    assert shapes == [(len(TEXTS), lengths.max())] * 2
 
 
 def test_sparse_artifact_sub_batches_give_the_whole_batch_vectors(tmp_path):

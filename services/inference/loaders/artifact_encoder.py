@@ -143,8 +143,10 @@ class ArtifactEncoder(Encoder):
     def __init__(self, tokenizer: TextTokenizer, runner: Runner, head: DenseHead | SparseHead,
                  info: EncoderInfo, *, release: Callable[[], None] | None = None,
                  group_lengths: bool = True) -> None:
-        """``group_lengths``: the runner pays for padded tokens, so a batch of mixed lengths runs as
-        sub-batches of similar lengths when that costs less (:mod:`.length_groups`)."""
+        """``group_lengths``: the runner pays for padded tokens, so on a CPU a batch of mixed lengths
+        runs as sub-batches of similar lengths when that costs less (:mod:`.length_groups`; on a GPU
+        padded tokens are nearly free and each call's fixed cost is what counts, as with the batcher's
+        MAX_BATCH_TOKENS)."""
         self.tokenizer = tokenizer
         self.runner = runner
         self.head = head
@@ -179,7 +181,7 @@ class ArtifactEncoder(Encoder):
     def _length_groups(self, prepared: dict[str, np.ndarray]) -> list[tuple[list[int], int]] | None:
         """(rows, their longest) per sub-batch, or None to run the batch as it is."""
         mask = prepared.get("attention_mask")
-        if not self.group_lengths or mask is None or mask.shape[0] < 2:
+        if not self.group_lengths or self.info.device != "cpu" or mask is None or mask.shape[0] < 2:
             return None
         lengths = right_padded_lengths(mask)
         if lengths is None:
