@@ -12,7 +12,6 @@ TransportError like a refused HTTP connection.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ import grpc  # type: ignore[import-untyped,unused-ignore]
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
+from polyvec_client import _json
 from polyvec_client._core import Op
 from polyvec_client._pb import gateway_pb2 as pb
 from polyvec_client.errors import BadRequestError, PolyvecError, TransportError, error_from_response
@@ -72,13 +72,6 @@ def _dict(msg: struct_pb2.Struct) -> dict[str, Any]:
 
 def _float_lists(vectors: dict[str, Any] | None) -> dict[str, pb.FloatList]:
     return {k: pb.FloatList(values=v) for k, v in (vectors or {}).items()}
-
-
-def _object_in(item: dict[str, Any]) -> pb.ObjectIn:
-    msg = pb.ObjectIn(properties=_struct(item.get("properties")), vectors=_float_lists(item.get("vectors")))
-    if item.get("id") is not None:
-        msg.id = str(item["id"])
-    return msg
 
 
 def _object(msg: pb.Object) -> dict[str, Any]:
@@ -165,8 +158,17 @@ def _search_response(msg: pb.SearchResponse) -> dict[str, Any]:
 
 
 def _import_request(op: Op) -> pb.ImportObjectsRequest:
-    body = op.body if op.body is not None else json.loads(op.content or b"{}")
-    return pb.ImportObjectsRequest(collection=op.collection, objects=[_object_in(o) for o in body["objects"]])
+    """Built in place (``objects.add``, ``update``): several times faster than messages copied in."""
+    body = op.body if op.body is not None else _json.loads(op.content or b"{}")
+    msg = pb.ImportObjectsRequest(collection=op.collection)
+    for item in body["objects"]:
+        obj = msg.objects.add()
+        if item.get("id") is not None:
+            obj.id = str(item["id"])
+        obj.properties.update(item.get("properties") or {})
+        for name, values in (item.get("vectors") or {}).items():
+            obj.vectors[name].values.extend(values)
+    return msg
 
 
 def _import_response(msg: pb.ImportObjectsResponse) -> dict[str, Any]:
