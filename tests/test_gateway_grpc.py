@@ -119,3 +119,22 @@ def test_grpc_mirrors_http(tmp_path):
                 await server.stop(None)
 
     run(scenario())
+
+
+def test_struct_to_dict_reads_structs_as_the_http_json():
+    """The gateway's fast Struct reader gives what json_format gives (integral numbers as ints), and a
+    NaN or Infinity (which JSON cannot hold) is a 400 naming where it is, not an internal error."""
+    from google.protobuf import json_format
+
+    from gateway.errors import BadRequest
+    from gateway.grpc_api import struct_to_dict
+
+    value = {"a": [1, 2.5, {"b": None, "c": True, "d": []}], "s": "x", "e": {}, "n": -3, "big": 2.0**60}
+    msg = props(**value)
+    as_json = json_format.MessageToDict(msg)
+    assert struct_to_dict(msg) == {k: int(v) if k == "n" else v for k, v in as_json.items()}
+    assert struct_to_dict(msg) == value and isinstance(struct_to_dict(msg)["a"][0], int)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(BadRequest) as err:
+            struct_to_dict(props(title="t", nested={"xs": [1, bad]}), "objects.3.properties")
+        assert err.value.field == "objects.3.properties.nested.xs.1"

@@ -48,15 +48,22 @@ def target_of(url: str) -> tuple[str, bool]:
 
 
 # -- JSON <-> messages -----------------------------------------------------------------------------------
-def _ints(value: Any) -> Any:
-    """Struct numbers are doubles: integral ones become ints again, as in the HTTP API's JSON."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
+def _plain(value: struct_pb2.Value) -> Any:
+    """A Struct value as the HTTP API's JSON: integral numbers are ints again (Struct numbers are
+    doubles). Several times faster than json_format, which matters for iterate and export."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        n = value.number_value
+        return int(n) if n.is_integer() and abs(n) < 2**53 else n
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return _dict(value.struct_value)
+    if kind == "list_value":
+        return [_plain(v) for v in value.list_value.values]
+    return None
 
 
 def _struct(data: dict[str, Any] | None) -> struct_pb2.Struct:
@@ -67,7 +74,7 @@ def _struct(data: dict[str, Any] | None) -> struct_pb2.Struct:
 
 
 def _dict(msg: struct_pb2.Struct) -> dict[str, Any]:
-    return _ints(json_format.MessageToDict(msg))
+    return {k: _plain(v) for k, v in msg.fields.items()}
 
 
 def _float_lists(vectors: dict[str, Any] | None) -> dict[str, pb.FloatList]:
