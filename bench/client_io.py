@@ -26,8 +26,8 @@
   ``Client`` per transport (``http://`` and ``grpc://``, in this process) imports ``--objects`` objects
   with their own 8-d vectors into a fresh collection (``insert_many``, 4 requests in flight), then runs
   ``--searches`` near_vector searches one after another (limit 10) and the same searches as batches of
-  32 (``search.batch``). Printed: objects/s and searches/s per transport (medians over the rounds) and
-  the gRPC/HTTP ratios.
+  32 (``search.batch``). Printed: objects/s and searches/s per transport, and the CPU time the client
+  (this process) and the gateway used per 1,000 (medians over the rounds), with the gRPC/HTTP ratios.
 """
 
 from __future__ import annotations
@@ -276,49 +276,67 @@ def bench_memory(lines: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- transport
-def transport_round(url: str, objects: list[dict], queries: list[list[float]]) -> tuple[float, float, float]:
-    """(import objects/s, sequential searches/s, batched searches/s) of one Client over ``url``."""
+def transport_round(url: str, objects: list[dict], queries: list[list[float]],
+                    gateway_pid: int) -> list[tuple[float, float, float]]:
+    """(rate/s, client CPU ms and gateway CPU ms per 1,000) of one Client over ``url``: for the import,
+    the sequential searches and the batched searches. CPU time is distorted less by a loaded machine."""
     from polyvec_client import Client, query
+
+    out: list[tuple[float, float, float]] = []
+
+    def measured(count: int, work) -> None:
+        wall, cpu, gw = time.perf_counter(), time.process_time(), cpu_seconds(gateway_pid)
+        work()
+        wall, cpu, gw = (time.perf_counter() - wall, time.process_time() - cpu,
+                         cpu_seconds(gateway_pid) - gw)
+        out.append((count / wall, cpu / count * 1e6, gw / count * 1e6))
 
     with Client(url) as client:
         name = f"t{random.getrandbits(40):x}"
         client.collections.create({"name": name, **OWN_VECTORS})
         col = client.collection(name)
-        start = time.perf_counter()
-        report = col.insert_many(objects, concurrency=4, progress=False)
-        imported = time.perf_counter() - start
-        assert report.ok == len(objects) and not report.failed, report.failed[:3]
-        start = time.perf_counter()
-        for vector in queries:
-            assert col.search.near_vector(vector, limit=10).hits
-        sequential = time.perf_counter() - start
+
+        def load() -> None:
+            report = col.insert_many(objects, concurrency=4, progress=False)
+            assert report.ok == len(objects) and not report.failed, report.failed[:3]
+
+        def one_by_one() -> None:
+            for vector in queries:
+                assert col.search.near_vector(vector, limit=10).hits
+
         bodies = [query.near_vector(v, limit=10) for v in queries]
-        start = time.perf_counter()
-        for i in range(0, len(bodies), 32):
-            col.search.batch(bodies[i:i + 32])
-        batched = time.perf_counter() - start
+
+        def batched() -> None:
+            for i in range(0, len(bodies), 32):
+                col.search.batch(bodies[i:i + 32])
+
+        measured(len(objects), load)
+        measured(len(queries), one_by_one)
+        measured(len(queries), batched)
         client.collections.delete(name)
-    return len(objects) / imported, len(queries) / sequential, len(queries) / batched
+    return out
 
 
 def bench_transport(n: int, searches: int, rounds: int) -> None:
     objects = list(own_vector_objects(n))
     rng = random.Random(5)
     queries = [[rng.uniform(-1, 1) for _ in range(8)] for _ in range(searches)]
-    rates: dict[str, list[tuple[float, float, float]]] = {"http": [], "grpc": []}
+    runs: dict[str, list[list[tuple[float, float, float]]]] = {"http": [], "grpc": []}
     with tempfile.TemporaryDirectory(prefix="polyvec-bench-transport-") as tmp, \
             GatewayChild(Path(tmp), grpc=True) as gw:
         urls = {"http": gw.url, "grpc": f"grpc://127.0.0.1:{gw.grpc_port}"}
         for r in range(rounds):
             for kind in (("http", "grpc") if r % 2 == 0 else ("grpc", "http")):
-                rates[kind].append(transport_round(urls[kind], objects, queries))
-                print(f"round {r + 1} {kind}: " + ", ".join(
-                    f"{x:,.0f}" for x in rates[kind][-1]) + " (import obj/s, search/s, batched search/s)",
-                    flush=True)
-    medians = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in rates.items()}
-    for i, what in enumerate(("import objects/s", "sequential searches/s", "batched searches/s (32)")):
-        h, g = medians["http"][i], medians["grpc"][i]
-        print(f"{what:>26}: HTTP {h:,.0f}  gRPC {g:,.0f}  gRPC/HTTP {g / h:.2f}x", flush=True)
+                runs[kind].append(transport_round(urls[kind], objects, queries, gw.proc.pid))
+                print(f"round {r + 1} {kind}: " + "; ".join(f"{rate:,.0f}/s" for rate, _, _ in runs[kind][-1])
+                      + " (import, searches, batched searches)", flush=True)
+    print("medians; CPU ms per 1,000 objects or searches (client / gateway):")
+    for i, what in enumerate(("import objects", "sequential searches", "batched searches (32)")):
+        m = {k: [statistics.median(run[i][j] for run in v) for j in range(3)] for k, v in runs.items()}
+        (hr, hc, hg), (gr, gc, gg) = m["http"], m["grpc"]
+        print(f"{what:>22}: HTTP {hr:,.0f}/s (CPU {hc:,.0f} / {hg:,.0f})  gRPC {gr:,.0f}/s "
+              f"(CPU {gc:,.0f} / {gg:,.0f})  gRPC/HTTP rate {gr / hr:.2f}x, "
+              f"CPU {(gc + gg) / (hc + hg):.2f}x", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
