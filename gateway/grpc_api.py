@@ -363,7 +363,10 @@ def _search_body(request: gateway_pb2.SearchRequest) -> dict[str, Any]:
     if kind == "near_text":
         body["near_text"] = {"query": request.near_text.query}
     elif kind == "near_image":
-        body["near_image"] = {"image": base64.b64encode(request.near_image.image).decode()}
+        image, url = request.near_image.image, request.near_image.url
+        if image and url:
+            raise BadRequest("near_image", "give image or url, not both")
+        body["near_image"] = {"image": url or base64.b64encode(image).decode()}
     elif kind == "near_vector":
         body["near_vector"] = {"vector": list(request.near_vector.vector)}
     elif kind == "bm25":

@@ -402,10 +402,12 @@ class NearText(_message.Message):
     def __init__(self, query: _Optional[str] = ...) -> None: ...
 
 class NearImage(_message.Message):
-    __slots__ = ("image",)
+    __slots__ = ("image", "url")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
     image: bytes
-    def __init__(self, image: _Optional[bytes] = ...) -> None: ...
+    url: str
+    def __init__(self, image: _Optional[bytes] = ..., url: _Optional[str] = ...) -> None: ...
 
 class NearVector(_message.Message):
     __slots__ = ("vector",)

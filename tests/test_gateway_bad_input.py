@@ -1028,6 +1028,20 @@ GRPC_CASES: list[tuple[str, str, Any, grpc.StatusCode, str | None]] = [
         "near_image.image",
     ),
     (
+        "search:near-image-bytes-and-url",
+        "Search",
+        _search(near_image=pb.NearImage(image=b"x", url="https://example.com/a.png")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "near_image",
+    ),
+    (
+        "search:near-image-url-refused",
+        "Search",
+        _search(near_image=pb.NearImage(url="http://127.0.0.1:9/a.png")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "near_image.image",
+    ),
+    (
         "search:near-vector-empty",
         "Search",
         _search(near_vector=pb.NearVector(vector=[])),

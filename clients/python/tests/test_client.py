@@ -351,6 +351,12 @@ def test_grpc_and_http_give_the_same_results(gateway):
         left, right = a.search.batch(searches), b.search.batch(searches)
         assert [r.hits if isinstance(r, SearchResult) else r for r in left] == \
             [r.hits if isinstance(r, SearchResult) else r for r in right]
+        refused = []  # an image URL goes to the gateway over both (its URL policy refuses loopback)
+        for col in (a, b):
+            with pytest.raises(BadRequestError) as err:
+                col.search.near_image("http://127.0.0.1:9/red.png")
+            refused.append((err.value.status, err.value.field, err.value.message))
+        assert refused[0] == refused[1] and refused[0][1] == "near_image.image", refused
         put_a, put_b = a.put("obj-00001", {"title": "x", "n": 1}), b.put("obj-00004", {"title": "x", "n": 4})
         assert put_a | {"id": "obj-00004", "uuid": object_uuid("obj-00004")} == put_b
         assert put_b["vectorized"] == ["main"]

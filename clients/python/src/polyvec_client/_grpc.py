@@ -126,10 +126,9 @@ def _search_request(body: dict[str, Any], collection: str = "") -> pb.SearchRequ
     if "near_image" in body:
         image = body["near_image"]["image"]
         if isinstance(image, str) and image.startswith(("http://", "https://")):
-            raise BadRequestError("over gRPC an image is sent as bytes: give the file, bytes or a PIL.Image "
-                                  "(the gateway fetches URLs over HTTP only)", status=400,
-                                  field="near_image.image")
-        msg.near_image.image = base64.b64decode(image)
+            msg.near_image.url = image  # the gateway fetches it, as over HTTP
+        else:
+            msg.near_image.image = base64.b64decode(image)
     if "near_vector" in body:
         msg.near_vector.vector.extend(body["near_vector"]["vector"])
     if "neural_sparse" in body:
