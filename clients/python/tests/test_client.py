@@ -24,6 +24,7 @@ from polyvec_client import (
     ConflictError,
     ImportInterrupted,
     NotFoundError,
+    PolyvecError,
     RateLimitedError,
     RetryPolicy,
     SearchError,
@@ -325,6 +326,10 @@ def test_unreachable_grpc_gateway_is_a_transport_error():
             pytest.raises(TransportError) as err:
         client.limits()
     assert err.value.status is None and not err.value.may_have_run
+    started = time.monotonic()
+    with Client("grpc://127.0.0.1:9") as client, pytest.raises(PolyvecError) as err:
+        client.request("GET", "/v1/limits")  # a raw HTTP request has no gRPC method: said, not retried
+    assert "no gRPC method" in err.value.message and time.monotonic() - started < 1
 
 
 def test_grpc_and_http_give_the_same_results(gateway):

@@ -35,7 +35,7 @@ _STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.ALREADY_EXISTS: 409, grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
 }
 
 
@@ -277,7 +277,8 @@ def encode(op: Op) -> tuple[Rpc, Message]:
     """The RPC and request message of an operation; a body the messages cannot hold is a 400."""
     rpc = CODEC.get(op.name)
     if rpc is None:
-        raise TransportError(f"{op.name} ({op.method} {op.path}) has no gRPC method: use an http:// URL")
+        raise PolyvecError(f"{op.method} {op.path} is a raw HTTP request: it has no gRPC method "
+                           "(use an http:// URL, or the client's methods)")
     try:
         return rpc, rpc.request(op)
     except PolyvecError:
@@ -294,6 +295,8 @@ def error_from_rpc(exc: grpc.RpcError, op: Op) -> PolyvecError:
     if code == grpc.StatusCode.UNAVAILABLE and "service" not in trailers:  # the channel, not the gateway
         never_sent = "failed to connect" in details.lower() or "connection refused" in details.lower()
         return TransportError(f"{rpc_name(op)}: UNAVAILABLE: {details}", may_have_run=not never_sent)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # the client's timeout, as an HTTP read timeout
+        return TransportError(f"{rpc_name(op)}: DEADLINE_EXCEEDED: {details}", may_have_run=True)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         status = 429 if "retry-after" in trailers else 413
     else:
