@@ -1,8 +1,8 @@
 """The user command line: ``polyvec import | export | search | collections | eval`` (also
 ``polyvec-client ...``).
 
-The gateway is ``--url`` (default $POLYVEC_URL, else http://localhost:8000) with ``--api-key`` (default
-$POLYVEC_API_KEY).
+The gateway is ``--url`` (default $POLYVEC_URL, else http://localhost:8000; ``grpc://HOST:PORT`` for its
+gRPC API) with ``--api-key`` (default $POLYVEC_API_KEY).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ COMMANDS = ("import", "export", "search", "collections", "eval")
 def build_parser(prog: str = "polyvec") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Load, export and search polyvec collections.")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the gateway (default: $POLYVEC_URL or http://localhost:8000)")
+    common.add_argument("--url", help="the gateway: http(s)://HOST:PORT, or grpc://HOST:PORT for its "
+                                      "gRPC API (default: $POLYVEC_URL or http://localhost:8000)")
     common.add_argument("--api-key", help="API key (default: $POLYVEC_API_KEY)")
     common.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
