@@ -17,8 +17,9 @@ longer than the bound, whatever the model's speed).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 
@@ -44,13 +45,31 @@ _ADMITTED: ContextVar[frozenset[str]] = ContextVar("polyvec_admitted", default=f
 
 
 class Admission:
-    """Counts the requests using one service; refuses the one past ``limit`` (see module doc)."""
+    """Counts the requests using one service; refuses the one past ``limit`` (see module doc).
 
-    def __init__(self, key: str, limit: int) -> None:
+    It also measures how fast requests leave (the last ``RATE_WINDOW`` of them), so that a refused client
+    can be told when to come back: :meth:`drain_s`, the time the requests now here take to leave.
+    """
+
+    RATE_WINDOW = 64
+
+    def __init__(self, key: str, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.key = key
         self.limit = max(1, limit)
         self.active = 0
         self.shed = 0  # requests refused so far (observability, tests)
+        self.clock = clock
+        self._left: deque[float] = deque(maxlen=self.RATE_WINDOW)  # when the latest requests left
+
+    def drain_s(self) -> float | None:
+        """Seconds until the requests now admitted have left, at the rate requests left lately (None:
+        too few have left yet to say)."""
+        if len(self._left) < 2:
+            return None
+        span = self.clock() - self._left[0]  # up to now: a stalled service reads as slow, not fast
+        if span <= 0:
+            return None
+        return self.active * span / len(self._left)
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
@@ -69,6 +88,7 @@ class Admission:
         finally:
             _ADMITTED.reset(token)
             self.active -= 1
+            self._left.append(self.clock())
 
 
 class CallSlots:

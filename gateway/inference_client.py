@@ -189,7 +189,6 @@ class InferenceClient:
         self._meta_at = 0.0
         self._meta_stale = False
         self._refresh: asyncio.Future[InferenceMeta] | None = None  # a Meta read in progress
-        self._call_s = 0.05  # moving average of one call's duration (for Retry-After)
         self.calls = 0  # Vectorize calls sent, retries not counted (observability, tests)
         self.retries = 0  # attempts repeated after RESOURCE_EXHAUSTED / UNAVAILABLE
         if metrics is not None:
@@ -214,12 +213,14 @@ class InferenceClient:
             raise self._shed(f"{exc} (INFERENCE_MAX_WAITING)") from None
 
     def _shed(self, detail: str) -> InferenceBusy:
-        """A request the gateway sheds (Retry-After: about the time its queue takes to drain)."""
+        """A request the gateway sheds. Retry-After: the time the requests now admitted take to leave, at
+        the rate they left lately (by then the queue has turned over); 1 s before two have left. (An
+        estimate from the duration of calls was misled by import calls of many items: shed searchers were
+        told to stay away for half a minute while the model ran out of work.)"""
         if self.metrics is not None:
             self.metrics.inference_shed.labels(self.label).inc()
-        waits = self.admission.active / self.concurrency
-        return InferenceBusy(self.address, detail, retry_after_s=min(30, math.ceil(self._call_s * waits)),
-                             shed=True)
+        drain_s = self.admission.drain_s() or 1.0
+        return InferenceBusy(self.address, detail, retry_after_s=min(30, math.ceil(drain_s)), shed=True)
 
     # -- calls ---------------------------------------------------------------------------------------------
     async def _call(self, method, request, *, items: int, budget_s: float, urgent: bool = False,
@@ -303,16 +304,13 @@ class InferenceClient:
         """One RPC attempt, counted in flight while it runs; the trace context travels in its metadata."""
         metadata = tracing.inject_metadata() or None
         gauge = self.metrics.inference_in_flight.labels(self.label) if self.metrics is not None else None
-        started = time.monotonic()
         if gauge is not None:
             gauge.inc()
         try:
-            response = await method(request, timeout=timeout_s, metadata=metadata)
+            return await method(request, timeout=timeout_s, metadata=metadata)
         finally:
             if gauge is not None:
                 gauge.dec()
-        self._call_s = 0.8 * self._call_s + 0.2 * (time.monotonic() - started)
-        return response
 
     def _gave_up(self, code: grpc.StatusCode, details: str, budget_s: float) -> InferenceError:
         spent = f"still {code.name} after retrying for {budget_s:g} s"

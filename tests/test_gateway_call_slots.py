@@ -209,3 +209,27 @@ def test_a_call_tried_again_keeps_its_turn_ahead_of_later_arrivals():
         assert order == ["retry", "b", "c"]
 
     run(scenario())
+
+
+def test_admission_tells_how_long_the_admitted_requests_take_to_leave():
+    """Retry-After for a shed request: the time the admitted ones take to leave at the rate they left
+    lately, whatever calls of other sizes (imports) took."""
+
+    async def scenario():
+        clock = Clock()
+        admission = Admission("svc", 100, clock=clock)
+        assert admission.drain_s() is None  # nothing has left yet: no rate
+        for _ in range(10):  # ten requests leave, one every 0.1 s: 10 per second
+            await _hold(admission, fresh=True)
+            clock.now += 0.1
+        release = asyncio.Event()
+        holders = [asyncio.create_task(_hold(admission, release, fresh=True)) for _ in range(20)]
+        while admission.active < 20:
+            await asyncio.sleep(0)
+        assert admission.drain_s() == pytest.approx(2.0)  # 20 admitted at 10 per second
+        clock.now += 1.0  # nobody left for a second: a stalled service reads as slower
+        assert admission.drain_s() == pytest.approx(20 * 2.0 / 10)  # 10 left in the last 2 s
+        release.set()
+        await asyncio.gather(*holders)
+
+    run(scenario())
