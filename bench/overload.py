@@ -253,8 +253,11 @@ def report(label: str, results: list[tuple[int, float, bool]], elapsed: float, w
     print(f"{label}: {total} answers; {served:.1f} searches/s served during the {window:g} s of load "
           f"({mix.get(200, 0) / elapsed:.1f}/s until the last answer, {elapsed:.1f} s)")
     print(f"  status mix: {mix_text}")
+    shed_ms = [lat * 1000 for status, lat, _ in results if status == 429]
     print(f"  latency all: p50 {pct(all_ms, 50):.0f} ms, p99 {pct(all_ms, 99):.0f} ms;"
-          f"  200s only: p50 {pct(ok_ms, 50):.0f} ms, p99 {pct(ok_ms, 99):.0f} ms", flush=True)
+          f"  200s only: p50 {pct(ok_ms, 50):.0f} ms, p99 {pct(ok_ms, 99):.0f} ms"
+          + (f";  429s: p50 {pct(shed_ms, 50):.0f} ms, p99 {pct(shed_ms, 99):.0f} ms" if shed_ms else ""),
+          flush=True)
     return {"mix": mix, "served": served, "p50": pct(all_ms, 50), "p99": pct(all_ms, 99),
             "ok_p50": pct(ok_ms, 50), "ok_p99": pct(ok_ms, 99)}
 
