@@ -689,6 +689,8 @@ class Contender:
     start: Callable[[], ServerProcess]
     best: dict[str, float] = field(default_factory=dict)
     rounds: dict[str, list[float]] = field(default_factory=dict)
+    #: the server's CPU ms per text, least of the rounds (load disturbs it less than throughput)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
     vectors: np.ndarray | None = None
 
 
@@ -702,16 +704,21 @@ async def measure_contender(who: Contender, cases: list[Case], texts: list[str],
         for case in cases:
             if case.transport == "grpc" and server.grpc_port is None:
                 continue
+            cpu_start = server.cpu_seconds()
             if case.transport == "grpc":
                 rate = await grpc_throughput(server.grpc_port, "text", texts, case.clients, seconds,
                                              case.per_request)
             else:
                 rate = await http_throughput(server, texts, case.clients, seconds, case.per_request)
+            # texts served while measured, and each client's warm-up call
+            served = rate * LAST_WALL[0] + case.clients * case.per_request
+            cpu_ms = (server.cpu_seconds() - cpu_start) * 1000 / served
             who.rounds.setdefault(case.key, []).append(rate)
             who.best[case.key] = max(who.best.get(case.key, 0.0), rate)
+            who.cpu_ms[case.key] = min(who.cpu_ms.get(case.key, float("inf")), cpu_ms)
             cpu = CLIENT_CPU[case.transport, case.clients, case.per_request]
-            print(f"  {who.label:10s} {case.label:38s} {rate:8.1f} texts/s   (clients used {cpu:.2f} cores)",
-                  flush=True)
+            print(f"  {who.label:10s} {case.label:38s} {rate:8.1f} texts/s, server {cpu_ms:5.1f} CPU ms "
+                  f"per text   (clients used {cpu:.2f} cores)", flush=True)
     finally:
         server.stop()
 
@@ -760,6 +767,13 @@ async def run_serving(args, cache_dir: str, raw: dict | None) -> None:
                   for p in peers]
         print(f"| {case.label} | " + " | ".join(cells + ratios) + " |")
 
+    if peers:
+        print("\nServer CPU ms per text, least of the rounds (peer / polyvec > 1: polyvec needs less CPU):")
+        for case in cases:
+            cells = [f"{c.cpu_ms[case.key]:.1f}" if case.key in c.cpu_ms else "—" for c in contenders]
+            ratios = [f"{p.cpu_ms[case.key] / ours.cpu_ms[case.key]:.2f}" if case.key in p.cpu_ms else "—"
+                      for p in peers]
+            print(f"  {case.label:38s} " + " / ".join(cells) + "   " + " ".join(ratios))
     print("\nTargets (ratios from this run):")
     b = ours.best
 

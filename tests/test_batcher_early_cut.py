@@ -224,9 +224,9 @@ def test_an_arrival_that_makes_the_batch_due_wakes_the_scheduler():
     assert enc.seen.sizes("text") == [1, 5]
 
 
-def test_setting_turns_it_on_by_default_off_by_choice_and_meta_reports_it():
-    on = InferenceService(FakeEncoder(), InferenceSettings.from_env({"MODEL": "m"}))
-    off = InferenceService(FakeEncoder(), InferenceSettings.from_env({"MODEL": "m", "BATCH_EARLY_CUT": "0"}))
+def test_setting_leaves_it_off_by_default_on_by_choice_and_meta_reports_it():
+    on = InferenceService(FakeEncoder(), InferenceSettings.from_env({"MODEL": "m", "BATCH_EARLY_CUT": "1"}))
+    off = InferenceService(FakeEncoder(), InferenceSettings.from_env({"MODEL": "m"}))
     try:
         assert on.batcher.early_cut is True and on.limits()["batch_early_cut"] is True
         assert off.batcher.early_cut is False and off.limits()["batch_early_cut"] is False

@@ -123,9 +123,9 @@ def test_live_ready_and_meta_follow_model_loading():
     assert meta["name"] == enc.info.name and meta["dimensions"] == enc.dimensions
     assert meta["modalities"] == ["text", "image"] and meta["device"] == "cpu"
     assert meta["limits"]["max_batch_size"] == 32
-    # the limits in force: MAX_BATCH_TOKENS's CPU default resolved, the early cut on by default
+    # the limits in force: MAX_BATCH_TOKENS's CPU default resolved, the early cut off by default
     assert meta["limits"]["max_batch_tokens"] == CPU_MAX_BATCH_TOKENS
-    assert meta["limits"]["batch_early_cut"] is True and meta["limits"]["batch_wait_ms"] == 2
+    assert meta["limits"]["batch_early_cut"] is False and meta["limits"]["batch_wait_ms"] == 2
 
 
 def test_bad_requests_get_json_errors_naming_the_item():

@@ -24,7 +24,7 @@ batches:
   counted in padded tokens) plus its padded tokens; the batch is the run that
   holds the oldest text. So a mixed crowd of short and long texts runs as a few
   passes of similar lengths instead of one pass padded to the longest;
-* with ``early_cut`` (``BATCH_EARLY_CUT``, on in the service) a partial batch goes before its
+* with ``early_cut`` (``BATCH_EARLY_CUT``, off by default) a partial batch goes before its
   wait is over when the arrival rate shows that waiting will not pay: the items expected by the
   deadline would save less forward-pass overhead than the wait costs (see
   :mod:`services.inference.arrivals`);

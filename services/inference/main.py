@@ -63,9 +63,11 @@ _HELP = {
     "max_batch_size": "most items in one forward pass",
     "max_batch_tokens": "most tokens in one text batch, counted with padding (texts x the longest); "
                         "default 1024 on a CPU, no limit on a GPU; 0: no limit",
+    "batch_pass_tokens": "a forward pass's fixed cost in padded tokens: with a token limit the waiting "
+                         "texts are split by length into the batches of least total cost (default 64)",
     "batch_wait_ms": "longest wait for a batch to fill, counted from its oldest item",
     "batch_early_cut": "send a partial batch before the wait is over when the arrival rate shows that "
-                       "waiting will not pay (0/1, default 1)",
+                       "waiting will not pay (0/1, default 0)",
     "max_queue": "most items waiting; beyond it requests get RESOURCE_EXHAUSTED / 429",
     "max_items_per_request": "most texts+images in one request",
     "max_request_bytes": "largest request body / gRPC message",
