@@ -1064,11 +1064,11 @@ class GatewayService:
 def _object_out(rec: PointRecord, properties: list[str] | None, with_vectors: bool) -> dict[str, Any]:
     """A stored point as the API shows an object: the user's id, its UUID, properties, and with
     ``with_vectors`` its dense vectors and its sparse vectorizers' vectors."""
-    props = obj.public_payload(rec.payload)
+    external, props = obj.id_and_properties(rec.id, rec.payload)
     if properties is not None:
         wanted = set(properties)
         props = {k: v for k, v in props.items() if k in wanted}
-    out: dict[str, Any] = {"id": obj.external_id(rec.id, rec.payload), "uuid": rec.id, "properties": props}
+    out: dict[str, Any] = {"id": external, "uuid": rec.id, "properties": props}
     if with_vectors:
         out["vectors"] = {k: list(v) for k, v in rec.dense.items()}
         out["sparse_vectors"] = obj.sparse_out(rec)

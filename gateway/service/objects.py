@@ -132,6 +132,19 @@ def external_id(point_id: str, payload: dict[str, Any] | None) -> str:
     return str((payload or {}).get(ID_KEY) or point_id)
 
 
+def id_and_properties(point_id: str, payload: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """``(external_id(...), public_payload(...))`` in one pass, for pages of many objects: one C-level
+    copy of the payload with the id popped; the slower filter only when another reserved key is there
+    (imports refuse such names)."""
+    props = dict(payload or {})
+    ext = props.pop(ID_KEY, None)
+    for key in props:
+        if key.startswith(RESERVED_PREFIX):
+            props = public_payload(props)
+            break
+    return str(ext or point_id), props
+
+
 def start(index: int, raw: Any, stored: StoredCollection, prefix: str) -> Pending:
     """Validate one raw object and take its user vectors; errors are recorded on the Pending.
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import orjson
 import qdrant_edge as qe
 
 from gateway.gc_pause import gc_paused
@@ -649,7 +650,8 @@ class EdgeStore(Store):
                 if with_vectors:
                     return [to_point_record(r, True, qe.SparseVector) for r in records], nxt
                 # the common case, kept lean (~13% less time than to_point_record): each payload is new
-                return [PointRecord(str(r.id), r.payload or {}) for r in records], nxt
+                ids = id_strings([r.id for r in records])
+                return [PointRecord(i, r.payload or {}) for i, r in zip(ids, records, strict=True)], nxt
 
         page, nxt = self._run(coll, read)
         return page, None if nxt is None else str(nxt)
@@ -960,6 +962,13 @@ def _facet_value(value: Any) -> str | int | bool:
     if isinstance(value, bool | int | str):
         return value
     return str(value)  # a UUID
+
+
+def id_strings(ids: list[Any]) -> list[str]:
+    """``[str(i) for i in ids]`` for the engine's point ids (``uuid.UUID``, or int), the UUIDs formatted by
+    orjson in one call: ~1 us less per id than ``UUID.__str__`` (a scrolled page is 1,000 of them)."""
+    out: list[Any] = orjson.loads(orjson.dumps(ids))
+    return [i if isinstance(i, str) else str(i) for i in out]
 
 
 def _id_key(point_id: Any) -> Any:
