@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import random
+import re
 
 import grpc
 import httpx
@@ -72,11 +73,14 @@ def test_cursor_is_opaque_and_checked():
     pid = "8d2c0a5e-9d5c-4f0c-9b8e-2f0c4a1e7b11"
     cursor = encode_cursor(pid)
     assert pid not in cursor and decode_cursor(cursor) == pid
+    # URL-safe as it is, without base64 padding (it may travel in a query string unescaped)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{23}", cursor), cursor
     assert encode_cursor(None) is None and decode_cursor(None) is None
     for bad in ["", "abc", cursor[:-2], "!!!!", base64.urlsafe_b64encode(b"\x02" + b"x" * 16).decode()]:
         with pytest.raises(BadRequest) as info:
             decode_cursor(bad)
         assert info.value.field == "cursor"
+        assert info.value.detail == "is not a cursor this API returned (pass next_cursor back unchanged)"
 
 
 # ---------------------------------------------------------------------------------------------- service
