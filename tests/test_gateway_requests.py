@@ -40,7 +40,7 @@ ACCEPTED: list[tuple[str, type, dict[str, Any]]] = [
     ("offset 0", SearchRequest, {**TEXT, "offset": 0}),
     ("offset MAX_LIMIT", SearchRequest, {**TEXT, "offset": MAX_LIMIT}),
     ("browse with order_by alone", SearchRequest, {"order_by": {"field": "year"}}),
-    ("browse with a filter alone", SearchRequest, {"filter": {"path": "year", "gte": 2000}}),
+    ("browse with a filter alone", SearchRequest, {"filter": {"year": {"gte": 2000}}}),
     ("mmr lambda 0, candidates 1", SearchRequest,
      {**TEXT, "diversity": {"mmr": {"lambda": 0.0, "candidates": 1}}}),
     ("mmr lambda 1, candidates MAX_LIMIT", SearchRequest,
