@@ -3,8 +3,9 @@
 ``[tool.mutmut]`` in pyproject.toml names every module that was mutated (``only_mutate``) and the union
 of their test selections; a run over all of them at once is slow, since every mutant then runs every
 test that touches its function. This runs one module at a time: it takes the module's test selection
-from ``[tool.polyvec-mutmut.<name>]`` (``only_mutate`` + ``tests``), hands it to mutmut in place of the
-shared one, and runs mutmut with one child (the machine is shared)::
+from ``[tool.polyvec-mutmut.<name>]`` (``only_mutate`` + ``tests``, and any other ``[tool.mutmut]``
+key it sets), hands it to mutmut in place of the shared one, and runs mutmut with one child (the
+machine is shared)::
 
     nice -n 15 .venv/bin/python scripts/mutmut_module.py requests run            # run
     .venv/bin/python scripts/mutmut_module.py requests results                   # survivors
@@ -39,10 +40,11 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"usage: {argv[0]} MODULE [run | results | show NAME]")
     entry = module_config(argv[1])
     overrides = {
-        "only_mutate": list(entry["only_mutate"]),
-        "pytest_add_cli_args_test_selection": list(entry["tests"]),
         # the gateway tests start gRPC threads: a child forked from the process that ran them aborts
-        "process_isolation": entry.get("process_isolation", "forkserver"),
+        "process_isolation": "forkserver",
+        # any other [tool.mutmut] key (source_paths, also_copy, ...) the module's table sets
+        **{key: value for key, value in entry.items() if key != "tests"},
+        "pytest_add_cli_args_test_selection": list(entry["tests"]),
     }
 
     import mutmut.configuration as configuration

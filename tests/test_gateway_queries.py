@@ -134,6 +134,7 @@ def test_what_waits_for_the_model_and_what_runs_alone():
                  {"hybrid": {"query": "a", "weights": {"main": 1, "bm25": 1}}}):
         alone = prepare(DOCS, body, "searches.0")
         assert alone.alone and not alone.waiting and alone.where == "searches.0", body
+        assert alone.req == parse(SearchRequest, body)  # the service runs it from its request
     # a query with an answer or an error waits no more
     text.values = [0.0, 0.0, 1.0]
     assert not text.waiting
