@@ -662,9 +662,12 @@ def test_scroll_is_stable_under_concurrent_writes(store: Store) -> None:
     errors: list[BaseException] = []
 
     def writer() -> None:
+        # bounded: writes no longer pause while an index build runs, so an unbounded writer could add
+        # new points ahead of the cursor faster than pages of 3 are read; 1,500 new points at most
+        # keep the scroll under scroll_all's 1,000 pages
         k = 0
         try:
-            while not stop.is_set():
+            while not stop.is_set() and k < 1500:
                 k += 1
                 store.upsert("items", [PointRecord(str(uuid.uuid4()), {"k": k}, {"dot": [1.0] * DIM})])
                 store.upsert("items", [PointRecord(pid(k % N_POINTS), {"i": k % N_POINTS, "w": k},
