@@ -150,3 +150,29 @@ def test_api_keys_health_metrics_docs(tmp_path):
                 assert r.status_code == 413 and r.json()["field"] == "body"
 
     run(scenario())
+
+
+def test_middleware_is_plain_asgi(tmp_path):
+    """The limits/metrics/tracing middleware is a plain ASGI app, not an ``@app.middleware("http")``
+    BaseHTTPMiddleware (which runs every request through an extra task and memory stream: with
+    clients that ignore Retry-After, the 429s alone took most of a core), and it streams an answer's
+    body through untouched (no buffering) while counting the request."""
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    from gateway.http_api import LimitsAndMetrics
+
+    async def scenario():
+        async with gateway_with_inference(make_store("qdrant", tmp_path)) as (svc, _):
+            app = create_app(svc, api_keys=["k1"])
+            classes = [m.cls for m in app.user_middleware]
+            assert LimitsAndMetrics in classes and BaseHTTPMiddleware not in classes
+            async with client_for(app) as c:
+                r = await c.get("/v1/collections")  # refused in the middleware, before routing
+                assert r.status_code == 401 and r.json()["error"].startswith("missing or invalid API key")
+                r = await c.get("/v1/collections", headers={"x-api-key": "k1"})
+                assert r.status_code == 200
+                text = (await c.get("/metrics")).text
+            for status in (401, 200):
+                assert f'requests_total{{method="GET",route="/v1/collections",status="{status}"}} 1.0' in text
+
+    run(scenario())
