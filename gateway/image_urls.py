@@ -60,7 +60,9 @@ class ImageUrlPolicy:
 
 
 def is_image_url(value: str) -> bool:
-    head = value[:8].lower()
+    """Whether ``value`` is an http(s) URL; surrounding whitespace is ignored here as by the fetch, which
+    takes the stripped URL (a leading space used to make it 'invalid base64', a trailing one not)."""
+    head = value.lstrip()[:8].lower()
     return head.startswith(("http://", "https://"))
 
 

@@ -135,6 +135,9 @@ def test_host_patterns():
     assert not _host_allowed("badexample.com", ("*.example.com",))
     assert _host_allowed("Images.Example.COM.", ("images.example.com",))
     assert is_image_url("HTTPS://x/y.png") and not is_image_url("iVBORw0KGgo=")
+    # surrounding whitespace on either side: a URL all the same (the fetch strips it)
+    assert is_image_url(" https://x/y.png") and is_image_url("\n\thttp://x/y.png ")
+    assert not is_image_url(" iVBORw0KGgo=") and not is_image_url("  ")
 
 
 def test_gateway_imports_and_searches_with_image_urls(server, tmp_path):
