@@ -402,16 +402,20 @@ class DynamicBatcher:
             room = min(room, int((budget - self._pending_tokens) / mean))
         return max(0, room)
 
+    def _by_length(self, items: list[_Item]) -> tuple[list[_Item], int]:
+        """The texts ordered by (length, arrival), each measured once, and the oldest one's position."""
+        for it in items:
+            if it.length is None:
+                it.length = self._text_length(it.payload)
+        ordered = sorted(items, key=lambda it: (it.length, it.seq))
+        return ordered, ordered.index(items[0])
+
     def _similar_lengths(self, items: list[_Item], limit: int, budget: int = 0) -> list[_Item]:
         """A run of texts of similar length that includes the oldest one: ``limit`` texts at most and,
         with a ``budget``, at most ``budget`` tokens counted with padding (texts x the longest one);
         the longest such run, the one with the least spread of lengths among equals."""
-        for it in items:
-            if it.length is None:
-                it.length = self._text_length(it.payload)
         oldest = items[0]
-        ordered = sorted(items, key=lambda it: (it.length, it.seq))
-        p = ordered.index(oldest)
+        ordered, p = self._by_length(items)
         lengths = [it.length or 0 for it in ordered]
         best: tuple[int, int, int] | None = None  # (-size, spread, start)
         end = p
@@ -440,12 +444,7 @@ class DynamicBatcher:
         plus its padded tokens (texts x the longest), and the split with the least total cost wins
         (on a tie, fewer passes). Only the texts near the oldest one in length order are considered
         (``_WINDOW`` batches either side), so a long queue costs a cut little time."""
-        for it in items:
-            if it.length is None:
-                it.length = self._text_length(it.payload)
-        oldest = items[0]
-        ordered = sorted(items, key=lambda it: (it.length, it.seq))
-        p = ordered.index(oldest)
+        ordered, p = self._by_length(items)
         lo = max(0, p - _WINDOW * limit)
         ordered = ordered[lo:p + _WINDOW * limit]
         p -= lo
