@@ -355,25 +355,44 @@ class FieldDeclaration(_Strict):
         return FieldType.parse(self.type, self.language)
 
 
+class FieldDeclarationError(ValueError):
+    """A bad ``fields`` entry; ``key`` is the field it is about (None: the whole ``fields`` object)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    @property
+    def where(self) -> str:
+        """The request field to name: ``fields`` or ``fields.<key>``."""
+        return "fields" if self.key is None else f"fields.{self.key}"
+
+
 def parse_field_declarations(value: Any) -> Any:
-    """``{"price": "float"}`` -> ``{"price": {"type": "float"}}``; checks the field names."""
+    """``{"price": "float"}`` -> ``{"price": {"type": "float"}}``; checks the field names, and the type of
+    the shorthand (a bad ``{"type": ...}`` is named by FieldDeclaration as ``fields.<key>.type``).
+
+    Raises FieldDeclarationError naming the field it is about."""
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError('must be an object: {"field": "type" or {"type": ..., "language": ...}}')
+        raise FieldDeclarationError('must be an object: {"field": "type" or {"type": ..., "language": ...}}')
     names = list(value)
     for name in names:
         try:
             _check_field_names([name])
         except ValueError as exc:
-            raise ValueError(f"{name!r}: {exc}") from None
-        if not isinstance(value[name], str | dict):
-            raise ValueError(f"{name!r}: give a type name or {{\"type\": ..., \"language\": ...}}")
+            raise FieldDeclarationError(str(exc)) from None  # the key itself is bad: name the object
+        given = value[name]
+        if not isinstance(given, str | dict):
+            raise FieldDeclarationError('give a type name or {"type": ..., "language": ...}', name)
+        if isinstance(given, str) and given not in TYPE_NAMES:
+            raise FieldDeclarationError(f"unknown type {given!r}; one of {', '.join(TYPE_NAMES)}", name)
     for name in names:
         for other in names:
             if other.startswith(name + "."):
-                raise ValueError(f"{other!r} is inside {name!r}: a field cannot be both a value and an "
-                                 "object")
+                raise FieldDeclarationError(f"{other!r} is inside {name!r}: a field cannot be both a value "
+                                            "and an object", other)
     return {k: ({"type": v} if isinstance(v, str) else v) for k, v in value.items()}
 
 
@@ -406,7 +425,12 @@ class CollectionDefinition(_Strict):
     @field_validator("fields", mode="before")
     @classmethod
     def _declarations(cls, value: Any) -> Any:
-        return parse_field_declarations(value)
+        try:
+            return parse_field_declarations(value)
+        except FieldDeclarationError as exc:
+            if exc.key is None:
+                raise ValueError(str(exc)) from None
+            raise invalid("CollectionDefinition", (exc.key,), str(exc), value) from None  # fields.<key>
 
     @field_validator("name")
     @classmethod

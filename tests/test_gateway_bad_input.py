@@ -54,6 +54,11 @@ DOCS = {
     "vectorizers": {"main": {"model": "clip", "text_fields": ["title"], "image_fields": ["photo"]}},
 }
 OWN = {"name": "own", "vectorizers": {"v": {"dimensions": 4}}}
+SHOP = {
+    "name": "shop",
+    "vectorizers": {"main": {"model": "clip", "text_fields": ["title"]}},
+    "fields": {"colour": "keyword", "n": "integer", "price": "float"},
+}
 NOBM25 = {
     "name": "nobm25",
     "vectorizers": {"main": {"model": "clip", "text_fields": ["title"]}},
@@ -74,7 +79,7 @@ def gateway(tmp_path_factory):
         )
         with GatewayProcess(workdir, **env) as gw:
             with httpx.Client(base_url=gw.http, headers=HEADERS, timeout=60) as c:
-                for definition in (DOCS, OWN, NOBM25):
+                for definition in (DOCS, OWN, NOBM25, SHOP):
                     assert c.post("/v1/collections", json=definition).status_code == 201
                 r = c.post(
                     "/v1/collections/docs/objects",
@@ -91,6 +96,18 @@ def gateway(tmp_path_factory):
                     json={"objects": [{"id": "o", "vectors": {"v": [0.1, 0.2, 0.3, 0.4]}}]},
                 )
                 assert r.json()["ok"] == 1, r.text
+                r = c.post(
+                    "/v1/collections/shop/objects",
+                    json={
+                        "objects": [
+                            {"id": "s1",
+                             "properties": {"title": "red hat", "colour": "red", "n": 1, "price": 2.5}},
+                            {"id": "s2",
+                             "properties": {"title": "blue hat", "colour": "blue", "n": 2, "price": 4}},
+                        ]
+                    },
+                )
+                assert r.json()["ok"] == 2, r.text
             gw.log_since()
             yield gw
 
@@ -275,6 +292,11 @@ def create_cases() -> list[Http]:
     ):
         for value in values:
             add(key, value)
+    add("fields", "price")
+    add("fields", {"price": 5}, "fields.price")
+    add("fields", {"price": "money"}, "fields.price")
+    add("fields", {"price": {"type": "money"}}, "fields.price.type")
+    add("fields", {"bad name": "float"})
     add("zz", 1)
     cases.append(Http("create:exists", "POST", "/v1/collections", DOCS, status=409, field="name"))
     return cases
@@ -299,6 +321,11 @@ def body_cases(method: str, path: str, what: str) -> list[Http]:
             field="a" + ".a" * 63,
         ),
     ]
+
+
+def optional_body_cases(method: str, path: str, what: str) -> list[Http]:
+    """body_cases of a route whose body may be left out: no body (or JSON null) is the empty request."""
+    return [c for c in body_cases(method, path, what) if not c.id.endswith(("body=null", "body=empty"))]
 
 
 def import_cases() -> list[Http]:
@@ -518,7 +545,152 @@ def object_cases() -> list[Http]:
     return cases
 
 
-HTTP_CASES = create_cases() + import_cases() + search_cases() + object_cases()
+def feature_cases() -> list[Http]:
+    """The routes and search options beyond create / import / search / objects: browse order, MMR,
+    facets, BM25 reindex, adding fields, scroll, list, count, delete by filter, batch search."""
+    cases: list[Http] = []
+    shop = "/v1/collections/shop"
+    good = {"near_text": {"query": "hat"}}
+
+    def add(what: str, method: str, path: str, body: Any, field: str | None, status: int = 400) -> None:
+        shown = json.dumps(body)[:60] if body is not MISSING else ""
+        cases.append(Http(f"{what}:{shown}", method, path, body, status=status, field=field))
+
+    # search: order_by (browse) and diversity (MMR)
+    for value, field in (
+        ("n", "order_by"),
+        ({}, "order_by.field"),
+        ({"field": ""}, "order_by.field"),
+        ({"field": 5}, "order_by.field"),
+        ({"field": "nope"}, "order_by.field"),
+        ({"field": "colour"}, "order_by.field"),  # a keyword: not orderable
+        ({"field": "n", "direction": "up"}, "order_by.direction"),
+        ({"field": "n", "direction": 1}, "order_by.direction"),
+        ({"field": "n", "zz": 1}, "order_by.zz"),
+    ):
+        add("order_by", "POST", f"{shop}/search", {"order_by": value}, field)
+    for value, field in (
+        ("mmr", "diversity"),
+        ({"mmr": "x"}, "diversity.mmr"),
+        ({"mmr": {"lambda": 1.5}}, "diversity.mmr.lambda"),
+        ({"mmr": {"lambda": -0.1}}, "diversity.mmr.lambda"),
+        ({"mmr": {"lambda": "0.5"}}, "diversity.mmr.lambda"),
+        ({"mmr": {"lambda": 1e400}}, "diversity.mmr.lambda"),
+        ({"mmr": {"candidates": 0}}, "diversity.mmr.candidates"),
+        ({"mmr": {"candidates": 10_001}}, "diversity.mmr.candidates"),
+        ({"mmr": {"candidates": 1.5}}, "diversity.mmr.candidates"),
+        ({"mmr": {"candidates": "5"}}, "diversity.mmr.candidates"),
+        ({"mmr": {"zz": 1}}, "diversity.mmr.zz"),
+        ({"mmr": {}, "zz": 1}, "diversity.zz"),
+    ):
+        add("diversity", "POST", f"{shop}/search", {**good, "diversity": value}, field)
+    bm25_mmr = {"bm25": {"query": "hat"}, "diversity": {"mmr": {}}}  # MMR needs a dense query
+    add("diversity", "POST", f"{shop}/search", bm25_mmr, "diversity")
+    # facets
+    cases += body_cases("POST", f"{shop}/facets", "facets")
+    for body, field in (
+        ({}, "field"),
+        ({"field": ""}, "field"),
+        ({"field": 5}, "field"),
+        ({"field": "nope"}, "field"),
+        ({"field": "price"}, "field"),  # a float: not countable by value
+        ({"field": "colour", "limit": 0}, "limit"),
+        ({"field": "colour", "limit": 1001}, "limit"),
+        ({"field": "colour", "limit": "5"}, "limit"),
+        ({"field": "colour", "limit": 1.5}, "limit"),
+        ({"field": "colour", "exact": "true"}, "exact"),
+        ({"field": "colour", "filter": {"n": {"gt": "x"}}}, "filter.n.gt"),
+        ({"field": "colour", "filter": "x"}, "filter"),
+        ({"field": "colour", "zz": 1}, "zz"),
+    ):
+        add("facets", "POST", f"{shop}/facets", body, field)
+    add("facets", "POST", "/v1/collections/nope/facets", {"field": "colour"}, None, 404)
+    # BM25 reindex
+    reindex = "/v1/collections/docs/bm25/reindex"
+    cases += optional_body_cases("POST", reindex, "reindex")
+    for body, field in (
+        ({"avg_len": 0}, "avg_len"),
+        ({"avg_len": -3}, "avg_len"),
+        ({"avg_len": "8"}, "avg_len"),
+        ({"avg_len": True}, "avg_len"),
+        ({"avg_len": 1e400}, "avg_len"),
+        ({"avg_len": float("nan")}, "avg_len"),
+        ({"bm25": "x"}, "bm25"),
+        ({"bm25": {"language": "klingon"}}, "bm25.language"),
+        ({"bm25": {"k1": -1}}, "bm25.k1"),
+        ({"bm25": {"zz": 1}}, "bm25.zz"),
+        ({"zz": 1}, "zz"),
+    ):
+        add("reindex", "POST", reindex, body, field)
+    add("reindex", "POST", "/v1/collections/nobm25/bm25/reindex", {}, "bm25")
+    add("reindex", "POST", "/v1/collections/nope/bm25/reindex", {}, None, 404)
+    # adding fields
+    cases += body_cases("PATCH", shop, "patch")
+    for body, field in (
+        ({}, "fields"),
+        ({"fields": "x"}, "fields"),
+        ({"fields": {"colour": "integer"}}, "fields.colour"),  # a declared field keeps its type
+        ({"fields": {"size": "nope"}}, "fields.size"),
+        ({"fields": {"size": 5}}, "fields.size"),
+        ({"fields": {"size": {"type": "nope"}}}, "fields.size.type"),
+        ({"fields": {"size": {"type": "keyword", "language": "english"}}}, "fields.size.language"),
+        ({"fields": {"size": "keyword", "size.x": "keyword"}}, "fields.size.x"),
+        ({"fields": {"bad name": "keyword"}}, "fields"),
+        ({"fields": {"size": "keyword"}, "zz": 1}, "zz"),
+    ):
+        add("patch", "PATCH", shop, body, field)
+    # scroll, list, count, delete by filter, batch search
+    cases += body_cases("POST", f"{shop}/objects/scroll", "scroll")
+    for body, field in (
+        ({"limit": 0}, "limit"),
+        ({"limit": 5000}, "limit"),
+        ({"limit": "5"}, "limit"),
+        ({"cursor": "xyz"}, "cursor"),
+        ({"cursor": 5}, "cursor"),
+        ({"filter": {"n": {"gt": "x"}}}, "filter.n.gt"),
+        ({"properties": [""]}, "properties.0"),
+        ({"with_vectors": "yes"}, "with_vectors"),
+        ({"zz": 1}, "zz"),
+    ):
+        add("scroll", "POST", f"{shop}/objects/scroll", body, field)
+    for params, field in (({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"),
+                          ({"cursor": "xyz"}, "cursor")):
+        cases.append(Http(f"list:{params}", "GET", f"{shop}/objects", params=params, field=field))
+    cases += optional_body_cases("POST", f"{shop}/count", "count")
+    for body, field in (
+        ({"exact": "yes"}, "exact"),
+        ({"filter": {"n": {"zz": 1}}}, "filter.n.zz"),
+        ({"zz": 1}, "zz"),
+    ):
+        add("count", "POST", f"{shop}/count", body, field)
+    cases += body_cases("POST", f"{shop}/objects/delete", "delete")
+    for body, field in (
+        ({}, "filter"),
+        ({"filter": {}}, "all"),
+        ({"filter": {"n": {"gte": 0}}}, "all"),
+        ({"ids": []}, "ids"),
+        ({"ids": [" "]}, "ids"),
+        ({"ids": [5]}, "ids.0"),
+        ({"ids": ["s1"], "filter": {"n": 1}}, "ids"),
+        ({"ids": [str(i) for i in range(BATCH + 1)]}, "ids"),
+        ({"all": "true"}, "all"),
+        ({"zz": 1}, "zz"),
+    ):
+        add("delete", "POST", f"{shop}/objects/delete", body, field)
+    batch = f"{shop}/search/batch"
+    cases += body_cases("POST", batch, "batch")
+    for body, field in (
+        ({}, "searches"),
+        ({"searches": []}, "searches"),
+        ({"searches": "x"}, "searches"),
+        ({"searches": [good] * 65}, "searches"),
+        ({"searches": [good], "zz": 1}, "zz"),
+    ):
+        add("batch", "POST", batch, body, field)
+    return cases
+
+
+HTTP_CASES = create_cases() + import_cases() + search_cases() + object_cases() + feature_cases()
 
 
 @pytest.mark.parametrize("case", HTTP_CASES, ids=[c.id for c in HTTP_CASES])
@@ -652,6 +824,16 @@ def test_http_wrong_api_keys_are_refused_on_every_route(gateway):
         ("PUT", "/v1/collections/docs/objects/a"),
         ("DELETE", "/v1/collections/docs/objects/a"),
         ("POST", "/v1/collections/docs/search"),
+        ("PATCH", "/v1/collections/docs"),
+        ("POST", "/v1/collections/docs/bm25/reindex"),
+        ("POST", "/v1/collections/docs/objects/scroll"),
+        ("GET", "/v1/collections/docs/objects"),
+        ("POST", "/v1/collections/docs/objects/delete"),
+        ("POST", "/v1/collections/docs/count"),
+        ("POST", "/v1/collections/docs/facets"),
+        ("POST", "/v1/collections/docs/search/batch"),
+        ("POST", "/v1/collections/docs/evaluate"),
+        ("GET", "/v1/limits"),
     ]
     wrong = [
         {},
@@ -1196,6 +1378,78 @@ GRPC_CASES: list[tuple[str, str, Any, grpc.StatusCode, str | None]] = [
         "bm25",
     ),
 ]
+
+
+def _shop(**kwargs) -> pb.SearchRequest:
+    return pb.SearchRequest(collection="shop", **kwargs)
+
+
+_HAT = pb.NearText(query="hat")
+_BAD = grpc.StatusCode.INVALID_ARGUMENT
+# The methods and search options beyond create / import / search / objects (HTTP: feature_cases).
+GRPC_FEATURE_CASES: list[tuple[str, str, Any, grpc.StatusCode, str | None]] = [
+    ("order_by:undeclared", "Search", _shop(order_by=pb.OrderBy(field="nope")), _BAD, "order_by.field"),
+    ("order_by:keyword", "Search", _shop(order_by=pb.OrderBy(field="colour")), _BAD, "order_by.field"),
+    ("order_by:direction", "Search", _shop(order_by=pb.OrderBy(field="n", direction="up")), _BAD,
+     "order_by.direction"),
+    ("mmr:lambda-high", "Search",
+     _shop(near_text=_HAT, diversity=pb.Diversity(mmr=pb.Mmr(**{"lambda": 1.5}))), _BAD,
+     "diversity.mmr.lambda"),
+    ("mmr:lambda-nan", "Search",
+     _shop(near_text=_HAT, diversity=pb.Diversity(mmr=pb.Mmr(**{"lambda": float("nan")}))), _BAD,
+     "diversity.mmr.lambda"),
+    ("mmr:candidates-0", "Search", _shop(near_text=_HAT, diversity=pb.Diversity(mmr=pb.Mmr(candidates=0))),
+     _BAD, "diversity.mmr.candidates"),
+    ("mmr:candidates-huge", "Search",
+     _shop(near_text=_HAT, diversity=pb.Diversity(mmr=pb.Mmr(candidates=4_000_000_000))), _BAD,
+     "diversity.mmr.candidates"),
+    ("mmr:bm25", "Search", _shop(bm25=pb.Bm25Query(query="hat"), diversity=pb.Diversity(mmr=pb.Mmr())),
+     _BAD, "diversity"),
+    ("facets:no-field", "Facets", pb.FacetsRequest(collection="shop"), _BAD, "field"),
+    ("facets:undeclared", "Facets", pb.FacetsRequest(collection="shop", field="nope"), _BAD, "field"),
+    ("facets:float", "Facets", pb.FacetsRequest(collection="shop", field="price"), _BAD, "field"),
+    ("facets:limit-0", "Facets", pb.FacetsRequest(collection="shop", field="colour", limit=0), _BAD, "limit"),
+    ("facets:limit-huge", "Facets", pb.FacetsRequest(collection="shop", field="colour", limit=1001), _BAD,
+     "limit"),
+    ("facets:filter", "Facets",
+     pb.FacetsRequest(collection="shop", field="colour", filter=struct({"n": {"gt": "x"}})), _BAD,
+     "filter.n.gt"),
+    ("facets:missing", "Facets", pb.FacetsRequest(collection="nope", field="colour"),
+     grpc.StatusCode.NOT_FOUND, None),
+    ("reindex:avg_len-0", "ReindexBm25", pb.ReindexBm25Request(collection="docs", avg_len=0), _BAD,
+     "avg_len"),
+    ("reindex:avg_len-negative", "ReindexBm25", pb.ReindexBm25Request(collection="docs", avg_len=-3), _BAD,
+     "avg_len"),
+    ("reindex:avg_len-inf", "ReindexBm25", pb.ReindexBm25Request(collection="docs", avg_len=float("inf")),
+     _BAD, "avg_len"),
+    ("reindex:avg_len-nan", "ReindexBm25", pb.ReindexBm25Request(collection="docs", avg_len=float("nan")),
+     _BAD, "avg_len"),
+    ("reindex:k1", "ReindexBm25", pb.ReindexBm25Request(collection="docs", bm25=pb.Bm25(k1=-1)), _BAD,
+     "bm25.k1"),
+    ("reindex:no-bm25", "ReindexBm25", pb.ReindexBm25Request(collection="nobm25"), _BAD, "bm25"),
+    ("reindex:missing", "ReindexBm25", pb.ReindexBm25Request(collection="nope"),
+     grpc.StatusCode.NOT_FOUND, None),
+    ("update:type", "UpdateCollection",
+     pb.UpdateCollectionRequest(name="shop", fields={"size": pb.FieldDeclaration(type="nope")}), _BAD,
+     "fields.size.type"),
+    ("update:retype", "UpdateCollection",
+     pb.UpdateCollectionRequest(name="shop", fields={"colour": pb.FieldDeclaration(type="integer")}), _BAD,
+     "fields.colour"),
+    ("update:name", "UpdateCollection",
+     pb.UpdateCollectionRequest(name="shop", fields={"bad name": pb.FieldDeclaration(type="keyword")}), _BAD,
+     "fields"),
+    ("scroll:properties", "ScrollObjects",
+     pb.ScrollObjectsRequest(collection="shop", properties=pb.PropertyList(names=[""])), _BAD,
+     "properties.0"),
+    ("count:filter", "CountObjects",
+     pb.CountObjectsRequest(collection="shop", filter=struct({"n": {"zz": 1}})), _BAD, "filter.n.zz"),
+    ("delete:all", "DeleteObjects", pb.DeleteObjectsRequest(collection="shop", filter=struct({})), _BAD,
+     "all"),
+    ("delete:too-many", "DeleteObjects",
+     pb.DeleteObjectsRequest(collection="shop", ids=[str(i) for i in range(BATCH + 1)]), _BAD, "ids"),
+    ("batch:empty", "SearchBatch", pb.SearchBatchRequest(collection="shop"), _BAD, "searches"),
+]
+GRPC_CASES += GRPC_FEATURE_CASES
 
 
 @pytest.mark.parametrize("name,method,request_msg,code,field", GRPC_CASES, ids=[c[0] for c in GRPC_CASES])

@@ -325,9 +325,12 @@ def test_patch_declares_fields_and_builds_their_indexes_in_the_background(kind, 
             with pytest.raises(BadRequest) as info:
                 await svc.update_collection("c", {"fields": {"n": "float"}})
             assert info.value.field == "fields.n" and "integer" in info.value.detail
-            for body, field in [({"fields": {"x": "money"}}, "fields.x.type"), ({"fields": 5}, "fields"),
-                                ({"fields": {"a.b": "keyword", "a": "keyword"}}, "fields"), ({}, "fields"),
-                                ({"fields": {}, "name": "d"}, "name")]:
+            for body, field in [
+                ({"fields": {"x": "money"}}, "fields.x"), ({"fields": {"x": 5}}, "fields.x"),
+                ({"fields": {"x": {"type": "money"}}}, "fields.x.type"), ({"fields": 5}, "fields"),
+                ({"fields": {"a.b": "keyword", "a": "keyword"}}, "fields.a.b"), ({}, "fields"),
+                ({"fields": {"bad name": "keyword"}}, "fields"), ({"fields": {}, "name": "d"}, "name"),
+            ]:
                 with pytest.raises(BadRequest) as info:
                     await svc.update_collection("c", body)
                 assert info.value.field == field, body

@@ -20,6 +20,7 @@ from gateway.config import GatewaySettings
 from gateway.definitions import (
     BM25_VECTOR,
     CollectionDefinition,
+    FieldDeclarationError,
     SparseVectorizerConfig,
     VectorizerConfig,
     parse_definition,
@@ -410,8 +411,8 @@ class GatewayService:
         request = parse(CollectionPatch, body)
         try:
             given = parse_field_declarations(request.fields)
-        except ValueError as exc:
-            raise BadRequest("fields", str(exc)) from None
+        except FieldDeclarationError as exc:
+            raise BadRequest(exc.where, str(exc)) from None
         stored = await self._fresh(name)
         current = stored.definition.model_dump(mode="json", exclude_none=True)
         declared = current.get("fields", {})

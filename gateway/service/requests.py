@@ -38,6 +38,15 @@ def _valid_text(value: Any) -> Any:
 Text = Annotated[str, BeforeValidator(_valid_text)]
 
 
+def _property_names(model: str, names: list[str] | None) -> list[str] | None:
+    """The properties to return: each a property name (an empty or odd one would reach the store)."""
+    for i, name in enumerate(names or ()):
+        if not FIELD_RE.match(name):
+            raise invalid(model, (i,),  # placed under "properties" by pydantic
+                          f"{name!r} is not a property name (letters, digits, _ and -; dots for nested)")
+    return names
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -167,11 +176,7 @@ class SearchRequest(_Strict):
     @field_validator("properties")
     @classmethod
     def _properties(cls, names: list[str] | None) -> list[str] | None:
-        for i, name in enumerate(names or ()):
-            if not FIELD_RE.match(name):
-                raise invalid("SearchRequest", (i,),  # placed under "properties" by pydantic
-                              f"{name!r} is not a property name (letters, digits, _ and -; dots for nested)")
-        return names
+        return _property_names("SearchRequest", names)
 
     @model_validator(mode="after")
     def _one_kind(self) -> SearchRequest:
@@ -212,10 +217,15 @@ class ReindexBm25Request(_Strict):
 
 class ScrollRequest(_Strict):
     filter: dict[str, Any] | None = Field(None, description="payload filter (see docs)")
-    limit: int = Field(100, ge=1, description="objects per page (at most MAX_PAGE_SIZE)")
+    limit: int = Field(100, ge=1, strict=True, description="objects per page (at most MAX_PAGE_SIZE)")
     cursor: str | None = Field(None, description="next_cursor of the previous page; unset: the first page")
     properties: list[str] | None = Field(None, description="properties to return (default: all)")
     with_vectors: StrictBool = False
+
+    @field_validator("properties")
+    @classmethod
+    def _properties(cls, names: list[str] | None) -> list[str] | None:
+        return _property_names("ScrollRequest", names)
 
 
 class CountRequest(_Strict):
