@@ -82,6 +82,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from protos import inference_pb2, inference_pb2_grpc  # noqa: E402
+from services.inference.cpu_threads import POLICY_VARS, openmp_policy, prefer_passive_openmp  # noqa: E402
 from services.up import free_port  # noqa: E402
 
 WORDS = (
@@ -189,8 +190,13 @@ def length_grouped_batches(encoder, texts: list[str], batch_size: int, seed: int
     return batches
 
 
+#: CPU ms per item and cores busy in the last raw_throughput call (this process: all its threads)
+LAST_RAW_CPU = [0.0, 0.0]
+
+
 def raw_throughput(encoder, modality: str, batches: list[list], seconds: float) -> float:
-    """Items per second running ``batches`` in turn (cycling) for ``seconds``."""
+    """Items per second running ``batches`` in turn (cycling) for ``seconds``; the CPU they took
+    is left in :data:`LAST_RAW_CPU`."""
     from services.inference.images import decode_image
 
     def run(chunk: list) -> None:
@@ -201,6 +207,7 @@ def raw_throughput(encoder, modality: str, batches: list[list], seconds: float) 
 
     run(batches[0])  # warm-up: the first pass of a new shape is slower
     done, start, i = 0, time.perf_counter(), 0
+    cpu_start = time.process_time()
     while True:
         chunk = batches[i % len(batches)]
         i += 1
@@ -208,6 +215,8 @@ def raw_throughput(encoder, modality: str, batches: list[list], seconds: float) 
         done += len(chunk)
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
+            cpu = time.process_time() - cpu_start
+            LAST_RAW_CPU[:] = [cpu * 1000 / done, cpu / elapsed]
             return done / elapsed
 
 
@@ -533,6 +542,8 @@ async def http_vectors(server: ServerProcess, texts: list[str]) -> np.ndarray:
 async def run_modality(name: str, modality: str, model_env: dict, items: list, args, cache_dir: str,
                        unbatched_baseline: bool = True) -> dict:
     print(f"\n== {name} ({modality}) ==", flush=True)
+    print(f"  idle OpenMP workers, raw rows and servers: {openmp_policy()}"
+          + (f" (the servers' {args.ab[0]} as --ab sets it)" if args.ab else ""), flush=True)
     encoder = load_in_process(model_env, cache_dir)
     arrangements = ["arrival"] + (["length-grouped"] if modality in ("text", "sparse") else [])
     raw: dict[tuple[str, int], float] = {}
@@ -541,8 +552,8 @@ async def run_modality(name: str, modality: str, model_env: dict, items: list, a
             batches = (arrival_batches(items, bs) if how == "arrival"
                        else length_grouped_batches(encoder, items, bs))
             raw[how, bs] = raw_throughput(encoder, modality, batches, args.seconds)
-            print(f"  (a) raw in-process, batch {bs:3d}, {how:14s}: {raw[how, bs]:8.1f} {modality}s/s",
-                  flush=True)
+            print(f"  (a) raw in-process, batch {bs:3d}, {how:14s}: {raw[how, bs]:8.1f} {modality}s/s, "
+                  f"{LAST_RAW_CPU[0]:6.1f} CPU ms per {modality}, {LAST_RAW_CPU[1]:.2f} cores", flush=True)
     best_how, best_bs = max(raw, key=raw.get)
     encoder.close()
     del encoder
@@ -626,6 +637,9 @@ async def ab_served(modality: str, model_env: dict, items: list, args, cache_dir
     rounds: dict[str, dict[int, list[float]]] = {v: {n: [] for n in args.clients} for v in values}
     # server CPU ms per item: less disturbed than throughput when other jobs share the machine
     cpu: dict[str, dict[int, list[float]]] = {v: {n: [] for n in args.clients} for v in values}
+    if var in POLICY_VARS:
+        for v in values:
+            print(f"  {var}={v}: idle OpenMP workers {openmp_policy({**os.environ, var: v})}", flush=True)
     for r in range(args.rounds):
         for v in values:
             server = PolyvecServer(model_env, cache_dir, max_batch=None if var == "MAX_BATCH_SIZE" else
@@ -735,12 +749,30 @@ async def run_serving(args, cache_dir: str, raw: dict | None) -> None:
     many = max(args.clients)
     cases = [c for c in serving_cases(many) if not args.cases or c.key in args.cases]
     max_batch = args.max_batch
+    best_bs = raw["text"]["raw_best_batch"] if raw and "text" in raw else None
     if max_batch == "best":
-        if not raw or "text" not in raw:
+        if best_bs is None:
             raise SystemExit("--max-batch best needs the raw text rows (drop --skip-raw / --only image)")
-        max_batch = raw["text"]["raw_best_batch"]
-    contenders = [Contender("polyvec", lambda: PolyvecServer(
-        minilm_env(), cache_dir, http=True, max_batch=max_batch, batch_wait_ms=args.batch_wait_ms))]
+        max_batch = best_bs
+
+    def polyvec(label: str, extra_env: dict[str, str] | None = None) -> Contender:
+        batch = None if extra_env and "MAX_BATCH_SIZE" in extra_env else max_batch
+        return Contender(label, lambda: PolyvecServer(
+            minilm_env(), cache_dir, http=True, max_batch=batch, batch_wait_ms=args.batch_wait_ms,
+            extra_env=extra_env))
+
+    if args.ab:  # polyvec twice, the variable at A and at B, in every round
+        var, values = args.ab
+        if "best" in values and best_bs is None:
+            raise SystemExit("--ab ...=best needs the raw text rows (drop --skip-raw / --only image)")
+        values = [str(best_bs) if v == "best" else v for v in values]
+        ours_all = [polyvec(f"polyvec {var}={v}", {var: v}) for v in values]
+        if var in POLICY_VARS:
+            for v in values:
+                print(f"  {var}={v}: idle OpenMP workers {openmp_policy({**os.environ, var: v})}", flush=True)
+    else:
+        ours_all = [polyvec("polyvec")]
+    contenders = list(ours_all)
     folder = minilm_folder()
     for name in args.peer:
         start = PEERS[name]
@@ -755,41 +787,55 @@ async def run_serving(args, cache_dir: str, raw: dict | None) -> None:
         for who in contenders:
             await measure_contender(who, cases, texts, args.seconds, check)
 
-    ours = contenders[0]
-    peers = contenders[1:]
+    peers = contenders[len(ours_all):]
+    pairs = [(o, p) for o in ours_all for p in peers]
     head = "| case | " + " | ".join(c.label for c in contenders) + " | " + \
-        " | ".join(f"polyvec / {p.label}" for p in peers) + " |"
+        " | ".join(f"{o.label} / {p.label}" for o, p in pairs) + " |"
     print("\n" + head)
-    print("|---" * (1 + len(contenders) + len(peers)) + "|")
+    print("|---" * (1 + len(contenders) + len(pairs)) + "|")
     for case in cases:
         cells = [f"{c.best[case.key]:.0f}" if case.key in c.best else "—" for c in contenders]
-        ratios = [f"**{ours.best[case.key] / p.best[case.key]:.2f}**" if case.key in p.best else "—"
-                  for p in peers]
+        ratios = [f"**{o.best[case.key] / p.best[case.key]:.2f}**" if case.key in p.best else "—"
+                  for o, p in pairs]
         print(f"| {case.label} | " + " | ".join(cells + ratios) + " |")
 
-    if peers:
+    if pairs:
         print("\nServer CPU ms per text, least of the rounds (peer / polyvec > 1: polyvec needs less CPU):")
         for case in cases:
             cells = [f"{c.cpu_ms[case.key]:.1f}" if case.key in c.cpu_ms else "—" for c in contenders]
-            ratios = [f"{p.cpu_ms[case.key] / ours.cpu_ms[case.key]:.2f}" if case.key in p.cpu_ms else "—"
-                      for p in peers]
+            ratios = [f"{p.cpu_ms[case.key] / o.cpu_ms[case.key]:.2f}" if case.key in p.cpu_ms else "—"
+                      for o, p in pairs]
             print(f"  {case.label:38s} " + " / ".join(cells) + "   " + " ".join(ratios))
+    if len(ours_all) == 2:
+        a, b = ours_all
+        print(f"\nA/B {args.ab[0]}: {a.label} -> {b.label} (B/A: best round, every round; server CPU ms per "
+              "text, least of the rounds)")
+        for case in cases:
+            pairs_ = zip(a.rounds[case.key], b.rounds[case.key], strict=True)
+            each = " ".join(f"{y / x:.2f}" for x, y in pairs_)
+            print(f"  {case.label:38s} {a.best[case.key]:7.1f} -> {b.best[case.key]:7.1f} texts/s, "
+                  f"B/A = {b.best[case.key] / a.best[case.key]:.2f} (rounds: {each});  CPU "
+                  f"{a.cpu_ms[case.key]:.1f} -> {b.cpu_ms[case.key]:.1f} ms, "
+                  f"B/A = {b.cpu_ms[case.key] / a.cpu_ms[case.key]:.2f}")
     print("\nTargets (ratios from this run):")
-    b = ours.best
 
     def target(label: str, num: float | None, den: float | None, goal: float) -> None:
         if num and den:
             print(f"  {label:44s} {num / den:5.2f}   (target >= {goal})")
 
-    target("polyvec lone keep-alive HTTP / lone gRPC", b.get("lone_http"), b.get("lone_grpc"), 0.95)
-    for p in peers:
-        pb = p.best
-        target(f"lone keep-alive HTTP, polyvec / {p.label}", b.get("lone_http"), pb.get("lone_http"), 1.2)
-        target(f"{many} clients x 1 text HTTP, polyvec / {p.label}", b.get("many_http"), pb.get("many_http"),
-               1.3)
-        target(f"bulk {BULK}/request HTTP, polyvec / {p.label}", b.get("bulk_http"), pb.get("bulk_http"), 1.0)
-        print(f"  vectors agree with {p.label}: min cosine over {len(check)} texts = "
-              f"{min_cosine(ours.vectors, p.vectors):.6f}")
+    for ours in ours_all:
+        b = ours.best
+        target(f"{ours.label} lone keep-alive HTTP / lone gRPC", b.get("lone_http"), b.get("lone_grpc"), 0.95)
+        for p in peers:
+            pb = p.best
+            target(f"lone keep-alive HTTP, {ours.label} / {p.label}", b.get("lone_http"), pb.get("lone_http"),
+                   1.2)
+            target(f"{many} clients x 1 text HTTP, {ours.label} / {p.label}", b.get("many_http"),
+                   pb.get("many_http"), 1.3)
+            target(f"bulk {BULK}/request HTTP, {ours.label} / {p.label}", b.get("bulk_http"),
+                   pb.get("bulk_http"), 1.0)
+            print(f"  vectors agree with {p.label}: min cosine over {len(check)} texts = "
+                  f"{min_cosine(ours.vectors, p.vectors):.6f}")
     for modality, r in (raw or {}).items():
         target(f"served {many} clients / raw best batch, {modality}", r["served"][many], r["raw_best"], 0.9)
 
@@ -881,9 +927,10 @@ def main() -> None:
     if unknown:
         p.error(f"unknown --cases {', '.join(sorted(unknown))}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from services.inference.cpu_threads import prefer_passive_openmp
-
-    prefer_passive_openmp()  # the raw baseline runs with the same OpenMP policy as the server
+    # The raw rows run in this process under the policy the server picks by default (or the one the
+    # operator set: OMP_WAIT_POLICY / GOMP_SPINCOUNT in the environment apply to both sides); each
+    # modality's header prints it. --ab on one of those variables changes the servers' only.
+    prefer_passive_openmp()
     asyncio.run(main_async(args))
 
 

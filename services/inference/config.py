@@ -145,6 +145,7 @@ def _parse(attr: str, env: str, raw: str):
 ENV_VARS: tuple[str, ...] = env_vars(InferenceSettings) + (
     "XDG_CACHE_HOME",
     "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
     "OMP_NUM_THREADS",
     "HF_HOME",
     "HF_HUB_CACHE",

@@ -35,7 +35,7 @@ import uvicorn
 from services import tracing
 from services.env_settings import add_config_flag, add_setting_flags, read_settings_file
 from services.inference.config import InferenceSettings, SettingsError
-from services.inference.cpu_threads import prefer_passive_openmp
+from services.inference.cpu_threads import openmp_policy, prefer_passive_openmp
 from services.inference.loaders.base import Encoder
 from services.inference.service import InferenceService
 from services.net import http_protocol, listen_tcp, run_event_loop
@@ -371,6 +371,8 @@ async def serve(settings: InferenceSettings, plan: ModelPlan, *, batching: bool 
     info = encoder.info
     log.info("serving %s (%s, %d dims, %s) on %s/%s", info.name, info.type, info.dimensions,
              "+".join(info.modalities), info.device, info.precision)
+    if info.device == "cpu":
+        log.info("idle OpenMP workers: %s", openmp_policy())
     await stop_wait
     log.info("shutting down: finishing in-flight requests")
     await running.stop()
