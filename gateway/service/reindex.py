@@ -16,6 +16,7 @@ and new vectors.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -108,8 +109,8 @@ async def reindex_bm25(db: Db, store: Store, stored: StoredCollection, request: 
         avg_len = float(request.avg_len)
     cfg = cfg.model_copy(update={"avg_len": avg_len})
     definition = stored.definition.model_copy(update={"bm25": cfg})
-    updated = StoredCollection(definition=definition, vectors=stored.vectors, created_at=stored.created_at,
-                               index_errors=stored.index_errors)
+    # everything else of the record is kept (the sparse vectorizers' vocabularies and model names too)
+    updated = dataclasses.replace(stored, definition=definition)
     await save(updated)
     if settle_s > 0:
         await asyncio.sleep(settle_s)
