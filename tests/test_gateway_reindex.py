@@ -178,6 +178,21 @@ def test_a_rebuild_measures_then_saves_then_rewrites_every_vector():
     assert 0 <= out["took_ms"] < 60_000
 
 
+def test_the_mean_length_is_taken_over_every_page(monkeypatch):
+    monkeypatch.setattr(reindex, "PAGE", 2)
+    texts = ["one two three four", "five", "six seven", "", "eight nine ten"]
+    out, log = rebuild(collection({"fields": ["t"]}), {}, texts)
+    assert out["avg_len"] == pytest.approx(10 / 4)  # 4 objects with terms on 3 pages
+    assert [entry[0] for entry in log].count("update") == 3 and out["objects"] == 5
+
+
+def test_took_ms_is_the_rebuilds_wall_time_in_milliseconds(monkeypatch):
+    clock = iter([100.0, 100.0123456])
+    monkeypatch.setattr(reindex, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: next(clock))}))
+    out, _ = rebuild(collection({"fields": ["t"]}), {"avg_len": 3}, TEXTS)
+    assert out["took_ms"] == 12.346
+
+
 def test_a_given_avg_len_is_used_without_measuring():
     out, log = rebuild(collection({"fields": ["t"]}), {"avg_len": 7}, TEXTS)
     assert out["avg_len"] == 7.0 and out["bm25"]["avg_len"] == 7.0
@@ -204,9 +219,11 @@ def test_other_gateways_get_settle_s_before_the_rewrite(monkeypatch):
         await real_sleep(0)
 
     monkeypatch.setattr(reindex.asyncio, "sleep", sleep)
-    rebuild(collection({"fields": ["t"]}), {"avg_len": 3}, TEXTS, settle_s=2.5, log=log)
-    assert [entry[0] for entry in log] == ["save", "sleep", "scroll", "update", "vectors"]
-    assert log[1] == ("sleep", 2.5)
+    for settle_s in (2.5, 0.25):
+        log.clear()
+        rebuild(collection({"fields": ["t"]}), {"avg_len": 3}, TEXTS, settle_s=settle_s, log=log)
+        assert [entry[0] for entry in log] == ["save", "sleep", "scroll", "update", "vectors"]
+        assert log[1] == ("sleep", settle_s)
     log.clear()
     rebuild(collection({"fields": ["t"]}), {"avg_len": 3}, TEXTS, settle_s=0, log=log)
     assert [entry[0] for entry in log] == ["save", "scroll", "update", "vectors"]
