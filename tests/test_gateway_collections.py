@@ -130,3 +130,28 @@ def test_the_schema_of_a_collection_without_bm25_or_options():
     assert s.schema() == CollectionSchema(name="plain",
                                           dense={"v": DenseVectorConfig(size=2, distance="cosine")})
     assert s.bm25_encoder is None and s.field_types == {}
+
+
+def test_a_record_from_before_analyzers_reads_as_the_legacy_analyzer():
+    record = stored().to_record()
+    # written before analyzers existed: no analyzer, no language
+    record["definition"]["bm25"] = {"fields": ["title"], "k1": 1.2, "b": 0.75, "avg_len": None}
+    back = StoredCollection.from_record(record)
+    assert back.definition.bm25 is not None
+    assert back.definition.bm25.analyzer == "legacy" and back.definition.bm25.fields == ["title"]
+    assert back.definition.bm25.language is None  # the legacy analyzer has no language
+    # one that names its analyzer keeps it
+    assert StoredCollection.from_record(stored().to_record()).definition.bm25.analyzer == "qdrant"
+
+
+def test_an_order_that_does_not_match_the_definition_is_ignored():
+    record = stored().to_record()
+    record["order"] = {"vectorizers": ["zeta"], "sparse_vectorizers": ["bag", "words", "ghost"]}
+    record["definition"]["vectorizers"] = dict(sorted(record["definition"]["vectorizers"].items()))
+    back = StoredCollection.from_record(record)
+    # no vectorizer lost, none invented: the stored (sorted) order stands
+    assert list(back.definition.vectorizers) == ["alpha", "zeta"]
+    assert list(back.definition.sparse_vectorizers) == ["words", "bag"]
+    # a record without an order (written before it was kept) reads as stored
+    record.pop("order")
+    assert list(StoredCollection.from_record(record).definition.vectorizers) == ["alpha", "zeta"]

@@ -10,6 +10,7 @@ the order of the steps unpinned.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -188,7 +189,7 @@ def test_the_mean_length_is_taken_over_every_page(monkeypatch):
 
 def test_took_ms_is_the_rebuilds_wall_time_in_milliseconds(monkeypatch):
     clock = iter([100.0, 100.0123456])
-    monkeypatch.setattr(reindex, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: next(clock))}))
+    monkeypatch.setattr(reindex, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     out, _ = rebuild(collection({"fields": ["t"]}), {"avg_len": 3}, TEXTS)
     assert out["took_ms"] == 12.346
 
