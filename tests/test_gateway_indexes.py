@@ -171,10 +171,15 @@ def test_a_state_that_cannot_be_recorded_does_not_stop_the_build(caplog):
         assert [k for _, k, _ in store.built] == ["price", "stock"]
         assert changed == []
 
-    with caplog.at_level("WARNING", logger="gateway.service.indexes"):
+    with caplog.at_level("INFO", logger="gateway.service.indexes"):
         asyncio.run(scenario())
-    assert "could not record the index state of c.price: the store did not answer" in caplog.text
-    assert "building the text index of c.title failed: OSError: disk full" in caplog.text
+    assert caplog.messages == [
+        "built the float index of c.price",
+        "could not record the index state of c.price: the store did not answer",
+        "building the text index of c.title failed: OSError: disk full",
+        "could not record the index state of c.title: the store did not answer",
+        "built the integer index of c.stock",
+    ]
 
 
 def test_builds_of_one_collection_run_one_after_the_other():
@@ -185,6 +190,7 @@ def test_builds_of_one_collection_run_one_after_the_other():
         b.start("c", types("price"))
         b.start("c", types("title"))
         b.start("d", types("stock"))  # another collection does not wait
+        assert b._tasks["c"].get_name() == "index-build-c"  # named in asyncio's debug output
         for _ in range(20):
             await asyncio.sleep(0)
         assert store.built == [("d", "stock", PayloadIndex("integer"))]
@@ -228,3 +234,41 @@ def test_a_failure_is_shown_by_get_through_the_record(error):
     state = asyncio.run(scenario())
     want = "down" if isinstance(error, GatewayError) else "RuntimeError: boom"
     assert state == {"type": "uuid", "state": "failed", "error": want}
+
+
+def test_a_build_runs_after_one_that_died_and_wait_does_not_raise():
+    class Dying(FakeStore):
+        """Reading the definition fails once with an error no store maps (a bug): the build task dies."""
+
+        def __init__(self, record):
+            super().__init__(record)
+            self.reads = 0
+
+        def load_definition(self, name):
+            self.reads += 1
+            if self.reads == 1:
+                raise RuntimeError("unexpected")
+            return super().load_definition(name)
+
+    async def scenario():
+        store = Dying({"name": "c"})
+        store.gates = {"price": asyncio.Event()}
+        store.fail = {"price": OSError("disk full")}
+        b, changed = builder(store)
+        b.start("c", types("price"))
+        first = b._tasks["c"]
+        b.start("c", types("title"))
+        for _ in range(5):  # both in flight: the first at its gate, the second waiting for the first
+            await asyncio.sleep(0)
+        assert store.built == [] and not first.done()
+        store.gates["price"].set()
+        await b.wait("c")  # the later build ran after the dead one and completed
+        assert first.done() and isinstance(first.exception(), RuntimeError)
+        assert [k for _, k, _ in store.built] == ["title"]
+        # waiting on a build that died does not raise either
+        store.reads = 0
+        b.start("c", types("price"))
+        await b.wait("c")
+        assert isinstance(b._tasks["c"].exception(), RuntimeError)
+
+    asyncio.run(scenario())
