@@ -8,10 +8,14 @@ key it sets), hands it to mutmut in place of the shared one, and runs mutmut wit
 machine is shared)::
 
     nice -n 15 .venv/bin/python scripts/mutmut_module.py requests run            # run
+    nice -n 15 .venv/bin/python scripts/mutmut_module.py core run --keep 'gateway.service.core.x*search*'
+                                                       # only the mutants matching the globs, keeping the
+                                                       # results of the earlier runs of this selection
     .venv/bin/python scripts/mutmut_module.py requests results                   # survivors
     .venv/bin/python scripts/mutmut_module.py requests show <mutant name>        # one survivor's diff
 
-``run`` starts from an empty ``mutants/`` (results of another module's selection do not carry over).
+``run`` starts from an empty ``mutants/`` (results of another module's selection do not carry over);
+``run --keep`` does not, for a module run in parts (mutant-name globs, one function at a time).
 docs/mutation-report.md records what each run left alive and why.
 """
 
@@ -63,8 +67,10 @@ def main(argv: list[str]) -> int:
     configuration.reset_config()
     command = argv[2:] or ["run"]
     if command[0] == "run":
-        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
-        command = ["run", "--max-children", "1", *command[1:]]
+        rest = [arg for arg in command[1:] if arg != "--keep"]
+        if len(rest) == len(command) - 1:
+            shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+        command = ["run", "--max-children", "1", *rest]
 
     from mutmut.__main__ import cli
 

@@ -27,7 +27,8 @@ from gateway.inference_client import InferenceBusy, InferenceMeta, InferenceUnav
 from gateway.service import GatewayService
 from gateway.service.collections import SparseInfo, StoredCollection, VectorInfo
 from gateway.service.core import _object_out, _service_error, meta_problem
-from gateway.storage.base import CollectionNotFound, Mmr, PointRecord, StoreError, StoreUnavailable
+from gateway.service.vectors import object_uuid
+from gateway.storage.base import CollectionNotFound, FieldMatch, Filter, Mmr, PointRecord, StoreError, StoreUnavailable
 from tests.gateway_support import gateway_with_inference, make_store, png_bytes
 
 OWN = {
@@ -189,6 +190,9 @@ def test_object_out_chooses_properties_and_vectors():
     out = _object_out(rec, ["y"], True)
     assert out["properties"] == {"y": 2} and out["vectors"] == {"v": [1.0, 2.0]}
     assert out["sparse_vectors"] == {}
+    # a point written without the user's id (by another program): its UUID stands in
+    bare = PointRecord(id="u2", dense={}, payload={"x": 1})
+    assert _object_out(bare, None, False) == {"id": "u2", "uuid": "u2", "properties": {"x": 1}}
 
 
 def test_limits_are_the_settings(data_dir):
@@ -441,7 +445,7 @@ def test_import_counts_and_writes_only_the_good_objects(data_dir):
         assert out["results"][2]["field"] == "objects.2.properties.price"
         assert await stored_ids(svc) == ["a", "b", "c", "f"]
         got = await svc.get_object("own", "f")
-        assert got["properties"] == {"title": "later"} and "vectors" not in got
+        assert got == {"id": "f", "uuid": object_uuid("f"), "properties": {"title": "later"}}
         got = await svc.get_object("own", "a", with_vectors=True)
         assert got["vectors"] == {"v": pytest.approx([0.6, 0.8])} and got["sparse_vectors"] == {}
         sample = svc.metrics.registry.get_sample_value
@@ -541,7 +545,12 @@ def test_scroll_and_count(data_dir):
         assert ids == ["a", "b", "c"]
         assert await svc.count_objects("own") == {"count": 3}
         assert await svc.count_objects("own", {"filter": {"brand": "x"}}) == {"count": 2}
+        counted: list[tuple[Any, ...]] = []
+        count = svc.store.count
+        replace(svc, "count", lambda *args: (counted.append(args[1:]), count(*args))[1])
         assert await svc.count_objects("own", {"filter": {"brand": "x"}, "exact": False}) == {"count": 2}
+        assert await svc.count_objects("own", {"exact": True}) == {"count": 3}
+        assert counted == [(Filter(must=[FieldMatch("brand", "x")]), False), (None, True)]
         await refused(svc.count_objects("nope"), None, "collection 'nope' not found", NotFound)
 
     scenario(data_dir, body, max_page_size=3)
@@ -873,8 +882,23 @@ def test_facets(data_dir):
             "field",
             "'price' is a float field; facets count keyword, integer, bool and uuid fields",
         )
+        # the filter: named under "filter", checked against the declared types, and its depth bounded
+        await refused(
+            svc.facets("own", {"field": "brand", "filter": {"price": {"gte": "x"}}}), "filter.price.gte", None
+        )
+        await refused(svc.facets("own", {"field": "brand", "filter": {"price": "cheap"}}), "filter.price", None)
+        deep = {"and": [{"and": [{"brand": "x"}]}]}
+        await refused(
+            svc.facets("own", {"field": "brand", "filter": deep}),
+            "filter.and.0",
+            "filters nest at most 2 levels deep (FILTER_MAX_DEPTH)",
+        )
+        calls = spy(svc, "facet")
+        await svc.facets("own", {"field": "brand"})
+        await svc.facets("own", {"field": "brand", "exact": True})
+        assert [c["exact"] for c in calls] == [False, True]
 
-    scenario(data_dir, body)
+    scenario(data_dir, body, filter_max_depth=2)
 
 
 def test_patch_is_saved_keeps_what_was_there_and_builds_only_the_given_indexes(data_dir):
@@ -884,14 +908,20 @@ def test_patch_is_saved_keeps_what_was_there_and_builds_only_the_given_indexes(d
         {
             "name": "kept",
             "vectorizers": {"v": {"dimensions": 2}},
-            "sparse_vectorizers": {"s": {"model": "splade", "text_fields": ["title"]}},
+            "sparse_vectorizers": {
+                "s": {"model": "splade", "text_fields": ["title"]},
+                "s2": {"model": "splade", "text_fields": ["title"]},
+            },
             "fields": {"brand": "keyword", "price": "float"},
         }
     )
     stored = StoredCollection(
         definition=definition,
         vectors={"v": VectorInfo(dimensions=2)},
-        sparse={"s": SparseInfo(vocab_size=30522, model_name="splade-x", function_name="SPARSE_ENCODING")},
+        sparse={
+            "s": SparseInfo(vocab_size=30522, model_name="splade-x", function_name="SPARSE_ENCODING"),
+            "s2": SparseInfo(vocab_size=30522, model_name="splade-x", function_name="SPARSE_ENCODING"),
+        },
         created_at=123.5,
         index_errors={"brand": "boom", "price": "bad"},
     )
@@ -924,8 +954,53 @@ def test_patch_is_saved_keeps_what_was_there_and_builds_only_the_given_indexes(d
             "price": {"type": "float", "state": "failed", "error": "bad"},
             "n": {"type": "integer", "state": "ready", "points": 0},
         }
+        # its sparse vectorizers: the first is the default; their model is not in this gateway's MODELS
+        await refused(
+            svc.search("kept", {"neural_sparse": {"query": "cat"}}),
+            "model 'splade'",
+            "model 'splade' is not configured here (MODELS knows: none (set MODELS=name=host:port,...))",
+            Unavailable,
+        )
+        await refused(
+            svc.search("kept", {"neural_sparse": {"query": "cat", "vector": "zz"}}),
+            "neural_sparse.vector",
+            "unknown sparse vector 'zz'; this collection has ['s', 's2']",
+        )
+        await refused(
+            svc.search("kept", {"hybrid": {"query": "cat", "weights": {"s": 1, "s2": 1}}}),
+            "hybrid.weights",
+            "fuses at most one sparse vector, not ['s', 's2']",
+        )
 
     scenario(data_dir, body, seed=False, definition_cache_s=60)
+
+
+def test_a_patch_starts_from_the_stored_definition_not_a_cached_copy(data_dir):
+    async def body(svc: GatewayService) -> None:
+        await svc.get_collection("own")  # cached for 60 s
+        record = await asyncio.to_thread(svc.store.load_definition, "own")
+        assert record is not None
+        elsewhere = {**record, "definition": {**record["definition"]}}
+        elsewhere["definition"]["fields"] = {**record["definition"]["fields"], "x": {"type": "keyword"}}
+        await asyncio.to_thread(svc.store.save_definition, "own", elsewhere)  # another gateway's PATCH
+        out = await svc.update_collection("own", {"fields": {"y": "integer"}})
+        assert {"x", "y"} <= set(out["fields"])
+
+    scenario(data_dir, body, definition_cache_s=60)
+
+
+def test_delete_a_collection_found_only_in_part(data_dir):
+    async def body(svc: GatewayService) -> None:
+        await svc.create_collection({"name": "nodef", "vectorizers": {"v": {"dimensions": 2}}})
+        await asyncio.to_thread(svc.store.delete_definition, "nodef")
+        assert await svc.delete_collection("nodef") == {"name": "nodef", "deleted": True}
+        assert not await asyncio.to_thread(svc.store.collection_exists, "nodef")
+        await svc.create_collection({"name": "onlydef", "vectorizers": {"v": {"dimensions": 2}}})
+        await asyncio.to_thread(svc.store.delete_collection, "onlydef")
+        assert await svc.delete_collection("onlydef") == {"name": "onlydef", "deleted": True}
+        assert await asyncio.to_thread(svc.store.load_definition, "onlydef") is None
+
+    scenario(data_dir, body, seed=False)
 
 
 # -- with the real inference server (in-process, the deterministic test encoder) ---------------------------
