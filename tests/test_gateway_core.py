@@ -28,7 +28,15 @@ from gateway.service import GatewayService
 from gateway.service.collections import SparseInfo, StoredCollection, VectorInfo
 from gateway.service.core import _object_out, _service_error, meta_problem
 from gateway.service.vectors import object_uuid
-from gateway.storage.base import CollectionNotFound, FieldMatch, Filter, Mmr, PointRecord, StoreError, StoreUnavailable
+from gateway.storage.base import (
+    CollectionNotFound,
+    FieldMatch,
+    Filter,
+    Mmr,
+    PointRecord,
+    StoreError,
+    StoreUnavailable,
+)
 from tests.gateway_support import gateway_with_inference, make_store, png_bytes
 
 OWN = {
@@ -886,7 +894,9 @@ def test_facets(data_dir):
         await refused(
             svc.facets("own", {"field": "brand", "filter": {"price": {"gte": "x"}}}), "filter.price.gte", None
         )
-        await refused(svc.facets("own", {"field": "brand", "filter": {"price": "cheap"}}), "filter.price", None)
+        await refused(
+            svc.facets("own", {"field": "brand", "filter": {"price": "cheap"}}), "filter.price", None
+        )
         deep = {"and": [{"and": [{"brand": "x"}]}]}
         await refused(
             svc.facets("own", {"field": "brand", "filter": deep}),
@@ -1176,3 +1186,182 @@ def test_a_rejected_query_fails_alone(data_dir):
                 assert hit_ids(results[0]) == ["a"] and hit_ids(results[2]) == ["b"]
 
     with_inference(data_dir, body, dims=8)
+
+
+# -- batch search ------------------------------------------------------------------------------------------
+
+
+def test_search_batch_results_in_order_each_failing_alone(data_dir):
+    async def body(svc: GatewayService) -> None:
+        await refused(
+            svc.search_batch("own", {"searches": [VEC, VEC, VEC]}),
+            "searches",
+            "at most 2 searches per batch (SEARCH_BATCH_SIZE), got 3",
+        )
+        await refused(
+            svc.search_batch("nope", {"searches": [VEC]}), None, "collection 'nope' not found", NotFound
+        )
+
+    scenario(data_dir, body, search_batch_size=2)
+
+
+def test_search_batch_mixes_store_batch_searches_searches_run_alone_and_failures(data_dir):
+    async def body(svc: GatewayService) -> None:
+        out = await svc.search_batch(
+            "own",
+            {
+                "searches": [
+                    {**VEC, "limit": 1, "properties": ["brand"]},
+                    {"filter": {"brand": "x"}, "order_by": {"field": "price", "direction": "desc"}},
+                    {"near_vector": {"vector": [1.0, 0.0, 0.0]}},
+                    {"order_by": {"field": "nope"}},
+                    {"bm25": {"query": "shoe"}, "limit": 2},
+                    {"near_vector": "not an object"},
+                    {"filter": {"brand": "y"}},
+                ]
+            },
+        )
+        results = out["results"]
+        assert len(results) == 7 and out["took_ms"] >= 0
+        assert results[0]["hits"] == [{"id": "a", "score": pytest.approx(1.0), "properties": {"brand": "x"}}]
+        assert hit_ids(results[1]) == ["c", "a"]  # run alone: browse in field order
+        assert results[2] == {
+            "error": "searches.2.near_vector.vector: has 3 dimensions, the collection expects 2",
+            "field": "searches.2.near_vector.vector",
+        }
+        assert results[3] == {
+            "error": "searches.3.order_by.field: 'nope' is not a declared field; declare it as integer, "
+            "float or datetime (PATCH fields) to order by it",
+            "field": "searches.3.order_by.field",
+        }
+        assert sorted(hit_ids(results[4])) == ["a", "b"]
+        assert results[5]["field"] == "searches.5.near_vector"
+        assert hit_ids(results[6]) == ["b"]
+        assert all(r["took_ms"] == out["took_ms"] for r in (results[0], results[4]))
+
+    scenario(data_dir, body)
+
+
+def test_a_search_the_store_refuses_fails_alone_in_a_batch(data_dir):
+    async def body(svc: GatewayService) -> None:
+        real = svc.store.search_batch
+        batches: list[int] = []
+
+        def picky(name: str, specs: list[Any]) -> Any:
+            batches.append(len(specs))
+            if any(spec.limit == 7 for spec in specs):
+                raise StoreError("limit: seven is unlucky")
+            return real(name, specs)
+
+        picky.__name__ = "search_batch"
+        replace(svc, "search_batch", picky)
+        out = await svc.search_batch(
+            "own", {"searches": [{**VEC, "limit": 1}, {**VEC, "limit": 7}, {**VEC, "limit": 2}]}
+        )
+        assert hit_ids(out["results"][0]) == ["a"] and hit_ids(out["results"][2]) == ["a", "b"]
+        assert out["results"][1] == {
+            "error": "searches.1.limit: seven is unlucky",
+            "field": "searches.1.limit",
+        }
+        assert batches == [3, 1, 1, 1]  # the batch, then each search on its own
+        # a batch of one the store refuses: the request fails, as a single search would
+        await refused(
+            svc.search_batch("own", {"searches": [{**VEC, "limit": 7}]}), "limit", "seven is unlucky"
+        )
+        # a search run alone that the store refuses without naming a field: named by its place in the batch
+        replace(svc, "browse", raising(StoreError("not today")))
+        out = await svc.search_batch("own", {"searches": [{"filter": {"brand": "x"}}]})
+        assert out["results"] == [{"error": "searches.0: not today", "field": "searches.0"}]
+
+    scenario(data_dir, body)
+
+
+# -- sparse vectorizers whose model this gateway cannot reach ----------------------------------------------
+
+NOT_IN_MODELS = "(MODELS knows: none (set MODELS=name=host:port,...))"
+URLS_OFF = "this gateway only uses the models of MODELS (INFERENCE_URL_HOSTS is empty)"
+
+
+def sparse_collection(name: str, sparse: dict[str, Any]) -> StoredCollection:
+    return StoredCollection(
+        definition=parse_definition({"name": name, "vectorizers": {}, "sparse_vectorizers": sparse}),
+        vectors={},
+        sparse={k: SparseInfo(vocab_size=100) for k in sparse},
+    )
+
+
+async def put_in_store(svc: GatewayService, stored: StoredCollection) -> None:
+    await asyncio.to_thread(svc.store.create_collection, stored.schema())
+    await asyncio.to_thread(svc.store.save_definition, stored.definition.name, stored.to_record())
+
+
+def test_sparse_models_are_resolved_per_use(data_dir):
+    """Documents go through a sparse vectorizer's model, queries through its query_model when it has one;
+    an address is checked against INFERENCE_URL_HOSTS on every use."""
+
+    async def body(svc: GatewayService) -> None:
+        await put_in_store(
+            svc,
+            sparse_collection("sp", {"s": {"model": "splade", "query_model": "q", "text_fields": ["title"]}}),
+        )
+        await put_in_store(
+            svc,
+            sparse_collection(
+                "urls",
+                {
+                    "u": {"inference_url": "evil:1", "text_fields": ["title"]},
+                    "w": {"model": "splade", "query_inference_url": "evil:2", "text_fields": ["title"]},
+                },
+            ),
+        )
+        await refused(
+            svc.search("sp", {"neural_sparse": {"query": "cat"}}),
+            "model 'q'",
+            f"model 'q' is not configured here {NOT_IN_MODELS}",
+            Unavailable,
+        )
+        await refused(
+            svc.import_objects("sp", {"objects": [{"id": "a", "properties": {"title": "cat"}}]}),
+            "model 'splade'",
+            f"model 'splade' is not configured here {NOT_IN_MODELS}",
+            Unavailable,
+        )
+        assert await stored_ids(svc, "sp") == []
+        await refused(
+            svc.search("urls", {"neural_sparse": {"query": "cat", "vector": "u"}}),
+            None,
+            f"sparse vector 'u' names inference_url 'evil:1', which is no longer allowed: {URLS_OFF}",
+            Forbidden,
+        )
+        await refused(
+            svc.search("urls", {"neural_sparse": {"query": "cat", "vector": "w"}}),
+            None,
+            f"sparse vector 'w' names query_inference_url 'evil:2', which is no longer allowed: {URLS_OFF}",
+            Forbidden,
+        )
+        # at creation: refused naming the field, nothing created
+        await refused(
+            svc.create_collection(
+                {
+                    "name": "c1",
+                    "vectorizers": {},
+                    "sparse_vectorizers": {"s": {"model": "nope", "text_fields": ["title"]}},
+                }
+            ),
+            "sparse_vectorizers.s.model",
+            "unknown model 'nope'; known models: none (set MODELS=name=host:port,...)",
+        )
+        await refused(
+            svc.create_collection(
+                {
+                    "name": "c2",
+                    "vectorizers": {},
+                    "sparse_vectorizers": {"s": {"inference_url": "evil:1", "text_fields": ["title"]}},
+                }
+            ),
+            "sparse_vectorizers.s.inference_url",
+            f"'evil:1' is not allowed: {URLS_OFF}; name a model instead",
+        )
+        assert sorted(c["name"] for c in await svc.list_collections()) == ["sp", "urls"]
+
+    scenario(data_dir, body, seed=False)
