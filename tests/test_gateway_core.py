@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from gateway.config import GatewaySettings
-from gateway.definitions import VectorizerConfig, parse_definition
+from gateway.definitions import BM25_VECTOR, VectorizerConfig, parse_definition
 from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Overloaded, Unavailable
 from gateway.inference_client import InferenceBusy, InferenceMeta, InferenceUnavailable
 from gateway.service import GatewayService
@@ -1113,6 +1113,23 @@ def test_create_probes_the_model_and_searches_embed_through_it(data_dir):
         await svc.search("c", {"hybrid": {"query": "red apple"}})
         await svc.search("c", {"hybrid": {"query": "red apple", "alpha": 0.2}})
         assert [c["alpha"] for c in calls] == [0.5, 0.2]
+        # weighted hybrid: each list with the query through its own encoder, and its weight
+        fused: list[tuple[Any, ...]] = []
+        search_fused = svc.store.search_fused
+
+        def watch(name: str, parts: list[Any], **kwargs: Any) -> Any:
+            fused.append((parts, kwargs["fusion"]))
+            return search_fused(name, parts, **kwargs)
+
+        replace(svc, "search_fused", watch)
+        got = await svc.search("c", {"hybrid": {"query": "red apple", "weights": {"v": 3, "bm25": 1}}})
+        assert hit_ids(got)[0] == "a"
+        [(parts, fusion)] = fused
+        stored_c = await svc._load("c")
+        assert stored_c.bm25_encoder is not None
+        assert [(p.vector_name, p.weight) for p in parts] == [("v", 3.0), (BM25_VECTOR, 1.0)]
+        assert parts[0].vector == pytest.approx(inference.text_vector("red apple").tolist(), abs=1e-6)
+        assert parts[1].vector == stored_c.bm25_encoder.query("red apple") and fusion == "rrf"
         # a batch: each distinct text embedded once, in one call
         before = inference.service.vectorize_calls
         out = await svc.search_batch(
