@@ -1023,13 +1023,11 @@ PHOTOS = {
 FAST = {"inference_timeout_s": 2, "inference_retry_budget_s": 0.2, "inference_query_retry_budget_s": 0.2}
 
 
-def with_inference(data_dir, body, **inference: Any) -> None:
+def with_inference(data_dir, body, *, settings: dict[str, Any] | None = None, **inference: Any) -> None:
     async def go() -> None:
-        async with gateway_with_inference(make_store("edge", data_dir), settings=FAST, **inference) as (
-            svc,
-            inf,
-        ):
-            await body(svc, inf)
+        store = make_store("edge", data_dir)
+        async with gateway_with_inference(store, settings={**FAST, **(settings or {})}, **inference) as pair:
+            await body(*pair)
 
     run(go())
 
@@ -1382,3 +1380,79 @@ def test_sparse_models_are_resolved_per_use(data_dir):
         assert sorted(c["name"] for c in await svc.list_collections()) == ["sp", "urls"]
 
     scenario(data_dir, body, seed=False)
+
+
+def test_query_embedding_uses_the_query_budget_and_checks_what_the_model_returns(data_dir):
+    async def body(svc: GatewayService, inference: Any) -> None:
+        await svc.create_collection(PHOTOS)
+        client = svc.pool.get(inference.address)
+        real = client.vectorize
+        seen: list[dict[str, Any]] = []
+
+        async def watched(*args: Any, **kwargs: Any) -> Any:
+            seen.append({k: kwargs.get(k) for k in ("budget_s", "urgent")})
+            return await real(*args, **kwargs)
+
+        client.vectorize = watched  # type: ignore[method-assign]
+        await svc.search_batch("photos", {"searches": [{"near_text": {"query": "red"}}]})
+        await svc.search("photos", {"near_text": {"query": "red"}})
+        assert seen == [{"budget_s": 0.3, "urgent": True}] * 2
+        seen.clear()
+        bad = b64(b"not a png")
+        await svc.search_batch(
+            "photos", {"searches": [{"near_text": {"query": "red"}}, {"near_image": {"image": bad}}]}
+        )
+        # the call, then each modality's items on their own to find the rejected one: all on the query budget
+        assert seen and all(s["budget_s"] == 0.3 for s in seen), seen
+        # a collection that expects 5 dimensions from a model that gives 8: the service is at fault (503)
+        five = StoredCollection(
+            definition=parse_definition(
+                {"name": "five", "vectorizers": {"v": {"model": "clip", "text_fields": ["t"]}}}
+            ),
+            vectors={"v": VectorInfo(dimensions=5, modalities=["text"])},
+        )
+        await put_in_store(svc, five)
+        label = f"inference service {inference.address}"
+        await refused(
+            svc.search_batch("five", {"searches": [{"near_text": {"query": "red"}}]}),
+            label,
+            f"{label} returned a vector that has 8 dimensions, the collection expects 5",
+            Unavailable,
+        )
+        await refused(
+            svc.search("five", {"near_text": {"query": "red"}}),
+            label,
+            f"{label} returned a bad vector: vector: has 8 dimensions, the collection expects 5",
+            Unavailable,
+        )
+
+    with_inference(
+        data_dir,
+        body,
+        dims=8,
+        settings={"inference_retry_budget_s": 5, "inference_query_retry_budget_s": 0.3},
+    )
+
+
+def test_an_inference_url_that_does_not_speak_grpc_is_named_so(data_dir):
+    from tests.test_gateway_input_rules import Listener
+
+    listener = Listener()
+
+    async def body(svc: GatewayService) -> None:
+        where = "vectorizers.v.inference_url"
+        await refused(
+            svc.create_collection(
+                {"name": "c", "vectorizers": {"v": {"inference_url": listener.address, "text_fields": ["t"]}}}
+            ),
+            where,
+            f"{listener.address} is not a polyvec inference service (it does not speak gRPC)",
+        )
+        assert await svc.list_collections() == []
+
+    try:
+        scenario(
+            data_dir, body, seed=False, inference_url_hosts=("127.0.0.1",), inference_query_retry_budget_s=0.5
+        )
+    finally:
+        listener.sock.close()
