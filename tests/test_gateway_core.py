@@ -1199,6 +1199,15 @@ def test_a_rejected_query_fails_alone(data_dir):
             }
             if len(searches) > 1:
                 assert hit_ids(results[0]) == ["a"] and hit_ids(results[2]) == ["b"]
+        # an image URL in a batch is fetched under the gateway's URL policy (a loopback address: refused)
+        out = await svc.search_batch(
+            "photos", {"searches": [{"near_image": {"image": "http://127.0.0.1:1/a.png"}}]}
+        )
+        assert out["results"][0]["field"] == "searches.0.near_image.image"
+        assert out["results"][0]["error"] == (
+            "searches.0.near_image.image: the URL names the non-public address 127.0.0.1; image URLs on "
+            "private networks are refused (IMAGE_URL_ALLOW_PRIVATE=1 allows them)"
+        )
 
     with_inference(data_dir, body, dims=8)
 
@@ -1208,6 +1217,8 @@ def test_a_rejected_query_fails_alone(data_dir):
 
 def test_search_batch_results_in_order_each_failing_alone(data_dir):
     async def body(svc: GatewayService) -> None:
+        out = await svc.search_batch("own", {"searches": [VEC, VEC]})
+        assert [hit_ids(r)[0] for r in out["results"]] == ["a", "a"]
         await refused(
             svc.search_batch("own", {"searches": [VEC, VEC, VEC]}),
             "searches",
@@ -1377,7 +1388,21 @@ def test_sparse_models_are_resolved_per_use(data_dir):
             "sparse_vectorizers.s.inference_url",
             f"'evil:1' is not allowed: {URLS_OFF}; name a model instead",
         )
-        assert sorted(c["name"] for c in await svc.list_collections()) == ["sp", "urls"]
+        # a dense vectorizer's address too, also in a batch
+        dense_url = StoredCollection(
+            definition=parse_definition(
+                {"name": "durl", "vectorizers": {"d": {"inference_url": "evil:3", "text_fields": ["title"]}}}
+            ),
+            vectors={"d": VectorInfo(dimensions=2, modalities=["text"])},
+        )
+        await put_in_store(svc, dense_url)
+        await refused(
+            svc.search_batch("durl", {"searches": [{"near_text": {"query": "cat"}}]}),
+            None,
+            f"vector 'd' names inference_url 'evil:3', which is no longer allowed: {URLS_OFF}",
+            Forbidden,
+        )
+        assert sorted(c["name"] for c in await svc.list_collections()) == ["durl", "sp", "urls"]
 
     scenario(data_dir, body, seed=False)
 
