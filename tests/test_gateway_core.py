@@ -408,8 +408,8 @@ def test_get_update_and_delete_collection(data_dir):
         )
         await refused(
             svc.update_collection("own", {"fields": {"n": 3}}),
-            "fields",
-            '\'n\': give a type name or {"type": ..., "language": ...}',
+            "fields.n",
+            'give a type name or {"type": ..., "language": ...}',
         )
         out = await svc.update_collection("own", {"fields": {"brand": "keyword", "n": "integer"}})
         assert out["count"] == 3 and out["fields"]["n"] == {"type": "integer"}
