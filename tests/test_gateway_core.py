@@ -551,6 +551,29 @@ def test_scroll_and_count(data_dir):
         assert rest["objects"][0]["vectors"]["v"]
         ids = sorted(o["id"] for o in page["objects"] + rest["objects"])
         assert ids == ["a", "b", "c"]
+        assert all(set(o["properties"]) == {"title", "price", "brand", "tags"} for o in rest["objects"])
+        # the filter applies; a page of one property still shows the user's ids
+        calls = spy(svc, "scroll")
+        only_x = await svc.scroll_objects(
+            "own", {"filter": {"brand": "x"}, "properties": ["price"], "limit": 3}
+        )
+        assert sorted((o["id"], o["properties"]["price"]) for o in only_x["objects"]) == [
+            ("a", 10.0),
+            ("c", 30.0),
+        ]
+        assert only_x["next_cursor"] is None and calls[0]["limit"] == 3 and calls[0]["cursor"] is None
+        assert calls[0]["with_vectors"] is False and calls[0]["with_payload"] == ["price", "_polyvec_id"]
+        await refused(
+            svc.scroll_objects("own", {"cursor": "garbage", "limit": 1}),
+            "cursor",
+            "is not a cursor this API returned (pass next_cursor back unchanged)",
+        )
+        await refused(
+            svc.scroll_objects("own", {"filter": {"price": {"gte": "x"}}, "limit": 1}),
+            "filter.price.gte",
+            None,
+        )
+        await refused(svc.scroll_objects("nope", {"limit": 1}), None, "collection 'nope' not found", NotFound)
         assert await svc.count_objects("own") == {"count": 3}
         assert await svc.count_objects("own", {"filter": {"brand": "x"}}) == {"count": 2}
         counted: list[tuple[Any, ...]] = []
