@@ -510,6 +510,15 @@ def test_get_put_and_delete_one_object(data_dir):
         await refused(
             svc.delete_object("own", "zz"), None, "object 'zz' not found in collection 'own'", NotFound
         )
+        # a point another program wrote, without the user's id: its UUID stands in
+        foreign = "6f1f7c4e-8d2a-4c3b-9a55-0d1e2f3a4b5c"
+        point = PointRecord(id=foreign, dense={"v": [0.0, 1.0]}, payload={"x": 1})
+        await asyncio.to_thread(svc.store.upsert, "own", [point])
+        assert await svc.get_object("own", foreign) == {
+            "id": foreign,
+            "uuid": foreign,
+            "properties": {"x": 1},
+        }
         put = await svc.put_object("own", "z", {"properties": {"title": "new"}, "vectors": {"v": [0.0, 1.0]}})
         assert put["status"] == "ok" and put["created"] is True and put["vectorized"] == []
         put = await svc.put_object(
@@ -1074,6 +1083,11 @@ def test_put_reuses_the_vectors_of_unchanged_fields_and_writes_nothing_on_failur
             REJECTED_IMAGE.format(inference.address),
         )
         assert (await svc.get_object("photos", "a"))["properties"] == {"title": "red apple", "note": "ripe"}
+        await refused(
+            svc.put_object("photos", "a", {"properties": {"title": "x", "photo": "%%%"}}),
+            "properties.photo",
+            "invalid base64: the character '%' at data position 0",
+        )
         # with the service down: a change of an unvectorized field still works (nothing to compute) ...
         await inference.stop()
         out = await svc.put_object("photos", "a", {"properties": {"title": "red apple", "note": "sweet"}})
