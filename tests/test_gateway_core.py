@@ -519,6 +519,7 @@ def test_get_put_and_delete_one_object(data_dir):
             "uuid": foreign,
             "properties": {"x": 1},
         }
+        assert await svc.delete_object("own", foreign) == {"id": foreign, "deleted": True}
         put = await svc.put_object("own", "z", {"properties": {"title": "new"}, "vectors": {"v": [0.0, 1.0]}})
         assert put["status"] == "ok" and put["created"] is True and put["vectorized"] == []
         put = await svc.put_object(
