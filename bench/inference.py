@@ -543,7 +543,8 @@ async def run_modality(name: str, modality: str, model_env: dict, items: list, a
                        unbatched_baseline: bool = True) -> dict:
     print(f"\n== {name} ({modality}) ==", flush=True)
     print(f"  idle OpenMP workers, raw rows and servers: {openmp_policy()}"
-          + (f" (the servers' {args.ab[0]} as --ab sets it)" if args.ab else ""), flush=True)
+          + (f" (the servers': as --ab sets {args.ab[0]})" if args.ab and args.ab[0] in POLICY_VARS else ""),
+          flush=True)
     encoder = load_in_process(model_env, cache_dir)
     arrangements = ["arrival"] + (["length-grouped"] if modality in ("text", "sparse") else [])
     raw: dict[tuple[str, int], float] = {}
