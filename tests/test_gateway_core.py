@@ -1459,7 +1459,8 @@ def test_query_embedding_uses_the_query_budget_and_checks_what_the_model_returns
         client.vectorize = watched  # type: ignore[method-assign]
         await svc.search_batch("photos", {"searches": [{"near_text": {"query": "red"}}]})
         await svc.search("photos", {"near_text": {"query": "red"}})
-        assert seen == [{"budget_s": 0.3, "urgent": True}] * 2
+        await svc.search("photos", {"near_image": {"image": b64(png_bytes("red"))}})
+        assert seen == [{"budget_s": 0.3, "urgent": True}] * 3
         seen.clear()
         bad = b64(b"not a png")
         await svc.search_batch(
