@@ -1158,6 +1158,15 @@ def test_create_probes_the_model_and_searches_embed_through_it(data_dir):
             return search_fused(name, parts, **kwargs)
 
         replace(svc, "search_fused", watch)
+        got = await svc.search(
+            "c",
+            {
+                "hybrid": {"query": "red apple", "weights": {"v": 3, "bm25": 1}},
+                "filter": {"title": "blue sky"},
+            },
+        )
+        assert hit_ids(got) == ["b"]
+        fused.clear()
         got = await svc.search("c", {"hybrid": {"query": "red apple", "weights": {"v": 3, "bm25": 1}}})
         assert hit_ids(got)[0] == "a"
         [(parts, fusion)] = fused
@@ -1520,3 +1529,25 @@ def test_an_inference_url_that_does_not_speak_grpc_is_named_so(data_dir):
         )
     finally:
         listener.sock.close()
+
+
+def test_search_filters_payload_and_paging_reach_the_store(data_dir):
+    async def body(svc: GatewayService) -> None:
+        dense = spy(svc, "search_dense")
+        got = await svc.search("own", {**VEC, "properties": ["brand"], "filter": {"brand": "x"}, "limit": 1})
+        assert hit_ids(got) == ["a"] and got["hits"][0]["properties"] == {"brand": "x"}
+        assert dense[0]["with_payload"] == ["brand", "_polyvec_id"] and dense[0]["limit"] == 1
+        got = await svc.search("own", {"bm25": {"query": "shoe"}, "filter": {"brand": "y"}})
+        assert hit_ids(got) == ["b"]
+        got = await svc.search("own", {"bm25": {"query": "shoe"}, "limit": 1, "offset": 1})
+        assert len(got["hits"]) == 1
+        # the filter: named under "filter", checked against the declared types, its depth bounded
+        await refused(svc.search("own", {**VEC, "filter": {"price": {"gte": "x"}}}), "filter.price.gte", None)
+        await refused(svc.search("own", {**VEC, "filter": {"price": "cheap"}}), "filter.price", None)
+        await refused(
+            svc.search("own", {**VEC, "filter": {"and": [{"and": [{"brand": "x"}]}]}}),
+            "filter.and.0",
+            "filters nest at most 2 levels deep (FILTER_MAX_DEPTH)",
+        )
+
+    scenario(data_dir, body, filter_max_depth=2)
