@@ -512,13 +512,15 @@ def test_get_put_and_delete_one_object(data_dir):
         )
         # a point another program wrote, without the user's id: its UUID stands in
         foreign = "6f1f7c4e-8d2a-4c3b-9a55-0d1e2f3a4b5c"
-        point = PointRecord(id=foreign, dense={"v": [0.0, 1.0]}, payload={"x": 1})
+        point = PointRecord(id=foreign, dense={"v": [-1.0, 0.0]}, payload={"x": 1})
         await asyncio.to_thread(svc.store.upsert, "own", [point])
         assert await svc.get_object("own", foreign) == {
             "id": foreign,
             "uuid": foreign,
             "properties": {"x": 1},
         }
+        got = await svc.search("own", {"near_vector": {"vector": [-1.0, 0.0]}, "limit": 1})
+        assert got["hits"][0]["id"] == foreign and got["took_ms"] >= 0
         assert await svc.delete_object("own", foreign) == {"id": foreign, "deleted": True}
         put = await svc.put_object("own", "z", {"properties": {"title": "new"}, "vectors": {"v": [0.0, 1.0]}})
         assert put["status"] == "ok" and put["created"] is True and put["vectorized"] == []
@@ -1146,9 +1148,12 @@ def test_create_probes_the_model_and_searches_embed_through_it(data_dir):
             "the model of vector 'v' does not embed images",
         )
         calls = spy(svc, "search_hybrid")
+        dense_calls = spy(svc, "search_dense")
         await svc.search("c", {"hybrid": {"query": "red apple"}})
         await svc.search("c", {"hybrid": {"query": "red apple", "alpha": 0.2}})
         assert [c["alpha"] for c in calls] == [0.5, 0.2]
+        assert [(c["limit"], c["fusion"]) for c in calls] == [(10, "rrf"), (10, "rrf")]
+        assert not dense_calls  # a hybrid search is not followed by a dense one
         # weighted hybrid: each list with the query through its own encoder, and its weight
         fused: list[tuple[Any, ...]] = []
         search_fused = svc.store.search_fused
@@ -1246,6 +1251,12 @@ def test_a_rejected_query_fails_alone(data_dir):
             }
             if len(searches) > 1:
                 assert hit_ids(results[0]) == ["a"] and hit_ids(results[2]) == ["b"]
+        await refused(
+            svc.search("photos", {"near_image": {"image": "http://127.0.0.1:1/a.png"}}),
+            "near_image.image",
+            "the URL names the non-public address 127.0.0.1; image URLs on private networks are refused "
+            "(IMAGE_URL_ALLOW_PRIVATE=1 allows them)",
+        )
         # an image URL in a batch is fetched under the gateway's URL policy (a loopback address: refused)
         out = await svc.search_batch(
             "photos", {"searches": [{"near_image": {"image": "http://127.0.0.1:1/a.png"}}]}
@@ -1551,3 +1562,29 @@ def test_search_filters_payload_and_paging_reach_the_store(data_dir):
         )
 
     scenario(data_dir, body, filter_max_depth=2)
+
+
+def test_a_callers_inference_url_that_does_not_answer_is_a_503_without_its_words(data_dir):
+    async def body(svc: GatewayService) -> None:
+        gone = StoredCollection(
+            definition=parse_definition(
+                {"name": "gone", "vectorizers": {"v": {"inference_url": "127.0.0.1:1", "text_fields": ["t"]}}}
+            ),
+            vectors={"v": VectorInfo(dimensions=2, modalities=["text"])},
+        )
+        await put_in_store(svc, gone)
+        label = "inference service 127.0.0.1:1"
+        for call in (
+            svc.search("gone", {"near_text": {"query": "x"}}),
+            svc.search_batch("gone", {"searches": [{"near_text": {"query": "x"}}]}),
+        ):
+            await refused(call, label, f"{label} is unavailable (no answer)", Unavailable)
+
+    scenario(
+        data_dir,
+        body,
+        seed=False,
+        inference_url_hosts=("127.0.0.1",),
+        inference_timeout_s=1,
+        inference_query_retry_budget_s=0.2,
+    )
