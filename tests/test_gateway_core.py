@@ -1091,6 +1091,22 @@ def test_put_reuses_the_vectors_of_unchanged_fields_and_writes_nothing_on_failur
             "properties.photo",
             "invalid base64: the character '%' at data position 0",
         )
+        out = await svc.import_objects(
+            "photos",
+            {
+                "objects": [
+                    {"id": "x", "properties": {"photo": "%%%"}},
+                    {"id": "y", "properties": {"photo": b64(b"not a png")}},
+                    {"id": "z", "properties": {"photo": "http://127.0.0.1:1/a.png"}},
+                ]
+            },
+        )
+        assert [(r["status"], r["field"]) for r in out["results"]] == [
+            ("error", "objects.0.properties.photo"),
+            ("error", "objects.1.properties.photo"),
+            ("error", "objects.2.properties.photo"),
+        ]
+        assert await stored_ids(svc, "photos") == ["a"]
         # with the service down: a change of an unvectorized field still works (nothing to compute) ...
         await inference.stop()
         out = await svc.put_object("photos", "a", {"properties": {"title": "red apple", "note": "sweet"}})
@@ -1194,8 +1210,17 @@ def test_create_probes_the_model_and_searches_embed_through_it(data_dir):
         )
         assert [hit_ids(r) for r in out["results"]] == [["a"], ["b"], ["a"]]
         assert inference.service.vectorize_calls == before + 1
+        await svc.create_collection({"name": "mixed", "vectorizers": {"o": {"dimensions": 2}, "v": v}})
         # the service down: 503s naming it; nothing created or written
         await inference.stop()
+        await refused(
+            svc.import_objects(
+                "mixed", {"objects": [{"id": "m", "properties": {"title": "x"}, "vectors": {"o": [1, 0]}}]}
+            ),
+            label,
+            None,
+            Unavailable,
+        )
         for call in (
             svc.search("c", {"near_text": {"query": "x"}}),
             svc.search_batch("c", {"searches": [{"near_text": {"query": "x"}}]}),
@@ -1205,7 +1230,7 @@ def test_create_probes_the_model_and_searches_embed_through_it(data_dir):
             err = await refused(call, label, None, Unavailable)
             assert err.message.startswith(f"{label} is unavailable ("), err.message
         assert await stored_ids(svc, "c") == ["a", "b"]
-        assert [c["name"] for c in await svc.list_collections()] == ["c"]
+        assert [c["name"] for c in await svc.list_collections()] == ["c", "mixed"]
         assert not await asyncio.to_thread(svc.store.collection_exists, "d")
         # searches that need no model still answer
         assert hit_ids(await svc.search("c", {"bm25": {"query": "apple"}})) == ["a"]
@@ -1481,6 +1506,9 @@ def test_query_embedding_uses_the_query_budget_and_checks_what_the_model_returns
         await svc.search("photos", {"near_text": {"query": "red"}})
         await svc.search("photos", {"near_image": {"image": b64(png_bytes("red"))}})
         assert seen == [{"budget_s": 0.3, "urgent": True}] * 3
+        seen.clear()
+        await svc.import_objects("photos", {"objects": [{"id": "i", "properties": {"title": "red"}}]})
+        assert seen == [{"budget_s": 5, "urgent": None}]  # an import: the import budget, not urgent
         seen.clear()
         bad = b64(b"not a png")
         await svc.search_batch(
