@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,7 +72,8 @@ SHM = Path("/dev/shm")
 def data_dir(tmp_path: Path) -> Iterator[Path]:
     """Where the embedded store writes: a memory-backed tmpfs when there is one (its create and close
     fsync; on a loaded disk that is ten times the rest of a test, and a mutation run pays it per mutant)."""
-    if not (SHM.is_dir() and os.access(SHM, os.W_OK)):
+    if not (SHM.is_dir() and os.access(SHM, os.W_OK)) or shutil.disk_usage(SHM).free < 2**30:
+        # (a container's default /dev/shm is 64 MB: a shard's preallocated WAL alone is 32 MB)
         yield tmp_path
         return
     with tempfile.TemporaryDirectory(dir=SHM, prefix="polyvec-core-") as where:
