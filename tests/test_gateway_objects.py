@@ -236,6 +236,25 @@ def test_plan_jobs_skips_given_and_reused_vectors():
     p, jobs = planned({"title": "t"}, reuse={"texts": [0.5, 0.5, 0.0], "own": [9.0, 9.0, 9.0]})
     assert jobs_of(jobs) == [("main", "title", "t")] and p.vectorized == ["main"]
     assert p.dense == {"own": [1.0, 0.0, 0.0], "texts": [0.5, 0.5, 0.0]}  # a given vector beats a kept one
+    # a kept vector does not stop the planning of the vectors after it (a PUT that changed only "title"
+    # of "texts" keeps "main")
+    p, jobs = planned({"title": "t"}, reuse={"main": [0.0, 0.0, 1.0]})
+    assert jobs_of(jobs) == [("texts", "title", "t")] and p.vectorized == ["texts"]
+    assert p.dense == {"own": [1.0, 0.0, 0.0], "main": [0.0, 0.0, 1.0]}
+
+
+PICS = StoredCollection(
+    definition=parse_definition({"name": "pics", "vectorizers": {
+        "pics": {"model": "clip", "image_fields": ["photo", "back", "side"]}}}),
+    vectors={"pics": VectorInfo(dimensions=3, modalities=["image"])})
+
+
+def test_plan_jobs_goes_on_after_an_empty_image_and_an_image_url():
+    url = "https://img.example/b.png"
+    p = objects.start(0, {"properties": {"photo": "", "back": url, "side": PNG}}, PICS, "")
+    jobs = objects.plan_jobs(p, PICS, "")
+    assert jobs_of(jobs) == [("pics", "back", ImageUrl(url)), ("pics", "side", PNG_BYTES)]
+    assert all(j.pending is p for j in jobs) and p.error is None
 
 
 PLAN_REFUSED = [
@@ -511,6 +530,7 @@ def test_finish_leaves_out_empty_sparse_vectors_and_a_uuid_id():
     assert rec is not None and rec.id == uid
     assert rec.payload == {"title": "the of"}  # a UUID id is the point id: not kept in the payload
     assert list(rec.sparse) == ["words"]  # stopwords only: no BM25 vector; empty ones left out
+    assert (rec.sparse["words"].indices, rec.sparse["words"].values) == ([3], [1.0])  # a kept one as kept
     assert rec.dense == {"own": [0.0, 0.0, 1.0], "main": [1.0, 0.0, 0.0], "texts": [0.0, 1.0, 0.0]}
     # a collection without BM25 fields has no BM25 vector
     nobm25 = StoredCollection(definition=parse_definition({"name": "n",
