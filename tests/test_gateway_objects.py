@@ -307,6 +307,20 @@ def test_plan_sparse_jobs():
     p = started({"id": "a", "properties": {"title": "t"}})
     assert objects.plan_sparse_jobs(p, DOCS, P, {"words": kept}) == [] and p.sparse == {"words": kept}
     assert p.vectorized == []
+    # with two sparse vectorizers: a kept first one does not stop the second, and both plan their jobs
+    two = StoredCollection(
+        definition=parse_definition({"name": "two", "sparse_vectorizers": {
+            "first": {"model": "splade", "text_fields": ["title"]},
+            "second": {"model": "bag", "text_fields": ["body", "title"]}}}),
+        vectors={})
+    p = objects.start(0, {"properties": {"title": "t", "body": "b"}}, two, "")
+    jobs = objects.plan_sparse_jobs(p, two, "")
+    assert [(j.vector, j.field) for j in jobs] == [("first", "title"), ("second", "body"),
+                                                   ("second", "title")]
+    p = objects.start(0, {"properties": {"title": "t", "body": "b"}}, two, "")
+    jobs = objects.plan_sparse_jobs(p, two, "", {"first": kept})
+    assert [(j.vector, j.field) for j in jobs] == [("second", "body"), ("second", "title")]
+    assert p.sparse == {"first": kept} and p.vectorized == ["second"]
     # a field that is no text
     p = started({"id": "a", "properties": {"title": "t", "body": [True]}})
     assert objects.plan_sparse_jobs(p, DOCS, P) == []
@@ -464,7 +478,7 @@ def test_run_sparse_jobs_checks_the_vocabulary():
     for i, p in enumerate(ps):
         p.index = i
     jobs = [j for p in ps for j in objects.plan_sparse_jobs(p, stored, P)]
-    run(objects.run_sparse_jobs(jobs, stored, lambda v: client, lambda p: f"objects.{p.index}.",
+    run(objects.run_sparse_jobs(jobs, stored, {"words": client}.__getitem__, lambda p: f"objects.{p.index}.",
                                 budget_s=3.0))
     assert ps[0].error is None and ps[0].field_sparse["words"]["title"].indices == [4]  # 4 < 5: in
     assert failure(ps[1]) == ("objects.1.properties.title",
