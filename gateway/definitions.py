@@ -56,7 +56,7 @@ from gateway.bm25 import (
     make_encoder,
 )
 from gateway.errors import BadRequest
-from gateway.fields import TYPE_NAMES, FieldType
+from gateway.fields import TYPE_NAMES, FieldType, unknown_type
 from services.input_rules import find_invalid_text
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
@@ -336,7 +336,7 @@ class FieldDeclaration(_Strict):
     @classmethod
     def _type(cls, name: str) -> str:
         if name not in TYPE_NAMES:
-            raise ValueError(f"unknown type {name!r}; one of {', '.join(TYPE_NAMES)}")
+            raise ValueError(unknown_type(name))
         return name
 
     @field_validator("language")
@@ -387,7 +387,7 @@ def parse_field_declarations(value: Any) -> Any:
         if not isinstance(given, str | dict):
             raise FieldDeclarationError('give a type name or {"type": ..., "language": ...}', name)
         if isinstance(given, str) and given not in TYPE_NAMES:
-            raise FieldDeclarationError(f"unknown type {given!r}; one of {', '.join(TYPE_NAMES)}", name)
+            raise FieldDeclarationError(unknown_type(given), name)
     for name in names:
         for other in names:
             if other.startswith(name + "."):

@@ -44,6 +44,11 @@ _DATETIME_RE = re.compile(
 )
 
 
+def unknown_type(name: str) -> str:
+    """The refusal of a field type name that is not one of TYPE_NAMES."""
+    return f"unknown type {name!r}; one of {', '.join(TYPE_NAMES)}"
+
+
 @dataclass(frozen=True)
 class FieldType:
     """A declared field type: ``base`` (one of BASE_TYPES), ``array`` for ``T[]``, ``language`` for text."""
@@ -55,7 +60,7 @@ class FieldType:
     @classmethod
     def parse(cls, name: str, language: str | None = None) -> FieldType:
         if name not in TYPE_NAMES:
-            raise ValueError(f"unknown type {name!r}; one of {', '.join(TYPE_NAMES)}")
+            raise ValueError(unknown_type(name))
         base = name.removesuffix("[]")
         if language is not None and base != "text":
             raise ValueError("only text fields take a language")
