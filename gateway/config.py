@@ -64,6 +64,7 @@ class GatewaySettings:
     image_url_max_bytes: int = field(default=20 * 1024 * 1024, metadata={"env": "IMAGE_URL_MAX_BYTES"})
     image_url_timeout_s: float = field(default=10.0, metadata={"env": "IMAGE_URL_TIMEOUT_S"})
     image_url_trust_env: bool = field(default=False, metadata={"env": "IMAGE_URL_TRUST_ENV"})
+    image_url_concurrency: int = field(default=8, metadata={"env": "IMAGE_URL_CONCURRENCY"})
     # how long a gateway may reuse a collection definition it read (0: read it on every request)
     definition_cache_s: float = field(default=2.0, metadata={"env": "DEFINITION_CACHE_S"})
     # inference calls
@@ -96,7 +97,7 @@ class GatewaySettings:
     def validate(self) -> GatewaySettings:
         for name in ("inference_concurrency", "inference_batch_size", "import_batch_size",
                      "max_page_size", "search_batch_size", "max_request_bytes", "max_json_depth",
-                     "filter_max_depth", "eval_max_searches"):
+                     "filter_max_depth", "eval_max_searches", "image_url_concurrency"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1, not {getattr(self, name)}")
         if self.inference_max_waiting < 0:
@@ -131,7 +132,7 @@ class GatewaySettings:
         return ImageUrlPolicy(enabled=self.image_urls, allowed_hosts=self.image_url_hosts,
                               allow_private=self.image_url_allow_private,
                               max_bytes=self.image_url_max_bytes, timeout_s=self.image_url_timeout_s,
-                              trust_env=self.image_url_trust_env)
+                              trust_env=self.image_url_trust_env, concurrency=self.image_url_concurrency)
 
     @property
     def embedded(self) -> bool:
@@ -152,7 +153,7 @@ def env_name(attr: str) -> str:
 
 _INTS = {"inference_concurrency", "inference_max_waiting", "inference_batch_size", "import_batch_size",
          "max_page_size", "search_batch_size", "max_request_bytes", "image_url_max_bytes", "max_json_depth",
-         "filter_max_depth", "eval_max_searches"}
+         "filter_max_depth", "eval_max_searches", "image_url_concurrency"}
 _PORTS = {"http_port", "grpc_port"}
 
 

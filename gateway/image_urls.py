@@ -12,14 +12,16 @@ policy is explicit and enforced on every hop of a redirect:
   name cannot re-bind to a private address in between), while the Host header, TLS SNI and certificate
   check keep the name. IP literals in every spelling a resolver accepts (``2130706433``,
   ``0x7f000001``, ``0177.0.0.1``, ``127.1``) are read as the address they denote;
-* ``IMAGE_URL_MAX_BYTES`` caps the body (checked while streaming), ``IMAGE_URL_TIMEOUT_S`` each fetch;
-  at most 3 redirects are followed, each hop checked again;
-* proxy environment variables (HTTP_PROXY, ...) are ignored unless ``IMAGE_URL_TRUST_ENV=1``. Through a
+* ``IMAGE_URL_MAX_BYTES`` caps the body (checked while streaming), ``IMAGE_URL_TIMEOUT_S`` each fetch
+  (resolution, connects, redirects and body together); at most 3 redirects are followed, each hop
+  checked again; at most ``IMAGE_URL_CONCURRENCY`` fetches run at once (the rest wait their turn);
+* proxy environment variables (HTTP_PROXY, ...) and SSL_CERT_FILE / SSL_CERT_DIR are ignored unless
+  ``IMAGE_URL_TRUST_ENV=1``. Through a
   proxy the target's addresses are still checked first, but the proxy resolves the name itself, so the
   connection is not pinned to the checked address: the proxy must then enforce its own egress rules.
 
 Errors are :class:`ImageFetchError` with a message meant for the caller (the field is named by the
-caller).
+caller); whatever the URL, no other exception leaves :meth:`ImageFetcher.fetch`.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class ImageUrlPolicy:
     max_bytes: int = 20 * 1024 * 1024
     timeout_s: float = 10.0
     trust_env: bool = False
+    concurrency: int = 8
 
 
 def is_image_url(value: str) -> bool:
@@ -73,11 +76,16 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     for pattern in allowed:
         pattern = pattern.lower().rstrip(".")
         if pattern.startswith("*."):
-            if host.endswith(pattern[1:]) and host != pattern[2:]:
+            if host.endswith(pattern[1:]):  # a subdomain; not the domain itself
                 return True
         elif host == pattern:
             return True
     return False
+
+
+def _without_zone(address: str) -> str:
+    """An address without its IPv6 zone index (``fe80::1%eth0`` -> ``fe80::1``: from the first ``%``)."""
+    return address.partition("%")[0]
 
 
 def literal_address(host: str) -> IPAddress | None:
@@ -86,10 +94,11 @@ def literal_address(host: str) -> IPAddress | None:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
-        return ipaddress.ip_address(host.split("%", 1)[0])
+        return ipaddress.ip_address(_without_zone(host))
     except ValueError:
         pass
-    if _NUMERIC_HOST.match(host) and host[-1:] != ".":
+    # (the pattern also keeps out what glibc's inet_aton reads leniently: "127.0.0.1 x" is 127.0.0.1 to it)
+    if _NUMERIC_HOST.match(host):
         try:  # decimal 2130706433, hex 0x7f000001, octal 0177.0.0.1, short 127.1: what inet_aton reads
             return ipaddress.IPv4Address(socket.inet_aton(host))
         except OSError:
@@ -147,14 +156,6 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         return await self._fetcher.open_tcp(str(address), port, timeout=timeout, local_address=local_address,
                                             socket_options=socket_options)
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: typing.Iterable[typing.Any] | None = None,
-                                  ) -> httpcore.AsyncNetworkStream:
-        raise ImageFetchError("image URLs are fetched over TCP only")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
 
 class _PinnedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over :class:`_PinnedBackend` (certificate checks as usual)."""
@@ -172,14 +173,14 @@ class ImageFetcher:
     ``ssl_context`` (default: httpx's, with its CA bundle) verifies HTTPS servers.
     """
 
-    def __init__(self, policy: ImageUrlPolicy, *, concurrency: int = 8, resolve: Resolver | None = None,
+    def __init__(self, policy: ImageUrlPolicy, *, resolve: Resolver | None = None,
                  open_tcp: Callable[..., Awaitable[httpcore.AsyncNetworkStream]] | None = None) -> None:
         self.policy = policy
         self.resolve = resolve or system_resolve
         self.open_tcp = open_tcp or _open_tcp
         self.ssl_context: ssl.SSLContext | None = None
         self._client: httpx.AsyncClient | None = None
-        self._limit = asyncio.Semaphore(concurrency)
+        self._limit = asyncio.Semaphore(policy.concurrency)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -209,7 +210,7 @@ class ImageFetcher:
             except (socket.gaierror, UnicodeError) as exc:
                 reason = getattr(exc, "strerror", None) or "no such host"
                 raise ImageFetchError(f"host {host!r} does not resolve ({reason})") from None
-            addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in found]
+            addresses = [ipaddress.ip_address(_without_zone(a)) for a in found]
             if not addresses:
                 raise ImageFetchError(f"host {host!r} does not resolve (no addresses)")
         if not self.policy.allow_private:
@@ -223,10 +224,13 @@ class ImageFetcher:
 
     async def _check_target(self, url: str) -> httpx.URL:
         """The URL as httpx reads it, after the scheme/host checks (and, through a proxy, the addresses)."""
-        parts = urlsplit(url)
+        try:  # (urlsplit refuses some hosts too: '℀.com' changes under NFKC normalisation)
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError as exc:
+            raise ImageFetchError(f"the image URL is not valid ({exc})") from None
         if parts.scheme.lower() not in ("http", "https"):
             raise ImageFetchError(f"only http and https image URLs are fetched, not {parts.scheme!r}")
-        host = parts.hostname
         if not host:
             raise ImageFetchError("the image URL has no host")
         if not _host_allowed(host, self.policy.allowed_hosts):
@@ -235,12 +239,13 @@ class ImageFetcher:
             port = parts.port
             literal = literal_address(host)
             if literal is not None:  # spelled canonically: httpx refuses some spellings (0177.0.0.1)
-                userinfo = parts.netloc.rpartition("@")[0]
-                netloc = (f"{userinfo}@" if userinfo else "") + (
-                    str(literal) if literal.version == 4 else f"[{literal}]") + (f":{port}" if port else "")
+                userinfo, at, _ = parts.netloc.rpartition("@")
+                netloc = userinfo + at + (str(literal) if literal.version == 4 else f"[{literal}]") + (
+                    f":{port}" if port else "")
                 url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
             target = httpx.URL(url)
-        except (httpx.InvalidURL, ValueError) as exc:
+            target.host  # noqa: B018 - decodes IDNA labels now ('xn--a' is refused here, not mid-request)
+        except (httpx.InvalidURL, ValueError) as exc:  # (an IDNA error is a UnicodeError, a ValueError)
             raise ImageFetchError(f"the image URL is not valid ({exc})") from None
         port = target.port or (443 if target.scheme == "https" else 80)
         if self.policy.trust_env:
@@ -284,6 +289,4 @@ class ImageFetcher:
                     return bytes(body)
             except httpx.HTTPError as exc:
                 raise ImageFetchError(f"fetching the image failed: {type(exc).__name__}: {exc}") from None
-            except httpx.InvalidURL as exc:
-                raise ImageFetchError(f"the image URL is not valid ({exc})") from None
         raise ImageFetchError(f"more than {MAX_REDIRECTS} redirects")

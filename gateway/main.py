@@ -81,6 +81,8 @@ _HELP = {
     "image_url_timeout_s": "deadline of one image fetch in seconds (default 10)",
     "image_url_trust_env": "fetch image URLs through the proxy of HTTP(S)_PROXY/NO_PROXY (0/1, default 0: "
                            "the environment's proxy settings are ignored)",
+    "image_url_concurrency": "most image URL fetches at once per gateway; the rest wait their turn "
+                             "(default 8)",
     "definition_cache_s": "seconds a collection definition is reused (default 2; 0 reads it every time)",
     "drain_timeout_s": "on SIGTERM/SIGINT, how long requests in flight may take to finish once new ones are "
                        "refused (default 30)",

@@ -29,6 +29,9 @@ def test_defaults_and_env_vars_listed():
     assert s.inference_max_waiting == 64 and budgets == (30, 2)
     assert s.inference_query_max_wait_s == 10
     assert GatewaySettings.from_env({"INFERENCE_QUERY_MAX_WAIT_S": "0"}).inference_query_max_wait_s == 0
+    # the image fetcher's limits reach its policy
+    assert s.image_url_policy().concurrency == 8 and "IMAGE_URL_CONCURRENCY" in ENV_VARS
+    assert GatewaySettings.from_env({"IMAGE_URL_CONCURRENCY": "3"}).image_url_policy().concurrency == 3
 
 
 def test_env_parsing_and_overrides():
@@ -60,6 +63,8 @@ def test_env_parsing_and_overrides():
     ({"INFERENCE_QUERY_RETRY_BUDGET_S": "nan"}, "INFERENCE_QUERY_RETRY_BUDGET_S"),
     ({"INFERENCE_QUERY_MAX_WAIT_S": "-1"}, "INFERENCE_QUERY_MAX_WAIT_S"),
     ({"INFERENCE_QUERY_MAX_WAIT_S": "a while"}, "INFERENCE_QUERY_MAX_WAIT_S"),
+    ({"IMAGE_URL_CONCURRENCY": "0"}, "IMAGE_URL_CONCURRENCY"),
+    ({"IMAGE_URL_CONCURRENCY": "many"}, "IMAGE_URL_CONCURRENCY"),
 ])
 def test_bad_settings_name_the_variable(env, name):
     with pytest.raises(SettingsError, match=name):

@@ -11,6 +11,7 @@ Nothing leaves the machine.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import ipaddress
 import socket
@@ -48,6 +49,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 - http.server's name
         self.server.hosts.append(self.headers.get("Host"))
+        self.server.agents.append(self.headers.get("User-Agent"))
+        self.server.auths.append(self.headers.get("Authorization"))
         if self.path.startswith("/redirect?to="):
             status, body, headers = 302, b"", {"Location": self.path.split("=", 1)[1]}
         else:
@@ -61,7 +64,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def _serve(httpd: ThreadingHTTPServer):
-    httpd.hosts = []
+    httpd.hosts, httpd.agents, httpd.auths = [], [], []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     return httpd
@@ -81,10 +84,14 @@ class World:
         self.port = port
         self.names = names  # name -> successive answers (the last one repeats)
         self.lookups: list[str] = []
+        self.asked: list[tuple[str, int]] = []  # (host, port) as the resolver was asked
         self.dialled: list[str] = []
 
     async def resolve(self, host: str, port: int) -> list[str]:
         self.lookups.append(host)
+        self.asked.append((host, port))
+        if host.startswith("unicode-error."):  # what the system resolver raises for a label it cannot encode
+            raise UnicodeError("label too long")
         answers = self.names.get(host)
         if answers is None:
             try:  # numeric spellings resolve without DNS, as the system resolver reads them
@@ -215,6 +222,10 @@ def test_resolution_details_names_scopes_and_messages(server):
         fetch(world, "http://nowhere.example/a.png")
     with pytest.raises(ImageFetchError, match=r"^host 'empty.example' does not resolve \(no addresses\)$"):
         fetch(world, "http://empty.example/a.png")
+    # a resolver error without a reason of its own (a UnicodeError has no strerror)
+    with pytest.raises(ImageFetchError,
+                       match=r"^host 'unicode-error.example' does not resolve \(no such host\)$"):
+        fetch(world, "http://unicode-error.example/a.png")
     # a fully qualified name (trailing dot) is looked up without the dot, and fetched
     assert fetch(world, "http://images.example./a.png") == RED
     assert world.lookups[-1] == "images.example" and world.dialled[-1] == PUBLIC
@@ -225,7 +236,9 @@ def test_resolution_details_names_scopes_and_messages(server):
     assert fetch(world, "http://v6public.example/a.png") == RED
     assert world.dialled[-1] == "2606:4700::1111"
     # a literal address is "named by the URL", not resolved
-    with pytest.raises(ImageFetchError, match=r"^the URL names the non-public address 10.0.0.1; "):
+    with pytest.raises(ImageFetchError, match=r"^the URL names the non-public address 10.0.0.1; image URLs "
+                                              r"on private networks are refused \(IMAGE_URL_ALLOW_PRIVATE=1 "
+                                              r"allows them\)$"):
         fetch(world, "http://10.0.0.1/a.png")
     assert "10.0.0.1" not in world.lookups
 
@@ -240,6 +253,11 @@ def test_a_literal_address_in_any_spelling_keeps_its_port(server):
     assert fetch(world, "http://[2606:4700::1111]:8443/a.png") == RED
     assert server.hosts == ["93.184.216.34:8080", "93.184.216.34", "[2606:4700::1111]:8443"]
     assert world.dialled == [PUBLIC, PUBLIC, "2606:4700::1111"] and world.lookups == []
+    # the user info survives the rewrite whole, an unescaped "@" in it included (the host is after the last)
+    server.auths.clear()
+    assert fetch(world, "http://us@er:pw@1572395042/a.png") == RED
+    assert fetch(world, "http://1572395042/a.png") == RED
+    assert server.auths == ["Basic " + base64.b64encode(b"us@er:pw").decode(), None]
     with pytest.raises(ImageFetchError, match=r"^the image URL has no host$"):
         fetch(world, "http:///a.png")
 
@@ -251,6 +269,12 @@ def test_literal_spellings_and_public_rule():
     assert literal_address("127.1") == ipaddress.ip_address("127.0.0.1")
     assert literal_address("[::1]") == ipaddress.ip_address("::1")
     assert literal_address("cafe.example") is None and literal_address("deadbeef.") is None
+    # a zone index is dropped from the first "%" on; half a bracket pair is no literal
+    for spelled in ("fe80::1%eth0", "[fe80::1%eth0]", "fe80::1%a%b"):
+        assert str(literal_address(spelled)) == "fe80::1", spelled
+    assert literal_address("::1]") is None and literal_address("[::1") is None
+    # glibc's inet_aton reads "127.0.0.1 x" as 127.0.0.1 (it stops at the space): not an address here
+    assert literal_address("127.0.0.1 x") is None and literal_address("127.1\t5") is None
     assert is_public(ipaddress.ip_address(PUBLIC)) and is_public(ipaddress.ip_address("2606:4700::1111"))
     for address in ("10.0.0.1", "100.64.0.1", "169.254.169.254", "0.0.0.0", "::", "::1", "fc00::1",
                     "fe80::1", "::ffff:10.0.0.1", "224.0.0.1", "ff02::1", "192.0.2.1", "198.18.0.1"):
@@ -273,15 +297,58 @@ def test_an_ipv6_address_carrying_an_ipv4_one_is_judged_by_that_ipv4_address():
     assert world.dialled == []
 
 
+def test_the_resolver_is_asked_for_the_urls_port(server, monkeypatch):
+    """resolve(host, port) gets the URL's port (80 for http, 443 for https when the URL names none), on
+    the pinned connection and, through a proxy, in the check made before it."""
+    world = World(server.server_address[1], NAMES | {"cdn.example": [[PUBLIC]]})
+    assert fetch(world, "http://images.example/a.png") == RED
+    assert fetch(world, "http://cdn.example:8080/a.png") == RED
+    with pytest.raises(ImageFetchError, match="non-public"):
+        fetch(world, "https://internal.example/a.png")
+    assert world.asked == [("images.example", 80), ("cdn.example", 8080), ("internal.example", 443)]
+    proxy = _serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
+    try:
+        _proxy_environment(monkeypatch, f"http://127.0.0.1:{proxy.server_address[1]}")
+        world.asked.clear()
+        assert fetch(world, "http://images.example/a.png", trust_env=True) == RED
+        assert fetch(world, "http://cdn.example:81/a.png", trust_env=True) == RED
+        with pytest.raises(ImageFetchError, match="non-public"):
+            fetch(world, "https://internal.example/a.png", trust_env=True)
+        assert world.asked == [("images.example", 80), ("cdn.example", 81), ("internal.example", 443)]
+    finally:
+        proxy.shutdown()
+
+
+def test_fetches_say_they_come_from_the_gateway(server, monkeypatch):
+    """The User-Agent is polyvec-gateway, directly and through a proxy (image hosts can tell and allow it)."""
+    world = World(server.server_address[1], NAMES)
+    server.agents.clear()
+    assert fetch(world, "http://images.example/a.png") == RED
+    proxy = _serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
+    try:
+        _proxy_environment(monkeypatch, f"http://127.0.0.1:{proxy.server_address[1]}")
+        assert fetch(world, "http://images.example/a.png", trust_env=True) == RED
+    finally:
+        proxy.shutdown()
+    assert server.agents == ["polyvec-gateway"] and proxy.agents == ["polyvec-gateway"]
+
+
 # -- proxies ------------------------------------------------------------------------------------------------
+
+def _proxy_environment(monkeypatch, proxy: str | None) -> None:
+    """The environment's proxy settings: ``proxy`` for http, none for the rest (CI may set its own)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    if proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+
 
 def test_proxy_environment_is_ignored_unless_asked_for(server, monkeypatch):
     """HTTP_PROXY would send every fetch through a proxy of the environment's choosing."""
     proxy = _serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
     try:
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        _proxy_environment(monkeypatch, f"http://127.0.0.1:{proxy.server_address[1]}")
         world = World(server.server_address[1], NAMES)
         assert fetch(world, "http://images.example/a.png") == RED
         assert world.dialled == [PUBLIC] and proxy.hosts == []
@@ -349,3 +416,37 @@ def test_tls_uses_the_host_name_for_sni_and_the_certificate(tmp_path):
         assert names[-1] == "other.example"
     finally:
         httpd.shutdown()
+
+
+def test_ssl_cert_file_is_trusted_only_with_trust_env(tmp_path, monkeypatch):
+    """SSL_CERT_FILE / SSL_CERT_DIR are the environment too: read only with IMAGE_URL_TRUST_ENV=1."""
+    cert_file, key_file = _certificate(tmp_path, "localhost")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert_file, key_file)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = server_ctx.wrap_socket(httpd.socket, server_side=True)
+    _serve(httpd)
+    url = f"https://localhost:{httpd.server_address[1]}/a.png"
+
+    async def go(**policy) -> bytes:
+        fetcher = ImageFetcher(ImageUrlPolicy(allow_private=True, **policy),
+                               resolve=lambda host, port: _loopback(host))
+        try:
+            return await fetcher.fetch(url)
+        finally:
+            await fetcher.aclose()
+
+    try:
+        _proxy_environment(monkeypatch, None)
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+        with pytest.raises(ImageFetchError, match="CERTIFICATE_VERIFY_FAILED"):
+            asyncio.run(go())
+        assert asyncio.run(go(trust_env=True)) == RED
+    finally:
+        httpd.shutdown()
+
+
+async def _loopback(host: str) -> list[str]:
+    assert host == "localhost"
+    return ["127.0.0.1"]
