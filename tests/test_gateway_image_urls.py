@@ -146,7 +146,7 @@ def test_at_most_concurrency_fetches_run_at_once(server):
         fetcher = ImageFetcher(ImageUrlPolicy(allow_private=True, concurrency=concurrency))
         try:
             tasks = [asyncio.create_task(fetcher.fetch(f"{ip_base}/held.png")) for _ in range(fetches)]
-            for _ in range(100):  # until as many as may run have reached the server
+            for _ in range(500):  # until as many as may run have reached the server (10 s at most)
                 await asyncio.sleep(0.02)
                 if httpd.in_flight >= min(concurrency, fetches):
                     break
