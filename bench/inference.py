@@ -82,7 +82,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from protos import inference_pb2, inference_pb2_grpc  # noqa: E402
-from services.inference.cpu_threads import POLICY_VARS, openmp_policy, prefer_passive_openmp  # noqa: E402
+from services.inference.cpu_threads import POLICY_VARS, default_openmp_wait, openmp_policy  # noqa: E402
 from services.up import free_port  # noqa: E402
 
 WORDS = (
@@ -931,7 +931,7 @@ def main() -> None:
     # The raw rows run in this process under the policy the server picks by default (or the one the
     # operator set: OMP_WAIT_POLICY / GOMP_SPINCOUNT in the environment apply to both sides); each
     # modality's header prints it. --ab on one of those variables changes the servers' only.
-    prefer_passive_openmp()
+    default_openmp_wait()
     asyncio.run(main_async(args))
 
 

@@ -2,7 +2,7 @@
 
 torch's CPU wheel runs its intra-op threads on libgomp. After each parallel region an idle worker
 spins ``GOMP_SPINCOUNT`` times and then sleeps on a futex; the next region must wake it. The
-inference service runs with ``OMP_WAIT_POLICY=PASSIVE`` (spin 0) unless the operator sets
+inference service runs with ``OMP_WAIT_POLICY=PASSIVE`` and ``GOMP_SPINCOUNT=10000`` unless the operator sets
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (README, Configuration). For each spin count, in its own
 process (libgomp reads the variable once), in alternating rounds:
 

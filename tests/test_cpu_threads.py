@@ -1,4 +1,5 @@
-"""The inference service's OpenMP idle policy: PASSIVE unless the operator chose one (README)."""
+"""The inference service's OpenMP idle policy: a short spin, then sleep, unless the operator chose one
+(README)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.inference.cpu_threads import openmp_policy, prefer_passive_openmp
+from services.inference.cpu_threads import default_openmp_wait, openmp_policy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,24 +21,24 @@ def no_torch(monkeypatch):
     monkeypatch.delitem(sys.modules, "torch", raising=False)
 
 
-def test_passive_when_the_operator_chose_nothing(no_torch):
+def test_a_short_spin_when_the_operator_chose_nothing(no_torch):
     env: dict[str, str] = {}
-    assert prefer_passive_openmp(env) is True
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert default_openmp_wait(env) is True
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"}
 
 
-@pytest.mark.parametrize("chosen", [{"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "10000"},
+@pytest.mark.parametrize("chosen", [{"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "2000"},
                                     {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0"}])
 def test_the_operators_choice_is_kept(no_torch, chosen):
     env = dict(chosen)
-    assert prefer_passive_openmp(env) is False
+    assert default_openmp_wait(env) is False
     assert env == chosen
 
 
 def test_too_late_once_torch_is_loaded(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", object())
     env: dict[str, str] = {}
-    assert prefer_passive_openmp(env) is False
+    assert default_openmp_wait(env) is False
     assert env == {}
 
 
@@ -57,7 +58,7 @@ def _server_openmp(extra: dict[str, str]) -> str:
     env.update(extra, OMP_DISPLAY_ENV="VERBOSE")
     code = ("import sys, services.inference.main as m\n"
             "assert 'torch' not in sys.modules, 'importing the server loads torch before its OpenMP policy'\n"
-            "m.prefer_passive_openmp()\n"
+            "m.default_openmp_wait()\n"
             "import torch\n"
             "torch.ones(8).sum()\n")
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
@@ -66,11 +67,11 @@ def _server_openmp(extra: dict[str, str]) -> str:
     return done.stderr + done.stdout
 
 
-def test_the_server_runs_torch_with_no_spin_by_default():
+def test_the_server_runs_torch_with_a_short_spin_by_default():
     shown = _server_openmp({})
     if "GOMP_SPINCOUNT" not in shown:
         pytest.skip("this torch build's OpenMP runtime is not libgomp")
-    assert "GOMP_SPINCOUNT = '0'" in shown
+    assert "GOMP_SPINCOUNT = '10000'" in shown and "OMP_WAIT_POLICY = 'PASSIVE'" in shown
 
 
 def test_the_operators_spin_count_reaches_torch():

@@ -35,7 +35,7 @@ import uvicorn
 from services import tracing
 from services.env_settings import add_config_flag, add_setting_flags, read_settings_file
 from services.inference.config import InferenceSettings, SettingsError
-from services.inference.cpu_threads import openmp_policy, prefer_passive_openmp
+from services.inference.cpu_threads import default_openmp_wait, openmp_policy
 from services.inference.loaders.base import Encoder
 from services.inference.service import InferenceService
 from services.net import http_protocol, listen_tcp, run_event_loop
@@ -390,7 +390,7 @@ def _settle(future: asyncio.Future, value: Any, exc: BaseException | None) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    prefer_passive_openmp()  # before anything loads torch
+    default_openmp_wait()  # before anything loads torch
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     errors = _startup_errors()
     try:
