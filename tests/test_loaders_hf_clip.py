@@ -209,3 +209,13 @@ def test_tokenizer_override(clip_dir, siglip_dir, cache, clip):
                                    tokenizer=str(siglip_dir)), CPU, cache_dir=cache)
     assert type(other.tokenizer).__name__ != type(clip.tokenizer).__name__
     assert not np.allclose(other.encode_text(TEXTS), clip.encode_text(TEXTS), atol=1e-3)
+
+
+def test_clip_images_prepared_one_by_one_merge_into_the_batch(clip):
+    """What the batcher does with images prepared as they arrive: the merged parts are the batch."""
+    imgs = images()[:3]
+    merged = clip.merge_prepared_images([clip.prepare_images([im]) for im in imgs])
+    whole = clip.prepare_images(imgs)
+    assert clip.merges_prepared_images and merged.keys() == whole.keys()
+    for key in whole:
+        np.testing.assert_array_equal(merged[key].numpy(), whole[key].numpy())

@@ -388,3 +388,11 @@ def test_hf_hub_name_from_the_offline_hub_cache(tmp_path):
     np.testing.assert_allclose(enc.encode_text(TEXTS), local.encode_text(TEXTS), rtol=1e-6, atol=1e-6)
     imgs = images()
     np.testing.assert_allclose(enc.encode_image(imgs), local.encode_image(imgs), rtol=1e-6, atol=1e-6)
+
+
+def test_images_prepared_one_by_one_merge_into_the_batch(encoder):
+    """What the batcher does with images prepared as they arrive: the merged parts are the batch."""
+    imgs = images()[:3]
+    merged = encoder.merge_prepared_images([encoder.prepare_images([im]) for im in imgs])
+    assert encoder.merges_prepared_images
+    np.testing.assert_array_equal(merged.numpy(), encoder.prepare_images(imgs).numpy())

@@ -104,6 +104,15 @@ class Encoder(ABC):  # noqa: B024 - every method has a default; loaders override
         """Run the model on a prepared image batch: float32 array (n, dimensions), not normalised."""
         raise UnsupportedModality(f"model {self.info.name!r} does not embed images")
 
+    #: whether :meth:`merge_prepared_images` joins images prepared one by one into one batch (the
+    #: batcher then prepares each image as it arrives, while the model runs the batch before)
+    merges_prepared_images: bool = False
+
+    def merge_prepared_images(self, parts: list[Any]) -> Any:
+        """``prepare_images`` results of one image each -> the prepared batch of them all, in order
+        (what ``prepare_images`` of the whole list gives)."""
+        raise NotImplementedError
+
     def text_length(self, text: str) -> int:
         """A cheap length estimate used to group texts of similar length into one batch."""
         return len(text)

@@ -59,6 +59,11 @@ class HfClipEncoder(TorchEncoder):
             return {"pixel_values": self._torch.stack([self._transform(im) for im in rgb])}
         return dict(self.image_processor(images=rgb, return_tensors="pt"))
 
+    merges_prepared_images = True
+
+    def merge_prepared_images(self, parts: list[Any]) -> Any:
+        return {key: self._torch.cat([part[key] for part in parts]) for key in parts[0]}
+
     def forward_images(self, prepared: Any) -> np.ndarray:
         torch = self._torch
         device, dtype = self._device, self._dtype

@@ -64,6 +64,11 @@ class OpenClipEncoder(TorchEncoder):
     def prepare_images(self, images: list[Image.Image]) -> Any:
         return self._torch.stack([self.transform(image) for image in images])
 
+    merges_prepared_images = True
+
+    def merge_prepared_images(self, parts: list[Any]) -> Any:
+        return self._torch.cat(parts)
+
     def forward_images(self, prepared: Any) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
