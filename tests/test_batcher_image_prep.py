@@ -42,19 +42,36 @@ def pictures(n: int) -> list[Image.Image]:
     return [Image.new("RGB", (8, 8), ((37 * i) % 256, (91 * i) % 256, (11 * i) % 256)) for i in range(n)]
 
 
-def test_images_are_prepared_one_by_one_and_merged_into_their_batch():
-    enc = MergingEncoder(forward_delay=0.05, prepare_delay=0.01)
-    imgs = pictures(20)
+def encode_each(enc: MergingEncoder, imgs: list[Image.Image], **batcher) -> list:
+    """One request per image, all at once, through a batcher made with ``batcher``; each request's
+    (text vectors, image vectors), or the error it got."""
 
     async def main():
-        b = DynamicBatcher(enc, max_batch_size=16, batch_wait_ms=5, prep_threads=2)  # 32 ahead at most
-        out = await asyncio.gather(*(b.encode([], [im], True) for im in imgs))
+        b = DynamicBatcher(enc, **batcher)
+        out = await asyncio.gather(*(b.encode([], [im], True) for im in imgs), return_exceptions=True)
         await b.close()
         return out
 
-    out = run(main())
-    for im, (_, vectors) in zip(imgs, out, strict=True):
+    return run(main())
+
+
+def assert_image_vectors(enc: MergingEncoder, imgs: list[Image.Image], results: list) -> None:
+    """Each one-image request got its image's vector."""
+    for im, (_, vectors) in zip(imgs, results, strict=True):
         np.testing.assert_allclose(vectors[0], enc.expected_image(im, True), rtol=1e-5, atol=1e-6)
+
+
+async def first_pass_running(enc: MergingEncoder) -> None:
+    deadline = time.monotonic() + 10
+    while not enc.seen.batches and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
+def test_images_are_prepared_one_by_one_and_merged_into_their_batch():
+    enc = MergingEncoder(forward_delay=0.05, prepare_delay=0.01)
+    imgs = pictures(20)
+    out = encode_each(enc, imgs, max_batch_size=16, batch_wait_ms=5, prep_threads=2)  # 32 ahead at most
+    assert_image_vectors(enc, imgs, out)
     assert [n for m, n in enc.seen.prepares if m == "image"] == [1] * 20  # each image on its own
     assert sum(enc.merged) == 20 and sum(enc.seen.sizes("image")) == 20
     assert max(enc.seen.sizes("image")) > 1  # and still batched across requests
@@ -69,9 +86,7 @@ def test_preparation_runs_while_the_model_is_busy():
     async def main():
         b = DynamicBatcher(enc, max_batch_size=8, batch_wait_ms=1, prep_threads=2)
         first = asyncio.create_task(b.encode([], [imgs[0]], True))
-        deadline = time.monotonic() + 10
-        while not enc.seen.batches and time.monotonic() < deadline:  # the first pass is running
-            await asyncio.sleep(0.005)
+        await first_pass_running(enc)
         rest = [asyncio.create_task(b.encode([], [im], True)) for im in imgs[1:]]
         await asyncio.sleep(0.2)  # the pass still runs (0.3 s): the five arrivals are prepared by now
         prepared_during_pass = sum(1 for m, n in enc.seen.prepares if m == "image") - 1
@@ -89,9 +104,7 @@ def test_at_most_twice_a_batch_of_waiting_images_is_prepared_ahead():
     async def main():
         b = DynamicBatcher(enc, max_batch_size=2, batch_wait_ms=1, prep_threads=2, pipeline_depth=1)
         first = asyncio.create_task(b.encode([], pictures(1), True))
-        deadline = time.monotonic() + 10
-        while not enc.seen.batches and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+        await first_pass_running(enc)
         rest = [asyncio.create_task(b.encode([], [im], True)) for im in pictures(10)]
         await asyncio.sleep(0.05)
         ahead = sum(it.early is not None for it in b._pending["image"])
@@ -102,27 +115,16 @@ def test_at_most_twice_a_batch_of_waiting_images_is_prepared_ahead():
 
     ahead, waiting, out = run(main())
     assert waiting == 10 and ahead == 4  # 2 x max_batch_size; the others are prepared when cut
-    for im, (_, vectors) in zip(pictures(10), out[1:], strict=True):
-        np.testing.assert_allclose(vectors[0], enc.expected_image(im, True), rtol=1e-5, atol=1e-6)
+    assert_image_vectors(enc, pictures(10), out[1:])
 
 
 def test_a_bad_image_prepared_ahead_fails_only_its_request():
     enc = MergingEncoder(forward_delay=0.05)
     good = pictures(6)
     bad = Image.new("RGB", enc.poison_size, (0, 200, 0))
-
-    async def main():
-        b = DynamicBatcher(enc, max_batch_size=8, batch_wait_ms=20, prep_threads=2)
-        calls = [b.encode([], [im], True) for im in good[:3]] + [b.encode([], [bad], True)] + \
-                [b.encode([], [im], True) for im in good[3:]]
-        out = await asyncio.gather(*calls, return_exceptions=True)
-        await b.close()
-        return out
-
-    out = run(main())
+    out = encode_each(enc, good[:3] + [bad] + good[3:], max_batch_size=8, batch_wait_ms=20, prep_threads=2)
     assert isinstance(out[3], BatchFailed) and "refuses" in str(out[3])
-    for im, result in zip(good, out[:3] + out[4:], strict=True):
-        np.testing.assert_allclose(result[1][0], enc.expected_image(im, True), rtol=1e-5, atol=1e-6)
+    assert_image_vectors(enc, good, out[:3] + out[4:])
 
 
 def test_one_preparation_thread_never_waits_on_itself():
@@ -131,16 +133,8 @@ def test_one_preparation_thread_never_waits_on_itself():
     (a batcher that queued them later would hang here)."""
     enc = MergingEncoder(forward_delay=0.01, prepare_delay=0.005)
     imgs = pictures(40)
-
-    async def main():
-        b = DynamicBatcher(enc, max_batch_size=8, batch_wait_ms=2, prep_threads=1, pipeline_depth=2)
-        out = await asyncio.gather(*(b.encode([], [im], True) for im in imgs))
-        await b.close()
-        return out
-
-    out = run(main())
-    for im, (_, vectors) in zip(imgs, out, strict=True):
-        np.testing.assert_allclose(vectors[0], enc.expected_image(im, True), rtol=1e-5, atol=1e-6)
+    out = encode_each(enc, imgs, max_batch_size=8, batch_wait_ms=2, prep_threads=1, pipeline_depth=2)
+    assert_image_vectors(enc, imgs, out)
 
 
 def test_without_batching_images_are_prepared_with_their_request():

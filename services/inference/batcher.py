@@ -158,7 +158,7 @@ class DynamicBatcher:
         if pass_tokens < 0:
             raise ValueError("pass_tokens must be >= 0")
         self.encoder = encoder
-        self._prepare_early = batching and bool(getattr(encoder, "merges_prepared_images", False))
+        self._prepare_early = batching and encoder.merges_prepared_images
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.pass_tokens = pass_tokens
