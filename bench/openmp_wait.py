@@ -97,7 +97,7 @@ def run_child(spin: str, args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spins", default="0,1000,10000", help="GOMP_SPINCOUNT values (0: the service's default)")
+    p.add_argument("--spins", default="0,1000,10000", help="GOMP_SPINCOUNT values (service default: 10000)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0, help="MiniLM passes per round and value")
     p.add_argument("--batch", type=int, default=16)
