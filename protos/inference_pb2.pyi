@@ -63,7 +63,7 @@ class Limits(_message.Message):
     def __init__(self, max_batch_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_items_per_request: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., batch_early_cut: _Optional[bool] = ..., batch_wait_us: _Optional[int] = ...) -> None: ...
 
 class MetaResponse(_message.Message):
-    __slots__ = ("name", "type", "dimensions", "modalities", "device", "precision", "limits", "normalize", "max_text_tokens", "max_text_chars", "kind", "function_name", "vocab_size", "sparse_prune_ratio", "sparse_max_terms")
+    __slots__ = ("name", "type", "dimensions", "modalities", "device", "precision", "limits", "normalize", "max_text_tokens", "max_text_chars", "kind", "function_name", "vocab_size", "sparse_prune_ratio", "sparse_max_terms", "runtime")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class MetaResponse(_message.Message):
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     SPARSE_PRUNE_RATIO_FIELD_NUMBER: _ClassVar[int]
     SPARSE_MAX_TERMS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     dimensions: int
@@ -94,7 +95,8 @@ class MetaResponse(_message.Message):
     vocab_size: int
     sparse_prune_ratio: float
     sparse_max_terms: int
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., dimensions: _Optional[int] = ..., modalities: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., normalize: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., kind: _Optional[str] = ..., function_name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., sparse_prune_ratio: _Optional[float] = ..., sparse_max_terms: _Optional[int] = ...) -> None: ...
+    runtime: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., dimensions: _Optional[int] = ..., modalities: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., normalize: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., kind: _Optional[str] = ..., function_name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., sparse_prune_ratio: _Optional[float] = ..., sparse_max_terms: _Optional[int] = ..., runtime: _Optional[str] = ...) -> None: ...
 
 class VectorizeSparseRequest(_message.Message):
     __slots__ = ("texts", "return_tokens")

@@ -37,6 +37,10 @@ def _default_cache_dir() -> str:
     return str(Path(base) / "polyvec" / "models")
 
 
+#: RUNTIME's values
+RUNTIMES = ("torch", "onnx")
+
+
 @dataclass
 class InferenceSettings:
     # which model
@@ -52,6 +56,9 @@ class InferenceSettings:
     enable_cuda: bool = field(default=False, metadata={"env": "ENABLE_CUDA"})
     cuda_device: int = field(default=0, metadata={"env": "CUDA_DEVICE"})
     precision: str | None = field(default=None, metadata={"env": "PRECISION"})
+    # what runs a sentence-transformers text model: torch, or onnxruntime on a cached ONNX export of it
+    # (checked against torch at load; a model that cannot stays on torch, saying why)
+    runtime: str = field(default="torch", metadata={"env": "RUNTIME"})
     # network
     host: str = field(default="0.0.0.0", metadata={"env": "HOST"})
     grpc_port: int = field(default=50051, metadata={"env": "GRPC_PORT"})
@@ -82,6 +89,8 @@ class InferenceSettings:
             raise SettingsError("set only one of MODEL and MODEL_PROPERTIES")
         if self.precision is not None and self.precision not in ("fp32", "fp16", "bf16"):
             raise SettingsError(f"PRECISION must be fp32, fp16 or bf16, not {self.precision!r}")
+        if self.runtime not in RUNTIMES:
+            raise SettingsError(f"RUNTIME must be {' or '.join(RUNTIMES)}, not {self.runtime!r}")
         for name in ("max_batch_size", "max_queue", "max_items_per_request", "max_request_bytes",
                      "max_image_pixels", "prep_threads"):
             if getattr(self, name) < 1:
@@ -134,8 +143,8 @@ def _parse(attr: str, env: str, raw: str):
         return parse_float(env, raw, "milliseconds")
     if attr == "sparse_prune_ratio":
         return parse_float(env, raw, "a share of the largest weight, e.g. 0.1")
-    if attr == "precision":
-        return raw.lower()
+    if attr in ("precision", "runtime"):
+        return raw.strip().lower()
     if attr == "model_format":
         return raw.strip().upper().replace("-", "_") or None
     return raw

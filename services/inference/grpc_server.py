@@ -119,6 +119,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 vocab_size=meta["vocab_size"],
                 sparse_prune_ratio=meta["sparse_prune_ratio"],
                 sparse_max_terms=meta["sparse_max_terms"],
+                runtime=meta["runtime"],
                 limits=inference_pb2.Limits(
                     max_batch_size=limits["max_batch_size"],
                     batch_wait_ms=int(round(limits["batch_wait_ms"])),

@@ -57,6 +57,8 @@ _HELP = {
     "enable_cuda": "run on a GPU (0/1)",
     "cuda_device": "GPU index when --enable-cuda",
     "precision": "fp32, fp16 (GPU only) or bf16",
+    "runtime": "torch, or onnx: a sentence-transformers text model runs on onnxruntime (exported once "
+               "into MODEL_CACHE_DIR, checked against torch; a model it cannot take stays on torch)",
     "host": "address to listen on",
     "grpc_port": "gRPC port (0: any free port)",
     "http_port": "HTTP port for the Weaviate-compatible API and /metrics ('off' disables it)",
@@ -132,6 +134,7 @@ class ModelPlan:
     choice: Any
     cache_dir: str
     sparse: Any = None  # SparseSettings
+    runtime: str = "torch"  # RUNTIME
 
 
 def plan_model(settings: InferenceSettings) -> ModelPlan:
@@ -161,7 +164,8 @@ def plan_model(settings: InferenceSettings) -> ModelPlan:
     if (sparse.prune_ratio or sparse.max_terms) and not spec.sparse:
         raise SettingsError(f"SPARSE_PRUNE_RATIO / SPARSE_MAX_TERMS apply to sparse models; {spec.name!r} is "
                             "a dense model")
-    return ModelPlan(spec=spec, auth=auth, choice=choice, cache_dir=settings.model_cache_dir, sparse=sparse)
+    return ModelPlan(spec=spec, auth=auth, choice=choice, cache_dir=settings.model_cache_dir, sparse=sparse,
+                     runtime=settings.runtime)
 
 
 def _runs_on_onnxruntime(spec: Any) -> bool:
@@ -171,7 +175,8 @@ def _runs_on_onnxruntime(spec: Any) -> bool:
 def load_model(plan: ModelPlan) -> Encoder:
     from services.inference.loaders import load_encoder
 
-    return load_encoder(plan.spec, plan.choice, auth=plan.auth, cache_dir=plan.cache_dir, sparse=plan.sparse)
+    return load_encoder(plan.spec, plan.choice, auth=plan.auth, cache_dir=plan.cache_dir, sparse=plan.sparse,
+                        runtime=plan.runtime)
 
 
 def _startup_errors() -> tuple[type[BaseException], ...]:
@@ -369,8 +374,8 @@ async def serve(settings: InferenceSettings, plan: ModelPlan, *, batching: bool 
     encoder: Encoder = loaded.result()
     await running.attach(encoder, owned=True)
     info = encoder.info
-    log.info("serving %s (%s, %d dims, %s) on %s/%s", info.name, info.type, info.dimensions,
-             "+".join(info.modalities), info.device, info.precision)
+    log.info("serving %s (%s, %d dims, %s) on %s/%s, %s", info.name, info.type, info.dimensions,
+             "+".join(info.modalities), info.device, info.precision, info.runtime)
     if info.device == "cpu":
         log.info("idle OpenMP workers: %s", openmp_policy())
     await stop_wait

@@ -289,6 +289,7 @@ class InferenceService:
             "vocab_size": int(info.vocab_size),
             "sparse_prune_ratio": float(info.prune_ratio),
             "sparse_max_terms": int(info.max_terms),
+            "runtime": info.runtime,
             "batching": self.batching,
             "limits": self.limits(),
         }

@@ -71,10 +71,13 @@ def load_encoder(
     auth: ModelAuth | None = None,
     cache_dir: str | Path,
     sparse: SparseSettings | None = None,
+    runtime: str = "torch",
 ) -> Encoder:
     """Fetch the spec's artifact (cached in ``cache_dir``) and load it on ``choice.device``.
 
     ``sparse``: how a sparse model's weights become sparse vectors (prune ratio, most terms).
+    ``runtime``: "onnx" runs a sentence-transformers text model on onnxruntime (:mod:`.st_onnx`); other
+    types keep their own runtime (OpenSearch ONNX artifacts are onnxruntime's already), said in the log.
     Raises ModelSpecError (bad spec, e.g. ``dimensions`` not matching the model), ArtifactError (download or
     checksum), or the library's own error when the files are not a valid model.
     """
@@ -115,6 +118,13 @@ def load_encoder(
         from .sentence_transformers_loader import load_sentence_transformer
 
         encoder = load_sentence_transformer(spec, choice, artifact, cache_dir=cache_dir, hf_token=hf_token)
+        if runtime == "onnx":
+            from .st_onnx import onnx_runtime_encoder
+
+            encoder = onnx_runtime_encoder(encoder, choice, cache_dir)
+    if runtime == "onnx" and kind not in ("sentence_transformers", "onnx") and encoder.info.runtime != "onnx":
+        log.warning("RUNTIME=onnx applies to sentence-transformers text models; %s (%s) runs on %s",
+                    spec.name, kind, encoder.info.runtime)
     check_dimensions(spec, encoder)
     return encoder
 

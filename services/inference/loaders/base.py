@@ -56,6 +56,7 @@ class EncoderInfo:
     vocab_size: int = 0  # sparse models: the width of their vectors (token ids are < vocab_size)
     prune_ratio: float = 0.0  # sparse models: weights not above this share of a text's largest are dropped
     max_terms: int = 0  # sparse models: most weights kept per text (0: all)
+    runtime: str = "torch"  # what runs the model: torch | onnx (onnxruntime)
 
 
 @dataclass(frozen=True, slots=True)

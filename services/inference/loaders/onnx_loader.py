@@ -107,7 +107,7 @@ def load_onnx(spec: ModelSpec, choice: Any, artifact: Path | None) -> ArtifactEn
                  "exported in", choice.precision)
     info = EncoderInfo(name=spec.name, type="onnx", dimensions=0, modalities=(TEXT,), device=runner.device,
                        precision="fp32", normalize=spec.normalize, max_text_tokens=tokenizer.max_length,
-                       function_name=TEXT_EMBEDDING)
+                       function_name=TEXT_EMBEDDING, runtime="onnx")
     encoder = ArtifactEncoder(tokenizer, runner, DenseHead(spec.pooling_mode or "mean"), info,
                               release=runner.release)
     return probe_dense(encoder, files.model_file)

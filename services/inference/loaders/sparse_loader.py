@@ -177,6 +177,8 @@ def _artifact_encoder(spec: ModelSpec, choice: Any, root: Path, settings: Sparse
                                    SPARSE_OUTPUTS)
     width = _probe_width(runner, tokenizer, files.model.name)
     info = _info(spec, settings, device, precision, tokenizer, SPARSE_ENCODING, width)
+    if files.model_format == ONNX:
+        info = dataclasses.replace(info, runtime="onnx")
     return _ready(ArtifactEncoder(tokenizer, runner, SparseHead(tokenizer.special_ids, settings), info,
                                   release=runner.release))
 
