@@ -13,6 +13,12 @@ less than throughput does. The client is a plain keep-alive socket (or a gRPC st
     python bench/serving_stack.py                       # lone 1-text requests, HTTP
     python bench/serving_stack.py --per 64              # 64 texts (64 x 384 floats back)
     python bench/serving_stack.py --grpc --configs h11,asyncio,orjson h11,uvloop,orjson
+    python bench/serving_stack.py --grpc --clients 32 --configs httptools,uvloop,orjson
+
+``--clients N`` (gRPC) has N concurrent callers (one grpc.aio channel, as the gateway has) instead of
+one: the server's CPU per request under load, with batches of what arrives together. With an
+instant encoder that is what serving one single-text request costs at that load (gRPC, the event
+loop, the batcher's hand-offs), the floor under any real model's served CPU per text.
 """
 
 from __future__ import annotations
@@ -123,6 +129,29 @@ def grpc_caller(port: int, texts: list[str]):
     return lambda: stub.Vectorize(request)
 
 
+def concurrent_grpc(port: int, texts: list[str], clients: int, requests: int) -> None:
+    """``requests`` Vectorize calls from ``clients`` concurrent callers on one grpc.aio channel."""
+    import grpc
+
+    from protos import inference_pb2, inference_pb2_grpc
+
+    async def run() -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            request = inference_pb2.VectorizeRequest(texts=texts)
+            left = requests
+
+            async def caller() -> None:
+                nonlocal left
+                while left > 0:
+                    left -= 1
+                    await stub.Vectorize(request)
+
+            await asyncio.gather(*(caller() for _ in range(clients)))
+
+    asyncio.run(run())
+
+
 def drive(args) -> None:
     from bench.inference import make_texts
 
@@ -139,8 +168,11 @@ def drive(args) -> None:
                 for _ in range(20):
                     call()
                 cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-                for _ in range(args.requests):
-                    call()
+                if args.clients > 1:
+                    concurrent_grpc(grpc_port, texts, args.clients, args.requests)
+                else:
+                    for _ in range(args.requests):
+                        call()
                 ms = (cpu_seconds(proc.pid) - cpu0) / args.requests * 1000
                 rate = args.requests / (time.perf_counter() - t0)
             finally:
@@ -149,7 +181,8 @@ def drive(args) -> None:
             results[config].append((ms, rate))
             print(f"round {rnd + 1}  {config:26s} server {ms:6.3f} cpu-ms/request  {rate:7.1f} requests/s",
                   flush=True)
-    what = f"{'gRPC' if args.grpc else 'HTTP keep-alive'}, {args.per} text(s) per request"
+    what = f"{'gRPC' if args.grpc else 'HTTP keep-alive'}, {args.per} text(s) per request" + (
+        f", {args.clients} concurrent clients" if args.clients > 1 else "")
     print(f"\n| {what} | server CPU ms / request (median of {args.rounds}) | vs first |\n|---|---|---|")
     first = statistics.median(x[0] for x in results[args.configs[0]])
     for config, runs in results.items():
@@ -164,12 +197,15 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--per", type=int, default=1, help="texts per request")
     p.add_argument("--grpc", action="store_true", help="gRPC Vectorize instead of HTTP /vectorize")
+    p.add_argument("--clients", type=int, default=1, help="concurrent gRPC callers (needs --grpc)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--http", default="httptools", help=argparse.SUPPRESS)
     p.add_argument("--loop", default="uvloop", help=argparse.SUPPRESS)
     p.add_argument("--json", default="orjson", help=argparse.SUPPRESS)
     p.add_argument("--dims", type=int, default=384, help="vector size")
     args = p.parse_args()
+    if args.clients < 1 or (args.clients > 1 and not args.grpc):
+        p.error("--clients N needs --grpc and N >= 1")
     if args.serve:
         serve(args.http, args.loop, args.json, args.dims)
     else:
