@@ -233,6 +233,8 @@ def test_the_export_key_follows_the_weights_and_the_length():
     key = st_onnx.export_key(auto, st_onnx._tokenizer_json(text, 256), 256)
     assert key == st_onnx.export_key(auto, st_onnx._tokenizer_json(text, 256), 256)
     assert key != st_onnx.export_key(auto, st_onnx._tokenizer_json(text, 128), 128)
+    auto.config._name_or_path = "/somewhere/else"  # the same model read from another folder
+    assert key == st_onnx.export_key(auto, st_onnx._tokenizer_json(text, 256), 256)
     with torch.no_grad():
         next(auto.parameters()).view(-1)[0] += 1e-3  # one weight of 22 million
     assert key != st_onnx.export_key(auto, st_onnx._tokenizer_json(text, 256), 256)

@@ -200,9 +200,11 @@ def export_key(auto_model: Any, tokenizer_json: str, max_len: int) -> str:
     """SHA-256 of what the export depends on: weights, config, tokenizer, length, exporter."""
     import torch
 
+    config = json.loads(auto_model.config.to_json_string(use_diff=False))
+    config.pop("_name_or_path", None)  # where the model was read from: the same model elsewhere is the same
     digest = hashlib.sha256()
     for part in (_FORMAT, torch.__version__, str(OPSET), type(auto_model).__name__,
-                 auto_model.config.to_json_string(use_diff=False), tokenizer_json, str(max_len)):
+                 json.dumps(config, sort_keys=True), tokenizer_json, str(max_len)):
         digest.update(part.encode())
         digest.update(b"\0")
     for name, tensor in auto_model.state_dict().items():
