@@ -79,3 +79,82 @@ def test_the_operators_spin_count_reaches_torch():
     if "GOMP_SPINCOUNT" not in shown:
         pytest.skip("this torch build's OpenMP runtime is not libgomp")
     assert "GOMP_SPINCOUNT = '12345'" in shown
+
+
+# --- one OpenMP team: the model thread's ----------------------------------------------------------------
+
+def _threads_now() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_a_preparation_thread_runs_torch_without_a_team_of_its_own():
+    """After torch_alone_in_this_thread a parallel torch operation in that thread starts no OpenMP worker
+    (libgomp would keep one for as long as the thread lives, and more workers than CPUs throttle the model
+    thread's team); another thread's setting is untouched."""
+    import threading
+
+    import torch
+
+    from services.inference.cpu_threads import torch_alone_in_this_thread, torch_openmp_runtime
+
+    runtime = torch_openmp_runtime()
+    if runtime is None or torch.get_num_threads() < 2:
+        pytest.skip("needs torch's OpenMP runtime and 2 cores")
+    seen: dict = {}
+
+    def worker(alone: bool) -> None:
+        took = torch_alone_in_this_thread() if alone else None
+        before = _threads_now()
+        (torch.randn(3, 224, 224) - 0.5) / 0.25  # 150,528 floats: a parallel region
+        seen[alone] = (took, runtime.omp_get_max_threads(), _threads_now() - before)
+        ready.set()
+        leave.wait()
+
+    for alone in (True, False):
+        ready, leave = threading.Event(), threading.Event()
+        thread = threading.Thread(target=worker, args=(alone,))
+        thread.start()
+        ready.wait(60)
+        leave.set()
+        thread.join()
+    assert seen[True] == (True, 1, 0)  # alone: no worker thread appeared
+    assert seen[False][1] >= 2 and seen[False][2] >= 1  # the default: a team, with a worker of its own
+    assert runtime.omp_get_max_threads() >= 2  # the calling (model-like) thread keeps its team size
+
+
+def test_the_service_prepares_in_threads_without_a_team():
+    """The inference service's preparation threads run torch_alone_in_this_thread as they start."""
+    import asyncio
+    import io
+
+    import numpy as np
+    import torch  # noqa: F401 - loaded, as it is beside every torch model
+    from PIL import Image
+
+    from services.inference.config import InferenceSettings
+    from services.inference.cpu_threads import torch_openmp_runtime
+    from services.inference.service import InferenceService
+    from tests.fake_encoders import FakeEncoder
+
+    runtime = torch_openmp_runtime()
+    if runtime is None:
+        pytest.skip("needs torch's OpenMP runtime")
+    team_sizes: list[int] = []
+
+    class Recording(FakeEncoder):
+        def prepare_images(self, images):
+            team_sizes.append(runtime.omp_get_max_threads())
+            return super().prepare_images(images)
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(buf, format="PNG")
+    service = InferenceService(Recording(), InferenceSettings.from_env({"MODEL": "m"}))
+
+    async def run():
+        try:
+            await service.vectorize([], [buf.getvalue()] * 3)
+        finally:
+            await service.close()
+
+    asyncio.run(run())
+    assert team_sizes and set(team_sizes) == {1}

@@ -150,6 +150,7 @@ class DynamicBatcher:
         early_cut: bool = False,
         pass_tokens: int = PASS_TOKENS,
         clock: Callable[[], float] = time.monotonic,
+        prep_thread_setup: Callable[[], Any] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or prep_threads < 1 or pipeline_depth < 1:
             raise ValueError("max_batch_size, max_queue, prep_threads and pipeline_depth must be >= 1")
@@ -182,7 +183,10 @@ class DynamicBatcher:
         self._closed = False
         self._seq = itertools.count()
         self._model_q: queue.Queue[_Batch | None] = queue.Queue()
-        self._prep_pool = ThreadPoolExecutor(max_workers=prep_threads, thread_name_prefix="polyvec-prep")
+        # ``prep_thread_setup`` runs in each preparation thread as it starts (the service's:
+        # cpu_threads.torch_alone_in_this_thread, so that only the model thread keeps an OpenMP team)
+        self._prep_pool = ThreadPoolExecutor(max_workers=prep_threads, thread_name_prefix="polyvec-prep",
+                                             initializer=prep_thread_setup)
         self._scheduler = threading.Thread(target=self._schedule_loop, name="polyvec-batcher", daemon=True)
         self._model_thread = threading.Thread(target=self._model_loop, name="polyvec-model", daemon=True)
         self._scheduler.start()

@@ -22,6 +22,7 @@ benchmark can print what its raw rows and its servers ran under.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -42,6 +43,48 @@ def default_openmp_wait(environ: MutableMapping[str, str] | None = None) -> bool
     if "torch" in sys.modules:
         return False
     env.update(DEFAULT_POLICY)
+    return True
+
+
+def torch_openmp_runtime() -> ctypes.CDLL | None:
+    """The OpenMP runtime torch's CPU kernels use (its bundled libgomp, or the Intel one), as loaded in
+    this process; None when torch is not loaded or it cannot be found (not Linux). Other packages bundle
+    their own libgomp (sentencepiece does): only torch's governs torch's parallel regions."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            loaded = {line.split()[-1] for line in maps if line.rstrip().endswith((".so", ".so.1", ".so.5"))}
+    except OSError:  # pragma: no cover - not Linux
+        return None
+    if not getattr(torch, "__file__", None):
+        return None
+    torch_lib = os.path.join(os.path.dirname(str(torch.__file__)), "lib") + os.sep
+    for path in sorted(loaded):
+        if path.startswith(torch_lib) and os.path.basename(path).startswith(("libgomp", "libiomp")):
+            return ctypes.CDLL(path)
+    return None
+
+
+def torch_alone_in_this_thread() -> bool:
+    """Make torch run its parallel regions in the calling thread on that thread alone, without an OpenMP
+    team of its own; True if it took effect.
+
+    libgomp keeps a team of worker threads for every thread that has started a parallel region, for as
+    long as that thread lives, and once it manages more threads than there are CPUs it throttles every
+    team: an idle worker spins at most 100 times (1000 under OMP_WAIT_POLICY=ACTIVE, none under PASSIVE)
+    instead of GOMP_SPINCOUNT before it sleeps, so each parallel region of a forward pass waits for a
+    worker to wake. Image preparation runs torch operations in the preparation threads (to tensor,
+    normalise), and each of them used to keep a team: the model thread's forward passes then took ~1.8x
+    as long on 2 cores (``bench/openmp_teams.py``). The preparation threads call this as they start, so
+    the model thread's team is the only one."""
+    torch = sys.modules.get("torch")
+    runtime = torch_openmp_runtime()
+    if torch is None or runtime is None:
+        return False
+    torch.get_num_threads()  # torch sets each thread's team size at its first parallel call: do that first
+    runtime.omp_set_num_threads(1)  # this thread's own setting (an OpenMP ICV); other threads keep theirs
     return True
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from services import tracing
 from services.inference.batcher import BatcherClosed, BatchFailed, DynamicBatcher, QueueFull
 from services.inference.config import CPU_MAX_BATCH_TOKENS, InferenceSettings
+from services.inference.cpu_threads import torch_alone_in_this_thread
 from services.inference.images import ImageError, decode_image
 from services.inference.loaders.base import DENSE, IMAGE, SPARSE, TEXT, Encoder, SparseVector
 from services.inference.metrics import Metrics
@@ -109,6 +110,7 @@ class InferenceService:
             metrics=self.metrics,
             early_cut=s.batch_early_cut,
             pass_tokens=s.batch_pass_tokens,
+            prep_thread_setup=torch_alone_in_this_thread,
         )
         self.encoder = encoder
         self.owns_encoder = owned
