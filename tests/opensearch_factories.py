@@ -35,6 +35,7 @@ from services.inference.loaders.torchvision_compat import ensure_torchvision_imp
 ensure_torchvision_importable()
 import torch  # noqa: E402
 
+from services.inference.loaders.st_onnx import export_onnx  # noqa: E402
 from services.inference.registry import minilm_package_dir  # noqa: E402
 from tests.model_factories import build_bert_folder  # noqa: E402
 
@@ -159,7 +160,7 @@ def build_minilm_onnx(folder: Path) -> Path:
     transformer = model[0].auto_model
     feats = _sample(model)
     onnx_path = folder / "all-MiniLM-L6-v2.onnx"
-    _export_onnx(TokenEmbeddings(transformer), feats, onnx_path, "last_hidden_state")
+    export_onnx(transformer, feats, onnx_path)
     tok = _minilm_tokenizer_json(source, folder, model.max_seq_length)
     return zip_files(folder / "sentence-transformers_all-MiniLM-L6-v2-1.0.2-onnx.zip",
                      {onnx_path.name: onnx_path, "tokenizer.json": tok})
@@ -181,26 +182,6 @@ MINILM_CONFIG = {"model_type": "bert", "embedding_dimension": 384, "framework_ty
 
 # --- exports ------------------------------------------------------------------------------------------
 
-class TokenEmbeddings(torch.nn.Module):
-    """A Hugging Face encoder as (input_ids, attention_mask, token_type_ids) -> last_hidden_state."""
-
-    def __init__(self, inner) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=token_type_ids).last_hidden_state
-
-
-class Logits(TokenEmbeddings):
-    """A masked LM as (input_ids, attention_mask, token_type_ids) -> logits (batch, tokens, vocab)."""
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=token_type_ids).logits
-
-
 class NeuralSparse(torch.nn.Module):
     """opensearch-py-ml's NeuralSparseModel: a dict in, ``{"output": log(1+relu(max logits))}`` out,
     special tokens zeroed."""
@@ -216,14 +197,6 @@ class NeuralSparse(torch.nn.Module):
         values = torch.log(1 + torch.relu(values))
         values[:, self.special] = 0
         return {"output": values}
-
-
-def _export_onnx(module, feats, path: Path, output: str) -> None:
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    axes = {n: {0: "batch", 1: "tokens"} for n in names}
-    axes[output] = {0: "batch", 1: "tokens"}
-    torch.onnx.export(module.eval(), tuple(feats[n] for n in names), str(path), input_names=names,
-                      output_names=[output], dynamic_axes=axes, opset_version=17, dynamo=False)
 
 
 # --- tiny random-weight models --------------------------------------------------------------------------
@@ -250,7 +223,7 @@ def build_tiny_dense(target: Path, fmt: str, seed: int = 0) -> tuple[Artifact, P
     files = {"tokenizer.json": bert / "tokenizer.json", "config.json": bert / "config.json"}
     if fmt == "onnx":
         path = target / "tiny.onnx"
-        _export_onnx(TokenEmbeddings(model), feats, path, "last_hidden_state")
+        export_onnx(model, feats, path)
     else:
         path = target / "tiny.pt"
         model.config.torchscript = True
@@ -284,7 +257,7 @@ def build_tiny_sparse(target: Path, fmt: str, seed: int = 0) -> tuple[Artifact, 
     files = {"tokenizer.json": folder / "tokenizer.json"}
     if fmt == "onnx":
         path = target / "sparse.onnx"
-        _export_onnx(Logits(model), feats, path, "logits")
+        export_onnx(model, feats, path, "logits")
     else:
         module = NeuralSparse(model, [0, 1, 2, 3, 4])  # [PAD] [UNK] [CLS] [SEP] [MASK]
         path = target / "sparse.pt"

@@ -73,7 +73,9 @@ class StrippedTokenizer(TextTokenizer):
     """sentence-transformers strips each text before tokenising (and lower-cases it for
     ``do_lower_case`` modules); the served texts get the same."""
 
-    lower = False
+    def __init__(self, path: Path, *, max_length: int, lower: bool) -> None:
+        super().__init__(path, max_length=max_length)
+        self.lower = lower
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         return super().encode([t.strip().lower() if self.lower else t.strip() for t in texts])
@@ -104,8 +106,8 @@ def _onnx_encoder(torch_encoder: Any, choice: Any, cache_dir: str | Path) -> Art
     transformer, pooling, normalized = plain_chain(model)
     max_len = int(info.max_text_tokens)
     folder = exported(transformer, max_len, Path(cache_dir).expanduser() / "onnx")
-    tokenizer = StrippedTokenizer(folder / "tokenizer.json", max_length=max_len)
-    tokenizer.lower = bool(getattr(transformer, "do_lower_case", False))
+    tokenizer = StrippedTokenizer(folder / "tokenizer.json", max_length=max_len,
+                                  lower=bool(getattr(transformer, "do_lower_case", False)))
     try:
         runner = OnnxRunner(folder / "model.onnx", str(choice.device), ("last_hidden_state",))
     except Exception as exc:  # noqa: BLE001 - a damaged cache entry: the model stays on torch this time
@@ -176,8 +178,6 @@ def exported(transformer: Any, max_len: int, root: Path) -> Path:
         except OSError:  # another process exported it meanwhile: use theirs
             if not (folder / "model.onnx").is_file():
                 raise
-    except NotOnOnnx:
-        raise
     except Exception as exc:  # noqa: BLE001 - the exporter's own error: the model stays on torch
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise NotOnOnnx(f"the export failed: {type(exc).__name__}: {first}") from None
@@ -214,29 +214,39 @@ def export_key(auto_model: Any, tokenizer_json: str, max_len: int) -> str:
     return digest.hexdigest()[:32]
 
 
-def export_token_embeddings(transformer: Any, path: Path) -> None:
-    """``torch.onnx.export`` of the transformer as (its tokenizer's inputs) -> ``last_hidden_state``,
-    batch and tokens dynamic; attention runs as plain ("eager") operations while exporting."""
-    import torch
+#: the tokenizer outputs an exported graph takes, in this order (those the tokenizer gives)
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
+
+def export_token_embeddings(transformer: Any, path: Path) -> None:
+    """``torch.onnx.export`` of a sentence-transformers Transformer module as (its tokenizer's inputs) ->
+    ``last_hidden_state``; attention runs as plain ("eager") operations while exporting."""
     auto = transformer.auto_model
     sample = transformer.tokenizer(["a cat sits on the mat", "an export sample"], return_tensors="pt",
                                    padding=True)
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-    module = _token_embeddings(auto, names)
-    axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
     previous = auto.config._attn_implementation
     _set_attention(auto, "eager")
     try:
-        # the exporter's deprecation and tracer warnings are about its own internals: the export is
-        # checked against the torch model on varied texts before it serves (check_same)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module.eval(), tuple(sample[n] for n in names), str(path), input_names=names,
-                              output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=OPSET,
-                              dynamo=False)
+        export_onnx(auto, sample, path)
     finally:
         _set_attention(auto, previous)
+
+
+def export_onnx(model: Any, sample: Any, path: Path, output: str = "last_hidden_state") -> None:
+    """``torch.onnx.export`` of a Hugging Face model as the inputs of :data:`ONNX_INPUTS` that ``sample``
+    (tokenised tensors) holds -> the model output ``output`` (``last_hidden_state``, ``logits``), batch
+    and tokens dynamic, opset :data:`OPSET`, the TorchScript-based exporter."""
+    import torch
+
+    names = [n for n in ONNX_INPUTS if n in sample]
+    axes = {n: {0: "batch", 1: "tokens"} for n in [*names, output]}
+    # the exporter's deprecation and tracer warnings are about its own internals: an export served with
+    # RUNTIME=onnx is checked against the torch model on varied texts first (check_same)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = _named_inputs(model, names, output).eval()
+        torch.onnx.export(module, tuple(sample[n] for n in names), str(path), input_names=names,
+                          output_names=[output], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
 
 
 def _set_attention(auto: Any, implementation: str) -> None:
@@ -246,20 +256,19 @@ def _set_attention(auto: Any, implementation: str) -> None:
         auto.config._attn_implementation = implementation
 
 
-def _token_embeddings(inner: Any, names: list[str]) -> Any:
-    """The transformer as a module taking its inputs in ``names`` order, giving the token embeddings."""
+def _named_inputs(inner: Any, names: list[str], output: str) -> Any:
+    """The model as a module taking its inputs positionally in ``names`` order, giving its ``output``."""
     import torch
 
-    class TokenEmbeddings(torch.nn.Module):
-        def __init__(self, inner: Any, names: list[str]) -> None:
+    class NamedInputs(torch.nn.Module):
+        def __init__(self) -> None:
             super().__init__()
             self.inner = inner
-            self.names = names
 
         def forward(self, *inputs: Any) -> Any:
-            return self.inner(**dict(zip(self.names, inputs, strict=True))).last_hidden_state
+            return getattr(self.inner(**dict(zip(names, inputs, strict=True))), output)
 
-    return TokenEmbeddings(inner, names)
+    return NamedInputs()
 
 
 def check_same(torch_encoder: Any, onnx_encoder: ArtifactEncoder) -> None:
