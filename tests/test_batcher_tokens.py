@@ -185,28 +185,53 @@ def test_the_token_budget_is_for_texts_only():
     assert enc.seen.batches == [("text", 1), ("image", 4), ("image", 1)]
 
 
-def split_costs(lengths: list[int], limit: int, budget: int, pass_tokens: int) -> tuple[float, int]:
+def run_tokens(lengths: list[int], padding_cost: float = 1.0) -> float:
+    """What a run of texts of ``lengths`` (in length order) counts against the budget: its padded
+    tokens, or with a padded position worth ``padding_cost`` of a token, that share of them plus the
+    rest of the texts' own tokens."""
+    return padding_cost * len(lengths) * lengths[-1] + (1 - padding_cost) * sum(lengths)
+
+
+def split_costs(lengths: list[int], limit: int, budget: int, pass_tokens: int,
+                padding_cost: float = 1.0) -> tuple[float, int]:
     """(cost, passes) of the cheapest split of texts of ``lengths`` (already in length order) into
-    consecutive runs of at most ``limit`` texts and ``budget`` padded tokens, by brute force."""
+    consecutive runs of at most ``limit`` texts and ``budget`` tokens, by brute force."""
     if not lengths:
         return (0.0, 0)
     options = []
     for size in range(1, min(limit, len(lengths)) + 1):
-        if size > 1 and size * lengths[size - 1] > budget:
+        tokens = run_tokens(lengths[:size], padding_cost)
+        if size > 1 and tokens > budget:
             break
-        rest = split_costs(lengths[size:], limit, budget, pass_tokens)
-        options.append((rest[0] + pass_tokens + size * lengths[size - 1], rest[1] + 1))
+        rest = split_costs(lengths[size:], limit, budget, pass_tokens, padding_cost)
+        options.append((rest[0] + pass_tokens + tokens, rest[1] + 1))
     return min(options)
 
 
+class CheapPadding(FakeEncoder):
+    """A model whose padded positions cost a share of a real token (as a masked LM whose vocabulary head
+    runs on real tokens only); binary fractions, so costs add up exactly in any order."""
+
+    def __init__(self, padding_cost: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._padding_cost = padding_cost
+
+    @property
+    def padded_token_cost(self) -> float:
+        return self._padding_cost
+
+
+@pytest.mark.parametrize("padding_cost", [1.0, 0.5, 0.125])
 @pytest.mark.parametrize("seed", range(4))
-def test_the_cut_is_the_oldest_texts_run_in_a_cheapest_split(seed):
+def test_the_cut_is_the_oldest_texts_run_in_a_cheapest_split(seed, padding_cost):
     """_cheapest_run against brute force: the run it returns holds the oldest text, fits the limits,
-    and some cheapest split of all the waiting texts (least cost, then fewest passes) contains it."""
+    and some cheapest split of all the waiting texts (least cost, then fewest passes) contains it;
+    for a model whose padding costs less than real tokens too."""
     from services.inference.batcher import _Item
 
     rng = random.Random(seed)
-    b = DynamicBatcher(FakeEncoder(), max_batch_size=8, max_batch_tokens=1, batch_wait_ms=0)
+    b = DynamicBatcher(CheapPadding(padding_cost), max_batch_size=8, max_batch_tokens=1, batch_wait_ms=0)
+    c = padding_cost
     try:
         for _ in range(200):
             n = rng.randint(1, 9)
@@ -218,29 +243,30 @@ def test_the_cut_is_the_oldest_texts_run_in_a_cheapest_split(seed):
             chosen = b._cheapest_run(items, limit, budget, pass_tokens)
             case = (lengths, limit, budget, pass_tokens)
             assert 0 in [it.seq for it in chosen], case
-            assert len(chosen) <= limit and (len(chosen) == 1 or len(chosen) * max(
-                it.length for it in chosen) <= budget), case
+            assert len(chosen) <= limit and (len(chosen) == 1 or run_tokens(
+                [it.length for it in chosen], c) <= budget), case
             order = sorted(range(n), key=lambda i: (lengths[i], i))
             s = order.index(chosen[0].seq)
             e = s + len(chosen)
             assert [it.seq for it in chosen] == order[s:e], case  # a run in length order
             ordered = [lengths[i] for i in order]
-            before = split_costs(ordered[:s], limit, budget, pass_tokens)
-            after = split_costs(ordered[e:], limit, budget, pass_tokens)
-            own = pass_tokens + len(chosen) * ordered[e - 1]
+            before = split_costs(ordered[:s], limit, budget, pass_tokens, c)
+            after = split_costs(ordered[e:], limit, budget, pass_tokens, c)
+            own = pass_tokens + run_tokens(ordered[s:e], c)
             got = (before[0] + own + after[0], before[1] + 1 + after[1])
-            assert got == split_costs(ordered, limit, budget, pass_tokens), case
+            assert got == split_costs(ordered, limit, budget, pass_tokens, c), case
     finally:
         b.close_sync()
 
 
-@pytest.mark.parametrize("pass_tokens, passes", [(64, 2), (10_000, 1)])
-def test_a_mixed_crowd_runs_as_passes_of_similar_lengths(pass_tokens, passes):
+@pytest.mark.parametrize("pass_tokens, padding_cost, passes", [(64, 1.0, 2), (10_000, 1.0, 1), (64, 0.09, 1)])
+def test_a_mixed_crowd_runs_as_passes_of_similar_lengths(pass_tokens, padding_cost, passes):
     """Short and long texts waiting together, well within the token budget: with a small per-pass
     cost they run as a pass of the short ones and a pass of the long ones (not one pass padded to
-    the longest); with a per-pass cost above the padding saved, as one pass. Each caller gets its
-    own vectors either way."""
-    enc = FakeEncoder()
+    the longest); with a per-pass cost above the padding saved, as one pass; and as one pass for a
+    model whose padded positions cost 9% of a token (SPLADE-tiny's), as splitting would save it less
+    than the pass costs. Each caller gets its own vectors either way."""
+    enc = CheapPadding(padding_cost)
     short = [words(n, f"s{n}") for n in (1, 2, 3, 4)]
     long = [words(n, f"l{n}") for n in (40, 41, 42, 43)]
     interleaved = [x for pair in zip(short, long, strict=True) for x in pair]

@@ -17,7 +17,7 @@ import torch
 from services.inference.device import choose_device
 from services.inference.loaders import load_encoder
 from services.inference.loaders.artifact_encoder import SparseHead, to_numpy
-from services.inference.loaders.mlm_pooling import PooledMaskedLM, split_masked_lm
+from services.inference.loaders.mlm_pooling import PooledMaskedLM, padded_token_cost, split_masked_lm
 from services.inference.loaders.sparse_loader import MaskedLMRunner
 from services.inference.model_spec import parse_model_properties
 from tests.opensearch_factories import build_tiny_masked_lm, splade_package_dir
@@ -50,6 +50,17 @@ def random_batch(vocab: int, lengths: list[int], *, type_ids: bool = True) -> di
 
 
 def tiny_model(kind: str):
+    """A tiny random masked LM and whether it takes token_type_ids. Its vocabulary bias is random too
+    (transformers starts it at zero), so leaving it out anywhere shows."""
+    model, type_ids = _tiny_model(kind)
+    with torch.no_grad():
+        for name, param in model.named_parameters(remove_duplicate=False):
+            if name.endswith("bias") and param.shape == (97,):
+                param.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(3))
+    return model, type_ids
+
+
+def _tiny_model(kind: str):
     from transformers import (
         BertConfig,
         BertForMaskedLM,
@@ -96,7 +107,7 @@ def test_real_tokens_only_equals_the_whole_model(kind, chunk):
 @pytest.mark.parametrize("chunk", [1, 10, 25, 1000])
 def test_the_head_sees_only_real_tokens_in_chunks_of_whole_texts(chunk):
     model, _ = tiny_model("bert")
-    encoder, head = split_masked_lm(model)
+    encoder, head, bias = split_masked_lm(model)
     calls: list[int] = []
 
     def counting_head(hidden):
@@ -106,7 +117,7 @@ def test_the_head_sees_only_real_tokens_in_chunks_of_whole_texts(chunk):
     lengths = [3, 17, 0, 1, 9, 40, 2]
     feeds = random_batch(97, lengths)
     with torch.inference_mode():
-        PooledMaskedLM(encoder, counting_head, chunk_tokens=chunk)(feeds)
+        PooledMaskedLM(encoder, counting_head, bias, chunk_tokens=chunk)(feeds)
     assert sum(calls) == sum(lengths)  # no padded position, every real one once
     # each call is a run of whole texts: its end is a text boundary
     boundaries = set(np.cumsum(lengths).tolist())
@@ -114,6 +125,46 @@ def test_the_head_sees_only_real_tokens_in_chunks_of_whole_texts(chunk):
     # of at most ``chunk`` rows, unless one text alone is longer
     assert all(rows <= chunk or rows in lengths for rows in calls)
     assert (len(calls) == 1) == (chunk >= sum(lengths))
+
+
+def full_head(model, kind: str):
+    """The model's own vocabulary head, bias included."""
+    if kind == "bert":
+        return model.cls
+    if kind == "roberta":
+        return model.lm_head
+    return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+
+
+@pytest.mark.parametrize("kind, splits_bias", [("bert", True), ("roberta", False), ("distilbert", True)])
+def test_bert_and_distilbert_heads_add_the_vocabulary_bias_after_pooling(kind, splits_bias):
+    """BERT's and DistilBERT's heads are taken apart down to the vocabulary layer: the split's head gives
+    the logits without that layer's bias, which comes back as vocab_bias (added per text after pooling,
+    so the (tokens, vocabulary) product is not first filled with it); other heads run whole."""
+    model, _ = tiny_model(kind)
+    parts = split_masked_lm(model)
+    hidden = torch.randn(6, 32, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        full = full_head(model, kind)(hidden)
+        ours = parts.head(hidden)
+    if splits_bias:
+        assert parts.vocab_bias is not None and parts.vocab_bias.abs().sum() > 0
+        torch.testing.assert_close(ours + parts.vocab_bias, full)
+    else:
+        assert parts.vocab_bias is None
+        torch.testing.assert_close(ours, full)
+
+
+def test_padded_token_cost_is_the_encoders_share_of_the_weights_a_token_goes_through():
+    """A padded position goes through the encoder's layers (embedding tables excluded: a lookup), a real
+    token through those and the vocabulary head (its tied vocabulary matrix included)."""
+    model, _ = tiny_model("bert")
+    params = dict(model.named_parameters(remove_duplicate=False))
+    encoder = sum(p.numel() for n, p in params.items() if n.startswith("bert.encoder."))
+    head = sum(p.numel() for n, p in params.items() if n.startswith("cls."))
+    assert head > model.config.vocab_size * model.config.hidden_size  # the tied vocabulary matrix counts
+    assert padded_token_cost(model) == pytest.approx(encoder / (encoder + head))
+    assert padded_token_cost(torch.nn.Linear(2, 2)) == 1.0  # parts unknown: padding costs a full token
 
 
 def test_an_unknown_head_runs_the_whole_model():
@@ -137,6 +188,7 @@ def test_runner_uses_the_split_and_falls_back_when_it_disagrees(tiny_folder, cap
     prepared = tokenizer.encode(TEXTS)
     runner.check_pooled(prepared, "tiny")
     assert runner.pooled is not None
+    assert 0 < runner.padded_token_cost < 1  # padded positions skip the head
     out = to_numpy(runner(prepared))
     assert out.ndim == 2  # pooled weights, no (texts, tokens, vocab) logits
     np.testing.assert_allclose(out, SparseHead.weights(runner.logits(prepared), prepared["attention_mask"]),
@@ -147,6 +199,7 @@ def test_runner_uses_the_split_and_falls_back_when_it_disagrees(tiny_folder, cap
     with caplog.at_level(logging.WARNING):
         runner.check_pooled(prepared, "tiny")
     assert runner.pooled is None and "disagrees with the whole model" in caplog.text
+    assert runner.padded_token_cost == 1.0  # the whole model runs on every padded position
     assert runner(prepared).ndim == 3  # the whole model's logits, pooled by SparseHead
 
 
@@ -157,6 +210,8 @@ def test_splade_tiny_serves_through_the_split_with_unchanged_values(tmp_path):
     encoder = load_encoder(spec, choose_device(False), cache_dir=tmp_path)
     try:
         assert encoder.runner.pooled is not None
+        # 2 layers of 128 against a 128 x 30,522 head: the batcher counts a padded position as ~9%
+        assert encoder.padded_token_cost == pytest.approx(0.0905, abs=0.001)
         prepared = encoder.prepare_texts(TEXTS)
         fast = encoder.forward_texts(prepared)
         slow = encoder.head(encoder.runner.logits(prepared), prepared)

@@ -191,6 +191,10 @@ class ArtifactEncoder(Encoder):
             return None
         return [(rows, max(1, int(lengths[rows].max()))) for rows in groups]
 
+    @property
+    def padded_token_cost(self) -> float:
+        return float(getattr(self.runner, "padded_token_cost", 1.0))
+
     def text_length(self, text: str) -> int:
         return self.tokenizer.estimate_length(text)
 

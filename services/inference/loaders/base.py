@@ -114,6 +114,13 @@ class Encoder(ABC):  # noqa: B024 - every method has a default; loaders override
         (what ``prepare_images`` of the whole list gives)."""
         raise NotImplementedError
 
+    @property
+    def padded_token_cost(self) -> float:
+        """What a padded position costs in a text batch's forward pass, as a share of a real token's
+        work: 1 for a model that runs every position alike (the batcher then counts a batch's tokens
+        with padding), less for one that does part of its work on real tokens only."""
+        return 1.0
+
     def text_length(self, text: str) -> int:
         """A cheap length estimate used to group texts of similar length into one batch."""
         return len(text)

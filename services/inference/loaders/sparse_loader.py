@@ -37,7 +37,7 @@ from ..model_spec import (
 )
 from .artifact_encoder import ArtifactEncoder, IdfHead, SparseHead, SparseSettings, to_numpy
 from .base import SPARSE, TEXT, EncoderInfo
-from .mlm_pooling import PooledMaskedLM, split_masked_lm
+from .mlm_pooling import PooledMaskedLM, padded_token_cost, split_masked_lm
 from .opensearch_layout import SUFFIXES, find_files
 from .text_tokenizer import TextTokenizer, max_positions, read_json
 
@@ -76,6 +76,13 @@ class MaskedLMRunner:
         self.inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in params]
         split = split_masked_lm(self.model)
         self.pooled: PooledMaskedLM | None = PooledMaskedLM(*split) if split is not None else None
+        self._pooled_padding_cost = padded_token_cost(self.model)
+
+    @property
+    def padded_token_cost(self) -> float:
+        """What a padded position costs as a share of a real token (:func:`.mlm_pooling.padded_token_cost`
+        with the head on real tokens only; 1 when the whole model runs on the padded batch)."""
+        return self._pooled_padding_cost if self.pooled is not None else 1.0
 
     def _feeds(self, prepared: dict[str, np.ndarray]) -> dict[str, Any]:
         return {n: self._torch.from_numpy(prepared[n]).to(self.device) for n in self.inputs}
