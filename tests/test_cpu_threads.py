@@ -158,3 +158,38 @@ def test_the_service_prepares_in_threads_without_a_team():
 
     asyncio.run(run())
     assert team_sizes and set(team_sizes) == {1}
+
+
+# --- the GIL's switch interval -------------------------------------------------------------------------
+
+def _server_switch_interval(extra: dict[str, str]) -> float:
+    """sys.getswitchinterval() as the server's event loop would start, in a process started like the
+    server (services.inference.main.main, its event loop replaced by a probe)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PROPERTIES", "SWITCH_INTERVAL_MS")}
+    env.update({"MODEL": "sentence-transformers/all-MiniLM-L6-v2", "LOG_LEVEL": "WARNING", **extra})
+    code = ("import sys, services.inference.main as m\n"
+            "def probe(coro):\n"
+            "    coro.close()\n"
+            "    print('interval', sys.getswitchinterval())\n"
+            "    return 0\n"
+            "m.run_event_loop = probe\n"
+            "sys.exit(m.main([]))\n")
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return float(done.stdout.split("interval", 1)[1])
+
+
+@pytest.mark.parametrize("setting, seconds", [(None, 0.001), ("2.5", 0.0025)])
+def test_the_server_runs_with_the_configured_switch_interval(setting, seconds):
+    """SWITCH_INTERVAL_MS (default 1: Python's own is 5 ms) is in force before the server serves."""
+    extra = {} if setting is None else {"SWITCH_INTERVAL_MS": setting}
+    assert _server_switch_interval(extra) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "1001", "soon"])
+def test_a_bad_switch_interval_is_refused_naming_it(bad):
+    from services.inference.config import InferenceSettings, SettingsError
+
+    with pytest.raises(SettingsError, match="SWITCH_INTERVAL_MS"):
+        InferenceSettings.from_env({"MODEL": "m", "SWITCH_INTERVAL_MS": bad})

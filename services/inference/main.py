@@ -418,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     tracing.setup("polyvec-inference")
+    # how long a thread may keep the GIL while another waits for it (Python's default: 5 ms); see
+    # InferenceSettings.switch_interval_ms
+    sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
     try:
         return run_event_loop(serve(settings, plan, batching=not args.no_batching))
     except KeyboardInterrupt:  # a second Ctrl-C
