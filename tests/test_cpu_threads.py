@@ -51,6 +51,14 @@ def test_policy_in_words():
         "GOMP_SPINCOUNT=10000 (OMP_WAIT_POLICY=PASSIVE)"
 
 
+def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``code`` run by a fresh interpreter in the repository, as the server is started; it must succeed."""
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
 def _server_openmp(extra: dict[str, str]) -> str:
     """What torch's OpenMP runtime reads in a process started like the server: services.inference.main's
     own entry step, then torch (libgomp prints its settings with OMP_DISPLAY_ENV)."""
@@ -61,9 +69,7 @@ def _server_openmp(extra: dict[str, str]) -> str:
             "m.default_openmp_wait()\n"
             "import torch\n"
             "torch.ones(8).sum()\n")
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _python(code, env)
     return done.stderr + done.stdout
 
 
@@ -174,10 +180,7 @@ def _server_switch_interval(extra: dict[str, str]) -> float:
             "    return 0\n"
             "m.run_event_loop = probe\n"
             "sys.exit(m.main([]))\n")
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return float(done.stdout.split("interval", 1)[1])
+    return float(_python(code, env).stdout.split("interval", 1)[1])
 
 
 @pytest.mark.parametrize("setting, seconds", [(None, 0.001), ("2.5", 0.0025)])
