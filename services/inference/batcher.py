@@ -485,8 +485,7 @@ class DynamicBatcher:
             longest = lengths[j - 1]
             for i in range(j - 1, max(-1, j - 1 - limit), -1):
                 size = j - i
-                tokens = size * longest if c == 1.0 else \
-                    c * size * longest + (1 - c) * (prefix[j] - prefix[i])
+                tokens = c * size * longest + (1 - c) * (prefix[j] - prefix[i])
                 if size > 1 and tokens > budget:
                     break  # longer runs ending here hold more tokens still
                 cost, passes = best[i]
